@@ -1,0 +1,88 @@
+//! The flags every lesson shares, so that `--workers 4 --port 0 --sched rr
+//! --events json` means the same thing in every lesson and the scenario
+//! runner can start any of them the same way. A lesson flattens
+//! [`ClusterArgs`] into its own clap parser and adds its own flags.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::cluster::ClusterOptions;
+use crate::listen::Sched;
+use crate::report::EventsFormat;
+
+/// Cluster flags common to all lessons.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// Number of workers [default: one per CPU this process may use]
+    #[arg(long, short = 'w', value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: Option<u16>,
+
+    /// Address to listen on (the load generators only target 127.0.0.1)
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    pub host: IpAddr,
+
+    /// Port to listen on; 0 picks any free port
+    #[arg(long, short = 'p', default_value_t = 3000)]
+    pub port: u16,
+
+    /// Who accepts connections: rr (the primary, round-robin) or shared (the workers)
+    #[arg(long, default_value_t = Sched::RoundRobin)]
+    pub sched: Sched,
+
+    /// How the primary prints events: human or json (one object per line)
+    #[arg(long, default_value_t = EventsFormat::Human, env = "CLUSTER_EVENTS")]
+    pub events: EventsFormat,
+
+    /// Seconds a stopping worker may take before it is killed
+    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    pub grace: Duration,
+}
+
+impl ClusterArgs {
+    /// The options these flags describe; restart policy and the rest are
+    /// the lesson's to set.
+    pub fn options(&self) -> ClusterOptions {
+        ClusterOptions {
+            workers: self
+                .workers
+                .map_or_else(crate::default_workers, usize::from),
+            addr: SocketAddr::new(self.host, self.port),
+            sched: self.sched,
+            events: self.events,
+            grace: self.grace,
+            ..ClusterOptions::default()
+        }
+    }
+}
+
+/// Parses seconds as a number (`10`, `0.5`) or with a unit (`10s`, `500ms`).
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration: write seconds (10, 0.5) or use a unit (10s, 500ms)");
+    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
+        (ms, 0.001)
+    } else if let Some(s) = text.strip_suffix('s') {
+        (s, 1.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 = number.trim().parse().map_err(|_| bad())?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(bad());
+    }
+    Duration::try_from_secs_f64(value * scale).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_and_without_units() {
+        assert_eq!(parse_seconds("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_seconds("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_seconds("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("soon").is_err());
+    }
+}

@@ -1,0 +1,246 @@
+//! The channel between the primary and one worker: JSON lines over a Unix
+//! socketpair.
+//!
+//! Node's IPC channel is a pipe carrying serialised messages; ours is the same
+//! idea, made explicit. Each side owns one end of a `socketpair`; the worker
+//! inherits its end across exec (see [`crate::inherit`]). Every message is one
+//! JSON object on one line, typed with serde on both sides ([`ToPrimary`],
+//! [`ToWorker`]); the payload a lesson sends is a `serde_json::Value` inside.
+//!
+//! What the usual answer leaves out, and this module makes visible:
+//! * a message is a *copy*, serialised and parsed — never shared memory;
+//! * sending to a peer that is gone is an error value ([`SendError`]), not a
+//!   crash and not a silent success;
+//! * ordering holds per channel: two workers' messages may interleave in any
+//!   order at the primary;
+//! * a line that does not parse is reported and dropped; it never takes the
+//!   reader down ([`Incoming::Malformed`]).
+//!
+//! Handles (accepted sockets) do not travel here; see [`crate::handles`].
+
+use std::io;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+
+/// A line longer than this is not a message we sent: it is dropped, and the
+/// reader stays usable. It bounds the memory one bad peer can make us hold.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// What a worker tells its primary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToPrimary {
+    /// The worker's code runs and its channel works.
+    Online,
+    /// The worker accepts connections on `addr`.
+    Listening { addr: SocketAddr },
+    /// The worker is ready for traffic.
+    Ready,
+    /// A message of the lesson's own.
+    Message { body: serde_json::Value },
+    /// The worker wants to leave (Node: `worker.disconnect()` in the worker).
+    /// The primary stops sending it connections, then answers
+    /// [`ToWorker::Disconnect`].
+    Disconnect,
+}
+
+/// What the primary tells a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToWorker {
+    /// A message of the lesson's own.
+    Message { body: serde_json::Value },
+    /// Stop accepting, finish what is in flight, exit 0. No new connections
+    /// will be sent after this one.
+    Disconnect,
+}
+
+/// Sending failed because the other side is gone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the channel to {peer} is closed: it has exited or is exiting")]
+pub struct SendError {
+    /// Who we tried to reach ("worker 3", "the primary").
+    pub peer: String,
+}
+
+/// The sending half. Cheap to clone; a background task writes the lines, so
+/// `send` never waits on a slow peer.
+#[derive(Debug)]
+pub struct Sender<T> {
+    lines: mpsc::UnboundedSender<Vec<u8>>,
+    peer: String,
+    _type: PhantomData<fn(T)>,
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        Sender {
+            lines: self.lines.clone(),
+            peer: self.peer.clone(),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T: Serialize> Sender<T> {
+    /// Queues `message` for the peer. Fails once the channel is known closed
+    /// (the writer saw an error, or the peer's end is gone).
+    pub fn send(&self, message: &T) -> Result<(), SendError> {
+        let gone = || SendError {
+            peer: self.peer.clone(),
+        };
+        let mut line = serde_json::to_vec(message).map_err(|_| gone())?;
+        line.push(b'\n');
+        self.lines.send(line).map_err(|_| gone())
+    }
+
+    /// True once the writer has stopped: every later `send` fails.
+    pub fn is_closed(&self) -> bool {
+        self.lines.is_closed()
+    }
+}
+
+/// What the receiving half yields.
+#[derive(Debug)]
+pub enum Incoming<T> {
+    Message(T),
+    /// A line that is not a valid message; `reason` says why. Dropped.
+    Malformed { reason: String },
+}
+
+/// The receiving half.
+#[derive(Debug)]
+pub struct Receiver<T> {
+    reader: BufReader<OwnedReadHalf>,
+    buf: Vec<u8>,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> Receiver<T> {
+    /// The next message, `None` at end of stream (the peer closed its end or
+    /// exited), or an I/O error.
+    pub async fn recv(&mut self) -> io::Result<Option<Incoming<T>>> {
+        self.buf.clear();
+        let limit = (MAX_LINE + 1) as u64;
+        let read = (&mut self.reader)
+            .take(limit)
+            .read_until(b'\n', &mut self.buf)
+            .await?;
+        if read == 0 {
+            return Ok(None);
+        }
+        if self.buf.last() != Some(&b'\n') {
+            if read as u64 == limit {
+                // Skip the rest of the oversized line before reporting it.
+                let mut rest = Vec::new();
+                self.reader.read_until(b'\n', &mut rest).await?;
+                return Ok(Some(Incoming::Malformed {
+                    reason: format!("line longer than {MAX_LINE} bytes"),
+                }));
+            }
+            // The peer closed mid-line: what came is not a whole message.
+            return Ok(Some(Incoming::Malformed {
+                reason: "incomplete line at end of stream".into(),
+            }));
+        }
+        Ok(Some(match serde_json::from_slice(&self.buf) {
+            Ok(message) => Incoming::Message(message),
+            Err(error) => Incoming::Malformed {
+                reason: error.to_string(),
+            },
+        }))
+    }
+}
+
+/// Splits one end of the channel into its halves and starts the writer task.
+/// `peer` names the other side in errors. Must run inside a tokio runtime.
+pub fn channel<In, Out>(stream: UnixStream, peer: String) -> (Receiver<In>, Sender<Out>) {
+    let (read, write) = stream.into_split();
+    let (lines, queue) = mpsc::unbounded_channel();
+    tokio::spawn(write_lines(write, queue));
+    let receiver = Receiver {
+        reader: BufReader::new(read),
+        buf: Vec::new(),
+        _type: PhantomData,
+    };
+    let sender = Sender {
+        lines,
+        peer,
+        _type: PhantomData,
+    };
+    (receiver, sender)
+}
+
+/// Writes queued lines until the queue is dropped or a write fails; then
+/// closing the queue makes every later `send` fail.
+async fn write_lines(mut write: OwnedWriteHalf, mut queue: mpsc::UnboundedReceiver<Vec<u8>>) {
+    while let Some(line) = queue.recv().await {
+        if write.write_all(&line).await.is_err() {
+            queue.close();
+            return;
+        }
+    }
+    let _ = write.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn messages_cross_and_garbage_is_dropped() -> io::Result<()> {
+        let (a, b) = UnixStream::pair()?;
+        let (_a_rx, a_tx) = channel::<ToWorker, ToPrimary>(a, "worker 1".into());
+        let (mut b_rx, _b_tx) = channel::<ToPrimary, ToWorker>(b, "the primary".into());
+
+        a_tx.send(&ToPrimary::Online).map_err(io::Error::other)?;
+        let got = b_rx.recv().await?;
+        assert!(matches!(got, Some(Incoming::Message(ToPrimary::Online))));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_malformed_line_is_reported_then_reading_goes_on() -> io::Result<()> {
+        let (mut raw, b) = UnixStream::pair()?;
+        let (mut rx, _tx) = channel::<ToPrimary, ToWorker>(b, "the primary".into());
+        raw.write_all(b"this is not json\n{\"type\":\"ready\"}\n").await?;
+        assert!(matches!(
+            rx.recv().await?,
+            Some(Incoming::Malformed { .. })
+        ));
+        assert!(matches!(
+            rx.recv().await?,
+            Some(Incoming::Message(ToPrimary::Ready))
+        ));
+        drop(raw);
+        assert!(rx.recv().await?.is_none());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn sending_to_a_closed_peer_is_an_error() -> io::Result<()> {
+        let (a, b) = UnixStream::pair()?;
+        let (_rx, tx) = channel::<ToPrimary, ToWorker>(a, "worker 7".into());
+        drop(b);
+        // The first writes may still land in the socket buffer or fail; keep
+        // sending until the writer notices, within a bounded number of tries.
+        let mut result = Ok(());
+        for _ in 0..1000 {
+            result = tx.send(&ToWorker::Disconnect);
+            if result.is_err() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let error = result.err().ok_or_else(|| io::Error::other("send never failed"))?;
+        assert_eq!(error.to_string(), "the channel to worker 7 is closed: it has exited or is exiting");
+        Ok(())
+    }
+}

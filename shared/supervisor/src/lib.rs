@@ -1,0 +1,76 @@
+//! Rust's answer to Node's `cluster` module.
+//!
+//! One process, the *primary*, starts *workers* by re-executing its own
+//! binary, hands them a share of one listening socket, talks to them over a
+//! private channel, restarts them when they crash and stops them gracefully.
+//! Every lesson in the workbook is built on this crate, so that each lesson's
+//! `main.rs` reads as the answer to its question and not as process plumbing.
+//!
+//! # Layout
+//!
+//! | module      | its one job                                                       | Node name            |
+//! |-------------|-------------------------------------------------------------------|----------------------|
+//! | [`role`]    | tell a primary from a worker (an environment variable)           | `cluster.isPrimary`  |
+//! | [`cluster`] | the primary: fork, registry, restarts, shutdown, one event stream | `cluster.fork()`     |
+//! | [`worker`]  | the worker's side of the channel: listen, ready, send, disconnect | `cluster.worker`     |
+//! | [`event`]   | the lifecycle events, as JSON for machines                        | `cluster.on('exit')` |
+//! | [`report`]  | print events for people (colours) or machines (`--events json`)   |                      |
+//! | [`ipc`]     | newline-delimited JSON over an inherited Unix socketpair          | `process.send()`     |
+//! | [`handles`] | pass accepted sockets to workers with `SCM_RIGHTS`                | round-robin handles  |
+//! | [`listen`]  | the scheduling strategies behind one `listen()`                   | `schedulingPolicy`   |
+//! | [`restart`] | restart backoff and the crash-loop budget, as a pure policy       |                      |
+//! | [`http`]    | serve an accept stream with hyper, with graceful shutdown         | `http.createServer`  |
+//! | [`inherit`] | pass descriptors across exec, and only to the worker              |                      |
+//! | [`cli`]     | the flags every lesson shares (`--workers`, `--port`, `--events`) |                      |
+//!
+//! # A lesson in ten lines
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use supervisor::{Cluster, ClusterOptions, Role};
+//! match supervisor::role()? {
+//!     Role::Primary => {
+//!         let cluster = Cluster::start(ClusterOptions::default()).await?;
+//!         cluster.wait().await?;
+//!     }
+//!     Role::Worker(_) => {
+//!         let worker = supervisor::Worker::connect().await?;
+//!         let listener = worker.listen().await?;
+//!         worker.ready()?;
+//!         let hello = |_req| async { supervisor::http::text(200, "hello\n") };
+//!         supervisor::http::serve(listener, hello, worker.disconnected()).await;
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod cli;
+pub mod cluster;
+pub mod event;
+pub mod handles;
+pub mod inherit;
+pub mod http;
+pub mod ipc;
+pub mod listen;
+pub mod report;
+pub mod restart;
+pub mod role;
+pub mod worker;
+
+pub use cli::ClusterArgs;
+pub use cluster::{Cluster, ClusterError, ClusterOptions, Stopped};
+pub use event::{Event, WorkerId};
+pub use listen::{Listener, Sched};
+pub use report::{EventsFormat, exit_code};
+pub use restart::RestartPolicy;
+pub use role::{Role, role};
+pub use worker::Worker;
+
+/// How many workers "one per core" means here: the CPUs this process may
+/// actually use. `available_parallelism` honours CPU affinity and cgroup
+/// quotas, unlike Node's `os.cpus().length`, which counts every CPU the host
+/// has — in a container limited to two CPUs on a 64-core host, that starts 64
+/// workers fighting over two cores.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

@@ -1,0 +1,188 @@
+//! Printing events: colour-prefixed lines for people, JSON lines for machines.
+//!
+//! A lesson is watched by a person (`just lesson 01`) and driven by the
+//! scenario runner (`--events json`). Both get the same events from the same
+//! place, so what the book shows and what the tests check cannot disagree.
+//! In JSON mode stdout carries nothing but events — worker output is sent to
+//! stderr by the primary — so the runner can parse every line.
+
+use std::fmt;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use crate::event::{Event, WorkerId};
+
+/// How the primary prints its events (`--events human|json`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EventsFormat {
+    /// Readable lines, coloured per worker when stdout is a terminal.
+    #[default]
+    Human,
+    /// One JSON object per line on stdout, for the scenario runner.
+    Json,
+}
+
+impl FromStr for EventsFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "human" => Ok(EventsFormat::Human),
+            "json" => Ok(EventsFormat::Json),
+            other => Err(format!("unknown events format {other:?}: use human or json")),
+        }
+    }
+}
+
+impl fmt::Display for EventsFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EventsFormat::Human => "human",
+            EventsFormat::Json => "json",
+        })
+    }
+}
+
+/// Writes events in the chosen format. Cheap to clone.
+#[derive(Debug, Clone, Copy)]
+pub struct Reporter {
+    format: EventsFormat,
+    colour: bool,
+}
+
+impl Reporter {
+    pub fn new(format: EventsFormat) -> Self {
+        let colour = format == EventsFormat::Human && std::io::stdout().is_terminal();
+        Reporter { format, colour }
+    }
+
+    pub fn format(&self) -> EventsFormat {
+        self.format
+    }
+
+    /// Prints one supervisor event.
+    pub fn event(&self, event: &Event) {
+        match self.format {
+            EventsFormat::Json => print_json(event),
+            EventsFormat::Human => {
+                let who = event.worker();
+                self.line(who, &describe(event));
+            }
+        }
+    }
+
+    /// Prints an event of the lesson's own, `{"event": kind, ...fields}` in
+    /// JSON mode; `fields` must serialise to a JSON object.
+    pub fn custom(&self, kind: &str, fields: &impl Serialize) {
+        let mut value = serde_json::to_value(fields).unwrap_or(serde_json::Value::Null);
+        match self.format {
+            EventsFormat::Json => {
+                if let serde_json::Value::Object(map) = &mut value {
+                    map.insert("event".into(), kind.into());
+                }
+                print_json(&value);
+            }
+            EventsFormat::Human => self.line(None, &format!("{kind}: {value}")),
+        }
+    }
+
+    /// Prints a line for people; in JSON mode it goes to stderr so that
+    /// stdout stays machine-readable.
+    pub fn note(&self, text: &str) {
+        match self.format {
+            EventsFormat::Json => eprintln!("[primary] {text}"),
+            EventsFormat::Human => self.line(None, text),
+        }
+    }
+
+    fn line(&self, who: Option<WorkerId>, text: &str) {
+        let prefix = match who {
+            Some(id) => format!("worker {id}"),
+            None => "primary".to_string(),
+        };
+        let mut out = std::io::stdout().lock();
+        // A closed stdout (a pager quit early) is no reason to stop serving.
+        let _ = if self.colour {
+            writeln!(out, "\x1b[{}m{prefix:>9} │\x1b[0m {text}", colour_of(who))
+        } else {
+            writeln!(out, "{prefix:>9} │ {text}")
+        };
+    }
+}
+
+fn print_json(value: &impl Serialize) {
+    if let Ok(line) = serde_json::to_string(value) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
+/// The ANSI colour of a worker's prefix: the primary is bold, workers cycle
+/// through six colours so neighbours differ.
+fn colour_of(who: Option<WorkerId>) -> String {
+    match who {
+        None => "1".to_string(),
+        Some(WorkerId(id)) => format!("{}", 31 + (id.saturating_sub(1) % 6)),
+    }
+}
+
+fn describe(event: &Event) -> String {
+    match event {
+        Event::Start {
+            pid,
+            addr,
+            sched,
+            workers,
+        } => format!("pid {pid}: starting {workers} workers on http://{addr} ({sched} scheduling)"),
+        Event::Fork { pid, .. } => format!("forked (pid {pid})"),
+        Event::Online { .. } => "online".to_string(),
+        Event::Listening { addr, .. } => format!("listening on {addr}"),
+        Event::Ready { .. } => "ready".to_string(),
+        Event::Message { body, .. } => format!("message: {body}"),
+        Event::Disconnect { .. } => "disconnected".to_string(),
+        Event::Exit {
+            code,
+            signal,
+            exited_after_disconnect,
+            ..
+        } => {
+            let how = match (code, signal) {
+                (_, Some(signal)) => format!("killed by {signal}"),
+                (Some(code), None) => format!("exited with code {code}"),
+                (None, None) => "exited".to_string(),
+            };
+            if *exited_after_disconnect {
+                format!("{how} (asked to leave: not restarted)")
+            } else {
+                format!("{how} — a crash")
+            }
+        }
+        Event::RestartScheduled { delay_ms, .. } => {
+            format!("will be replaced in {delay_ms} ms")
+        }
+        Event::GaveUp {
+            restarts,
+            window_ms,
+        } => format!(
+            "gave up: {restarts} restarts within {} s — workers keep crashing, fix the cause and start again",
+            window_ms / 1000
+        ),
+        Event::Shutdown { reason } => format!("shutting down ({reason})"),
+    }
+}
+
+/// Turns a lesson's result into its exit status, printing an error as one
+/// line (`error: what failed: why`) rather than a debug dump.
+pub fn exit_code<E: fmt::Display>(result: Result<(), E>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}` renders an anyhow chain on one line.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

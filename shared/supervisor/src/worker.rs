@@ -1,0 +1,174 @@
+//! The worker's side: Node's `cluster.worker` and `process.send`.
+//!
+//! A worker connects to the channel its primary left it, reports `online`,
+//! builds its listener with [`Worker::listen`] (reporting `listening`), says
+//! [`Worker::ready`] when it can take traffic, and serves until
+//! [`Worker::disconnected`] fires. If the primary dies — even by `kill -9`,
+//! which runs no cleanup — the channel reaches end-of-file and the worker
+//! exits at once: a worker never outlives its primary. (`PR_SET_PDEATHSIG`,
+//! set at spawn, is the backstop for a worker stuck where this task cannot
+//! run.)
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use serde::Serialize;
+use tokio::net::UnixStream;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+
+use crate::event::WorkerId;
+use crate::inherit::{InheritError, take_inherited};
+use crate::ipc::{self, Incoming, SendError, ToPrimary, ToWorker};
+use crate::listen::{ListenError, Listener, Sched};
+use crate::role::{ADDR_VAR, BadWorkerId, IPC_FD_VAR, Role, SCHED_VAR, role};
+
+/// Why a worker could not join its cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("this process is the primary, not a worker")]
+    NotAWorker,
+    #[error(transparent)]
+    BadId(#[from] BadWorkerId),
+    #[error(transparent)]
+    Inherit(#[from] InheritError),
+    #[error("{var}={value:?} from the primary is not valid")]
+    BadEnv { var: &'static str, value: String },
+    #[error("cannot use the channel to the primary: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error(transparent)]
+    Send(#[from] SendError),
+}
+
+/// This worker's connection to its primary.
+#[derive(Debug)]
+pub struct Worker {
+    id: WorkerId,
+    to_primary: ipc::Sender<ToPrimary>,
+    disconnect: watch::Receiver<bool>,
+    messages: Mutex<Option<mpsc::UnboundedReceiver<serde_json::Value>>>,
+}
+
+impl Worker {
+    /// Joins the cluster: takes the inherited channel, starts reading it, and
+    /// tells the primary we are online. Must run inside the runtime.
+    pub async fn connect() -> Result<Worker, WorkerError> {
+        let Role::Worker(id) = role()? else {
+            return Err(WorkerError::NotAWorker);
+        };
+        let fd = take_inherited(IPC_FD_VAR)?;
+        let stream = std::os::unix::net::UnixStream::from(fd);
+        stream.set_nonblocking(true)?;
+        let (mut from_primary, to_primary) =
+            ipc::channel::<ToWorker, ToPrimary>(UnixStream::from_std(stream)?, "the primary".into());
+
+        let (disconnect_tx, disconnect) = watch::channel(false);
+        let (messages_tx, messages) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                match from_primary.recv().await {
+                    Ok(Some(Incoming::Message(ToWorker::Message { body }))) => {
+                        let _ = messages_tx.send(body);
+                    }
+                    Ok(Some(Incoming::Message(ToWorker::Disconnect))) => {
+                        let _ = disconnect_tx.send(true);
+                    }
+                    Ok(Some(Incoming::Malformed { reason })) => {
+                        eprintln!("[worker {id}] dropped a malformed message from the primary: {reason}");
+                    }
+                    Ok(None) | Err(_) => {
+                        // The primary is gone (it exited, or was killed).
+                        // Nobody will route traffic to us or reap us: leave now.
+                        eprintln!("[worker {id}] the primary is gone; exiting");
+                        std::process::exit(1);
+                    }
+                }
+            }
+        });
+
+        // SIGTERM to a worker means "leave gracefully": a service manager
+        // (systemd's default, `timeout`, a shell's `kill 0`) signals every
+        // process in the group, not just the primary, and a worker that died
+        // on the spot would drop its in-flight requests. Leaving goes through
+        // the primary like `worker.disconnect()`, so it is not restarted.
+        // (SIGINT, the terminal's Ctrl-C, is ignored: see `Cluster::fork`.)
+        let mut terms = signal(SignalKind::terminate())?;
+        let leave = to_primary.clone();
+        tokio::spawn(async move {
+            while terms.recv().await.is_some() {
+                let _ = leave.send(&ToPrimary::Disconnect);
+            }
+        });
+
+        to_primary.send(&ToPrimary::Online)?;
+        Ok(Worker {
+            id,
+            to_primary,
+            disconnect,
+            messages: Mutex::new(Some(messages)),
+        })
+    }
+
+    /// Node's `cluster.worker.id`.
+    pub fn id(&self) -> WorkerId {
+        self.id
+    }
+
+    /// Starts accepting connections the way the primary chose, and reports
+    /// `listening` with the address.
+    pub async fn listen(&self) -> Result<Listener, WorkerError> {
+        let sched = env_parsed::<Sched>(SCHED_VAR)?;
+        let addr = env_parsed::<SocketAddr>(ADDR_VAR)?;
+        let listener = Listener::from_env(self.id, sched, addr)?;
+        self.to_primary.send(&ToPrimary::Listening { addr })?;
+        Ok(listener)
+    }
+
+    /// Tells the primary this worker is ready for traffic.
+    pub fn ready(&self) -> Result<(), SendError> {
+        self.to_primary.send(&ToPrimary::Ready)
+    }
+
+    /// Sends a message of the lesson's own to the primary (Node's
+    /// `process.send`). The body is serialised: the primary gets a copy.
+    pub fn send(&self, body: &impl Serialize) -> Result<(), SendError> {
+        let body = serde_json::to_value(body).map_err(|_| SendError {
+            peer: "the primary".into(),
+        })?;
+        self.to_primary.send(&ToPrimary::Message { body })
+    }
+
+    /// Messages from the primary. Can be taken once.
+    pub fn messages(&self) -> Option<mpsc::UnboundedReceiver<serde_json::Value>> {
+        self.messages.lock().ok()?.take()
+    }
+
+    /// Asks to leave the cluster (Node's `worker.disconnect()` called in the
+    /// worker). The primary stops sending connections, then tells us to
+    /// disconnect, which fires [`Worker::disconnected`]; our exit is then
+    /// not a crash and is not restarted.
+    pub fn disconnect(&self) -> Result<(), SendError> {
+        self.to_primary.send(&ToPrimary::Disconnect)
+    }
+
+    /// Resolves when the primary has told this worker to stop accepting and
+    /// finish up. Pass it to [`crate::http::serve`] as its shutdown signal.
+    pub fn disconnected(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut disconnect = self.disconnect.clone();
+        async move {
+            // An error means the reader task is gone, which only happens as
+            // the process exits; treat it as a disconnect too.
+            let _ = disconnect.wait_for(|&yes| yes).await;
+        }
+    }
+}
+
+fn env_parsed<T: std::str::FromStr>(var: &'static str) -> Result<T, WorkerError> {
+    let value = std::env::var(var).map_err(|_| InheritError::Missing { var })?;
+    value
+        .parse()
+        .map_err(|_| WorkerError::BadEnv { var, value })
+}
