@@ -83,7 +83,8 @@ async fn worker() -> anyhow::Result<()> {
     worker.ready()?;
 
     let (id, pid) = (worker.id(), std::process::id());
-    let hello = move |_request| async move { text(200, format!("hello from worker {id} (pid {pid})\n")) };
+    let hello =
+        move |_request| async move { text(200, format!("hello from worker {id} (pid {pid})\n")) };
     serve(listener, hello, worker.disconnected()).await;
     Ok(())
 }

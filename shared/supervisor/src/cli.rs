@@ -57,7 +57,9 @@ impl ClusterArgs {
 
 /// Parses seconds as a number (`10`, `0.5`) or with a unit (`10s`, `500ms`).
 pub fn parse_seconds(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration: write seconds (10, 0.5) or use a unit (10s, 500ms)");
+    let bad = || {
+        format!("{text:?} is not a duration: write seconds (10, 0.5) or use a unit (10s, 500ms)")
+    };
     let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
         (ms, 0.001)
     } else if let Some(s) = text.strip_suffix('s') {

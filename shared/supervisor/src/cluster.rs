@@ -28,6 +28,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -121,15 +122,16 @@ fn bind_hint(source: &io::Error) -> &'static str {
         io::ErrorKind::PermissionDenied => {
             " (ports below 1024 need privileges: choose a port above 1024, or --port 0)"
         }
-        io::ErrorKind::AddrNotAvailable => {
-            " (this machine has no such address: use 127.0.0.1)"
-        }
+        io::ErrorKind::AddrNotAvailable => " (this machine has no such address: use 127.0.0.1)",
         _ => "",
     }
 }
 
 fn list(ids: &[WorkerId]) -> String {
-    ids.iter().map(|id| id.to_string()).collect::<Vec<_>>().join(", ")
+    ids.iter()
+        .map(|id| id.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// How a cluster ended.
@@ -160,10 +162,14 @@ struct Inner {
     notes: mpsc::UnboundedSender<Note>,
     /// Events for anyone who subscribed.
     subscribers: broadcast::Sender<Event>,
+    /// A receiver created before the first event, for the first subscriber.
+    first_subscriber: Mutex<Option<broadcast::Receiver<Event>>>,
     /// Wakes the dispatcher when the set of workers that take connections changes.
     dispatch_changed: Notify,
     /// Requests to stop, from [`Cluster::shutdown`].
     stop_requests: mpsc::UnboundedSender<String>,
+    /// Connections the primary accepted and handed to a worker (round-robin).
+    handed_out: AtomicU64,
     /// The outcome, once the cluster has stopped.
     outcome: watch::Receiver<Option<Result<Stopped, Arc<ClusterError>>>>,
 }
@@ -199,8 +205,15 @@ struct Slot {
 enum Note {
     Event(Event),
     WantsToLeave(WorkerId),
-    Malformed { id: WorkerId, reason: String },
-    Exited { id: WorkerId, pid: u32, status: io::Result<ExitStatus> },
+    Malformed {
+        id: WorkerId,
+        reason: String,
+    },
+    Exited {
+        id: WorkerId,
+        pid: u32,
+        status: io::Result<ExitStatus>,
+    },
 }
 
 impl Cluster {
@@ -211,9 +224,10 @@ impl Cluster {
         let exe = std::env::current_exe().map_err(ClusterError::CurrentExe)?;
         let bind = |addr| listen::bind(addr).map_err(|source| ClusterError::Bind { addr, source });
         let listener = bind(options.addr)?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| ClusterError::Bind { addr: options.addr, source })?;
+        let addr = listener.local_addr().map_err(|source| ClusterError::Bind {
+            addr: options.addr,
+            source,
+        })?;
 
         // Register signal handlers before the first fork, so a Ctrl-C during
         // start-up stops the cluster instead of killing the primary alone.
@@ -228,7 +242,7 @@ impl Cluster {
         let (notes, notes_rx) = mpsc::unbounded_channel();
         let (stop_requests, stop_rx) = mpsc::unbounded_channel();
         let (outcome_tx, outcome) = watch::channel(None);
-        let (subscribers, _) = broadcast::channel(1024);
+        let (subscribers, first_subscriber) = broadcast::channel(1024);
         let mut state = State::default();
         let mut dispatch_from = None;
         match options.sched {
@@ -245,8 +259,10 @@ impl Cluster {
                 state: Mutex::new(state),
                 notes,
                 subscribers,
+                first_subscriber: Mutex::new(Some(first_subscriber)),
                 dispatch_changed: Notify::new(),
                 stop_requests,
+                handed_out: AtomicU64::new(0),
                 outcome,
             }),
         };
@@ -261,11 +277,17 @@ impl Cluster {
             listener
                 .set_nonblocking(true)
                 .map_err(|source| ClusterError::Bind { addr, source })?;
-            let listener =
-                TcpListener::from_std(listener).map_err(|source| ClusterError::Bind { addr, source })?;
+            let listener = TcpListener::from_std(listener)
+                .map_err(|source| ClusterError::Bind { addr, source })?;
             tokio::spawn(dispatch(cluster.clone(), listener));
         }
-        tokio::spawn(supervise(cluster.clone(), notes_rx, stop_rx, signals, outcome_tx));
+        tokio::spawn(supervise(
+            cluster.clone(),
+            notes_rx,
+            stop_rx,
+            signals,
+            outcome_tx,
+        ));
 
         for _ in 0..workers {
             if let Err(error) = cluster.fork() {
@@ -293,7 +315,8 @@ impl Cluster {
         };
         let spawn_error = |source| ClusterError::Spawn { id, source };
 
-        let (primary_ipc, worker_ipc) = std::os::unix::net::UnixStream::pair().map_err(spawn_error)?;
+        let (primary_ipc, worker_ipc) =
+            std::os::unix::net::UnixStream::pair().map_err(spawn_error)?;
         let (handles_primary, handles_worker) = match options.sched {
             Sched::RoundRobin => {
                 let (p, w) = handles::pair().map_err(spawn_error)?;
@@ -364,7 +387,8 @@ impl Cluster {
         let pid = child.id().unwrap_or(0);
         primary_ipc.set_nonblocking(true).map_err(spawn_error)?;
         let stream = UnixStream::from_std(primary_ipc).map_err(spawn_error)?;
-        let (from_worker, to_worker) = ipc::channel::<ToPrimary, ToWorker>(stream, format!("worker {id}"));
+        let (from_worker, to_worker) =
+            ipc::channel::<ToPrimary, ToWorker>(stream, format!("worker {id}"));
         let handles = match handles_primary {
             Some(fd) => Some(Arc::new(HandleSender::new(fd).map_err(spawn_error)?)),
             None => None,
@@ -383,7 +407,13 @@ impl Cluster {
         // watcher reports about this worker.
         self.note(Note::Event(Event::Fork { id, pid }));
         drop(state);
-        tokio::spawn(watch_worker(self.inner.notes.clone(), id, pid, child, from_worker));
+        tokio::spawn(watch_worker(
+            self.inner.notes.clone(),
+            id,
+            pid,
+            child,
+            from_worker,
+        ));
         Ok(id)
     }
 
@@ -397,6 +427,13 @@ impl Cluster {
         self.state().workers.get(&id).map(|slot| slot.pid)
     }
 
+    /// How many connections the primary itself accepted and handed to a
+    /// worker. Zero with [`Sched::Shared`]; every connection with
+    /// [`Sched::RoundRobin`], where the primary is on the path of all traffic.
+    pub fn connections_handed_out(&self) -> u64 {
+        self.inner.handed_out.load(Ordering::Relaxed)
+    }
+
     /// Sends a message to one worker (Node's `worker.send`). The body is
     /// serialised: the worker gets a copy.
     pub fn send(&self, id: WorkerId, body: &impl serde::Serialize) -> Result<(), ClusterError> {
@@ -404,7 +441,10 @@ impl Cluster {
             peer: format!("worker {id}"),
         })?;
         let state = self.state();
-        let slot = state.workers.get(&id).ok_or(ClusterError::NoSuchWorker(id))?;
+        let slot = state
+            .workers
+            .get(&id)
+            .ok_or(ClusterError::NoSuchWorker(id))?;
         Ok(slot.to_worker.send(&ToWorker::Message { body })?)
     }
 
@@ -412,7 +452,10 @@ impl Cluster {
     /// then tell it to finish and exit. Its exit will not be restarted.
     pub fn disconnect(&self, id: WorkerId) -> Result<(), ClusterError> {
         let mut state = self.state();
-        let slot = state.workers.get_mut(&id).ok_or(ClusterError::NoSuchWorker(id))?;
+        let slot = state
+            .workers
+            .get_mut(&id)
+            .ok_or(ClusterError::NoSuchWorker(id))?;
         slot.leaving = true;
         slot.listening = false;
         // Out of dispatch first (see `Slot::handles`), then the message.
@@ -429,10 +472,19 @@ impl Cluster {
         kill(Pid::from_raw(pid as i32), signal).map_err(|source| ClusterError::Kill { id, source })
     }
 
-    /// Every event from now on. A subscriber that falls more than 1024 events
-    /// behind misses the oldest (it is told so by `RecvError::Lagged`).
+    /// A stream of events. The first call gets every event since
+    /// [`Cluster::start`] (so a lesson or test that subscribes right after
+    /// start misses nothing, not even `fork`); later calls get events from
+    /// then on. A subscriber that falls more than 1024 events behind misses
+    /// the oldest (`RecvError::Lagged` says so).
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.inner.subscribers.subscribe()
+        let first = self
+            .inner
+            .first_subscriber
+            .lock()
+            .ok()
+            .and_then(|mut first| first.take());
+        first.unwrap_or_else(|| self.inner.subscribers.subscribe())
     }
 
     /// Prints a lesson's own event the way this cluster prints events.
@@ -483,7 +535,10 @@ impl Cluster {
 
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves plain data behind; carry on.
-        self.inner.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn note(&self, note: Note) {
@@ -566,7 +621,10 @@ async fn dispatch(cluster: Cluster, listener: TcpListener) {
                 continue;
             };
             match handles.send(stream.as_raw_fd(), peer).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    cluster.inner.handed_out.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
                 Err(_) => {
                     // The worker is gone; its exit will be reported. Take it
                     // out of dispatch and try the next one.
@@ -745,9 +803,10 @@ fn handle_note(
             let (code, signal) = match &status {
                 Ok(status) => (
                     status.code(),
-                    status
-                        .signal()
-                        .map(|n| Signal::try_from(n).map_or_else(|_| format!("signal {n}"), |s| s.as_str().to_string())),
+                    status.signal().map(|n| {
+                        Signal::try_from(n)
+                            .map_or_else(|_| format!("signal {n}"), |s| s.as_str().to_string())
+                    }),
                 ),
                 Err(_) => (None, None),
             };
@@ -793,7 +852,12 @@ fn handle_note(
                             window_ms: window.as_millis() as u64,
                         },
                     );
-                    begin_stop(cluster, stopping, "crash loop".into(), Some((restarts, window)));
+                    begin_stop(
+                        cluster,
+                        stopping,
+                        "crash loop".into(),
+                        Some((restarts, window)),
+                    );
                 }
             }
         }
@@ -806,7 +870,12 @@ fn begin_stop(
     reason: String,
     gave_up: Option<(u32, Duration)>,
 ) {
-    publish(cluster, Event::Shutdown { reason: reason.clone() });
+    publish(
+        cluster,
+        Event::Shutdown {
+            reason: reason.clone(),
+        },
+    );
     let ids = {
         let mut state = cluster.state();
         state.stopping = true;

@@ -122,7 +122,10 @@ mod tests {
             after: WorkerId(1),
             delay_ms: 200,
         })?;
-        assert_eq!(json, r#"{"event":"restart_scheduled","after":1,"delay_ms":200}"#);
+        assert_eq!(
+            json,
+            r#"{"event":"restart_scheduled","after":1,"delay_ms":200}"#
+        );
         Ok(())
     }
 }

@@ -20,8 +20,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::cmsg_space;
 use nix::sys::socket::{
-    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType,
-    recvmsg, sendmsg, socketpair,
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
+    sendmsg, socketpair,
 };
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -30,7 +30,12 @@ use tokio::io::unix::AsyncFd;
 /// are close-on-exec; the worker's end is kept across exec explicitly.
 pub(crate) fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
-    Ok(socketpair(AddressFamily::Unix, SockType::SeqPacket, None, flags)?)
+    Ok(socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        flags,
+    )?)
 }
 
 /// The primary's end: sends connections.
@@ -104,12 +109,7 @@ fn receive_one(fd: RawFd) -> io::Result<Option<(std::net::TcpStream, SocketAddr)
     let mut payload = [0u8; 128];
     let mut space = cmsg_space!([RawFd; 1]);
     let mut iov = [IoSliceMut::new(&mut payload)];
-    let msg = recvmsg::<()>(
-        fd,
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
+    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
     let mut received = None;
     for cmsg in msg.cmsgs()? {
         if let ControlMessageOwned::ScmRights(fds) = cmsg {

@@ -128,9 +128,7 @@ async fn serve_connection<H, F>(
         let worker_id = worker_id.clone();
         async move {
             let mut response = handler(request).await;
-            response
-                .headers_mut()
-                .insert(WORKER_ID_HEADER, worker_id);
+            response.headers_mut().insert(WORKER_ID_HEADER, worker_id);
             Ok::<_, Infallible>(response)
         }
     });

@@ -112,7 +112,9 @@ impl<T: Serialize> Sender<T> {
 pub enum Incoming<T> {
     Message(T),
     /// A line that is not a valid message; `reason` says why. Dropped.
-    Malformed { reason: String },
+    Malformed {
+        reason: String,
+    },
 }
 
 /// The receiving half.
@@ -210,11 +212,9 @@ mod tests {
     async fn a_malformed_line_is_reported_then_reading_goes_on() -> io::Result<()> {
         let (mut raw, b) = UnixStream::pair()?;
         let (mut rx, _tx) = channel::<ToPrimary, ToWorker>(b, "the primary".into());
-        raw.write_all(b"this is not json\n{\"type\":\"ready\"}\n").await?;
-        assert!(matches!(
-            rx.recv().await?,
-            Some(Incoming::Malformed { .. })
-        ));
+        raw.write_all(b"this is not json\n{\"type\":\"ready\"}\n")
+            .await?;
+        assert!(matches!(rx.recv().await?, Some(Incoming::Malformed { .. })));
         assert!(matches!(
             rx.recv().await?,
             Some(Incoming::Message(ToPrimary::Ready))
@@ -239,8 +239,13 @@ mod tests {
             }
             tokio::task::yield_now().await;
         }
-        let error = result.err().ok_or_else(|| io::Error::other("send never failed"))?;
-        assert_eq!(error.to_string(), "the channel to worker 7 is closed: it has exited or is exiting");
+        let error = result
+            .err()
+            .ok_or_else(|| io::Error::other("send never failed"))?;
+        assert_eq!(
+            error.to_string(),
+            "the channel to worker 7 is closed: it has exited or is exiting"
+        );
         Ok(())
     }
 }

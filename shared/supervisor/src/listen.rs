@@ -107,9 +107,15 @@ pub enum ListenError {
 impl Listener {
     /// Builds the worker's listener from what the primary put in the
     /// environment. Must run inside the runtime.
-    pub(crate) fn from_env(id: WorkerId, sched: Sched, addr: SocketAddr) -> Result<Self, ListenError> {
+    pub(crate) fn from_env(
+        id: WorkerId,
+        sched: Sched,
+        addr: SocketAddr,
+    ) -> Result<Self, ListenError> {
         let source = match sched {
-            Sched::RoundRobin => Source::Handles(HandleReceiver::new(take_inherited(HANDLES_FD_VAR)?)?),
+            Sched::RoundRobin => {
+                Source::Handles(HandleReceiver::new(take_inherited(HANDLES_FD_VAR)?)?)
+            }
             Sched::Shared => {
                 let std_listener = std::net::TcpListener::from(take_inherited(LISTEN_FD_VAR)?);
                 // from_std requires non-blocking mode (else a blocked runtime).

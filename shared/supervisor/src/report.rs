@@ -23,6 +23,8 @@ pub enum EventsFormat {
     Human,
     /// One JSON object per line on stdout, for the scenario runner.
     Json,
+    /// Nothing at all: for tests that read events with `subscribe`.
+    Quiet,
 }
 
 impl FromStr for EventsFormat {
@@ -31,7 +33,10 @@ impl FromStr for EventsFormat {
         match s {
             "human" => Ok(EventsFormat::Human),
             "json" => Ok(EventsFormat::Json),
-            other => Err(format!("unknown events format {other:?}: use human or json")),
+            "quiet" => Ok(EventsFormat::Quiet),
+            other => Err(format!(
+                "unknown events format {other:?}: use human, json or quiet"
+            )),
         }
     }
 }
@@ -41,6 +46,7 @@ impl fmt::Display for EventsFormat {
         f.write_str(match self {
             EventsFormat::Human => "human",
             EventsFormat::Json => "json",
+            EventsFormat::Quiet => "quiet",
         })
     }
 }
@@ -65,6 +71,7 @@ impl Reporter {
     /// Prints one supervisor event.
     pub fn event(&self, event: &Event) {
         match self.format {
+            EventsFormat::Quiet => {}
             EventsFormat::Json => print_json(event),
             EventsFormat::Human => {
                 let who = event.worker();
@@ -78,6 +85,7 @@ impl Reporter {
     pub fn custom(&self, kind: &str, fields: &impl Serialize) {
         let mut value = serde_json::to_value(fields).unwrap_or(serde_json::Value::Null);
         match self.format {
+            EventsFormat::Quiet => {}
             EventsFormat::Json => {
                 if let serde_json::Value::Object(map) = &mut value {
                     map.insert("event".into(), kind.into());
@@ -92,7 +100,7 @@ impl Reporter {
     /// stdout stays machine-readable.
     pub fn note(&self, text: &str) {
         match self.format {
-            EventsFormat::Json => eprintln!("[primary] {text}"),
+            EventsFormat::Json | EventsFormat::Quiet => eprintln!("[primary] {text}"),
             EventsFormat::Human => self.line(None, text),
         }
     }

@@ -62,8 +62,10 @@ impl Worker {
         let fd = take_inherited(IPC_FD_VAR)?;
         let stream = std::os::unix::net::UnixStream::from(fd);
         stream.set_nonblocking(true)?;
-        let (mut from_primary, to_primary) =
-            ipc::channel::<ToWorker, ToPrimary>(UnixStream::from_std(stream)?, "the primary".into());
+        let (mut from_primary, to_primary) = ipc::channel::<ToWorker, ToPrimary>(
+            UnixStream::from_std(stream)?,
+            "the primary".into(),
+        );
 
         let (disconnect_tx, disconnect) = watch::channel(false);
         let (messages_tx, messages) = mpsc::unbounded_channel();
@@ -77,7 +79,9 @@ impl Worker {
                         let _ = disconnect_tx.send(true);
                     }
                     Ok(Some(Incoming::Malformed { reason })) => {
-                        eprintln!("[worker {id}] dropped a malformed message from the primary: {reason}");
+                        eprintln!(
+                            "[worker {id}] dropped a malformed message from the primary: {reason}"
+                        );
                     }
                     Ok(None) | Err(_) => {
                         // The primary is gone (it exited, or was killed).

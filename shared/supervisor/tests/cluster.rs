@@ -1,0 +1,216 @@
+//! The supervisor with real worker processes.
+//!
+//! A test needs a worker binary, and a test in this package cannot rely on
+//! any other binary being built. So the test binary is its own worker: the
+//! cluster re-executes it with `--exact worker_main`, which makes the test
+//! harness run only [`worker_main`]; that test does nothing in the primary
+//! and plays a worker in a worker. `TEST_WORKER_MODE` picks the behaviour.
+
+use std::ffi::OsString;
+use std::io::{self, Write};
+use std::os::fd::FromRawFd;
+use std::time::Duration;
+
+use supervisor::http::{serve, text};
+use supervisor::{
+    Cluster, ClusterError, ClusterOptions, Event, EventsFormat, Role, Sched, Worker, WorkerId,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::broadcast;
+
+const MODE: &str = "TEST_WORKER_MODE";
+
+/// Plays a worker when re-executed by a test's cluster; a no-op otherwise.
+#[test]
+fn worker_main() -> Result<(), Box<dyn std::error::Error>> {
+    if supervisor::role()? == Role::Primary {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        if std::env::var(MODE).as_deref() == Ok("garbage") {
+            write_garbage_on_the_channel()?;
+        }
+        let worker = Worker::connect().await?;
+        let listener = worker.listen().await?;
+        worker.ready()?;
+        let id = worker.id();
+        serve(
+            listener,
+            move |_| async move { text(200, format!("{id}")) },
+            worker.disconnected(),
+        )
+        .await;
+        Ok(())
+    })
+}
+
+/// What a buggy worker might write: not JSON, JSON of no known message,
+/// bytes that are not UTF-8. Written straight to the inherited descriptor,
+/// before `Worker::connect` takes it over.
+fn write_garbage_on_the_channel() -> io::Result<()> {
+    let fd: i32 = std::env::var("CLUSTER_IPC_FD")
+        .map_err(io::Error::other)?
+        .parse()
+        .map_err(io::Error::other)?;
+    // SAFETY: the descriptor is open (the primary put it there) and is only
+    // borrowed here: ManuallyDrop keeps it open for Worker::connect.
+    let mut file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+    file.write_all(b"this is not json\n{\"type\":\"no_such_message\"}\n\xff\xfe\xfd\n")?;
+    file.flush()
+}
+
+fn options(workers: usize, mode: &str) -> ClusterOptions {
+    ClusterOptions {
+        workers,
+        events: EventsFormat::Quiet,
+        handle_signals: false,
+        grace: Duration::from_secs(5),
+        worker_args: Some(
+            ["--exact", "worker_main", "--nocapture", "--quiet"]
+                .map(OsString::from)
+                .to_vec(),
+        ),
+        worker_env: vec![(MODE.to_string(), mode.to_string())],
+        ..ClusterOptions::default()
+    }
+}
+
+/// Waits (bounded) until `count` events match `pred`.
+async fn wait_for(
+    events: &mut broadcast::Receiver<Event>,
+    count: usize,
+    pred: impl Fn(&Event) -> bool,
+) -> Result<Vec<Event>, String> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    while seen.len() < count {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(event) if pred(&event) => seen.push(event),
+                Ok(_) => {}
+                Err(error) => return Err(format!("event stream ended: {error}")),
+            },
+            () = &mut deadline => return Err(format!("only {} of {count} events within 20 s: {seen:?}", seen.len())),
+        }
+    }
+    Ok(seen)
+}
+
+async fn get(addr: std::net::SocketAddr) -> io::Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_channel_does_not_take_the_primary_down()
+-> Result<(), Box<dyn std::error::Error>> {
+    let cluster = Cluster::start(options(1, "garbage")).await?;
+    let mut events = cluster.subscribe();
+    // The worker wrote three bad lines before its first good one; the
+    // primary dropped them and still sees it come up.
+    wait_for(&mut events, 1, |e| matches!(e, Event::Ready { .. })).await?;
+    let response = get(cluster.addr()).await?;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("x-worker-id: 1"), "{response}");
+
+    cluster.shutdown("test over");
+    let stopped = cluster.wait().await?;
+    assert!(stopped.forced.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_spreads_new_connections_evenly() -> Result<(), Box<dyn std::error::Error>> {
+    let cluster = Cluster::start(ClusterOptions {
+        sched: Sched::RoundRobin,
+        ..options(3, "plain")
+    })
+    .await?;
+    let mut events = cluster.subscribe();
+    wait_for(&mut events, 3, |e| matches!(e, Event::Listening { .. })).await?;
+
+    let mut per_worker = [0usize; 3];
+    for _ in 0..30 {
+        let response = get(cluster.addr()).await?;
+        let id: usize = response
+            .rsplit("\r\n\r\n")
+            .next()
+            .and_then(|body| body.trim().parse().ok())
+            .ok_or("no worker id in the body")?;
+        per_worker[id - 1] += 1;
+    }
+    // Sequential new connections, three workers all listening: exactly even.
+    assert_eq!(per_worker, [10, 10, 10]);
+    assert_eq!(cluster.connections_handed_out(), 30);
+
+    cluster.shutdown("test over");
+    cluster.run().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnected_worker_is_not_restarted_and_a_gone_one_cannot_be_sent_to()
+-> Result<(), Box<dyn std::error::Error>> {
+    let cluster = Cluster::start(ClusterOptions {
+        restart: Some(supervisor::RestartPolicy::default()),
+        ..options(2, "plain")
+    })
+    .await?;
+    let mut events = cluster.subscribe();
+    wait_for(&mut events, 2, |e| matches!(e, Event::Listening { .. })).await?;
+
+    cluster.disconnect(WorkerId(1))?;
+    let exits = wait_for(&mut events, 1, |e| matches!(e, Event::Exit { .. })).await?;
+    assert!(matches!(
+        exits[0],
+        Event::Exit {
+            id: WorkerId(1),
+            code: Some(0),
+            exited_after_disconnect: true,
+            ..
+        }
+    ));
+    assert_eq!(cluster.workers(), vec![WorkerId(2)]);
+    assert!(matches!(
+        cluster.send(WorkerId(1), &"hello?"),
+        Err(ClusterError::NoSuchWorker(WorkerId(1)))
+    ));
+
+    cluster.shutdown("test over");
+    cluster.run().await?;
+    // Everything the stream carried after the disconnect: no restart, no fork.
+    let mut rest = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        rest.push(event);
+    }
+    assert!(
+        !rest
+            .iter()
+            .any(|e| matches!(e, Event::RestartScheduled { .. } | Event::Fork { .. })),
+        "{rest:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_use_is_a_clear_error() -> Result<(), Box<dyn std::error::Error>> {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let error = Cluster::start(ClusterOptions {
+        addr: taken.local_addr()?,
+        ..options(1, "plain")
+    })
+    .await
+    .err()
+    .ok_or("start succeeded on a port in use")?;
+    let message = error.to_string();
+    assert!(message.contains("cannot listen on 127.0.0.1:"), "{message}");
+    assert!(message.contains("--port 0"), "{message}");
+    Ok(())
+}
