@@ -604,7 +604,14 @@ async fn dispatch(cluster: Cluster, listener: TcpListener) {
         if !wait_for_target(&cluster).await {
             return;
         }
-        let (stream, peer) = match listener.accept().await {
+        // Race the accept with the stop: once the cluster stops, the
+        // listening socket must close at once, so new clients are refused
+        // instead of queueing for a primary that will never accept them.
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = until_stopping(&cluster) => return,
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
                 cluster.note_line(&format!("accept failed: {error}"));
@@ -635,6 +642,19 @@ async fn dispatch(cluster: Cluster, listener: TcpListener) {
             }
         }
         // `stream` drops here: the worker holds the connection now.
+    }
+}
+
+/// Resolves once the cluster has begun to stop.
+async fn until_stopping(cluster: &Cluster) {
+    loop {
+        let changed = cluster.inner.dispatch_changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if cluster.state().stopping {
+            return;
+        }
+        changed.await;
     }
 }
 
