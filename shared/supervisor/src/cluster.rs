@@ -185,6 +185,9 @@ struct State {
     /// Shared strategy: the listening socket every worker inherits. Closed
     /// when the cluster stops, so new connections are refused.
     shared_listener: Option<OwnedFd>,
+    /// Reuseport strategy: the primary's bound, never-listening socket that
+    /// holds the port while workers come and go.
+    reserved_port: Option<socket2::Socket>,
 }
 
 #[derive(Debug)]
@@ -223,11 +226,28 @@ impl Cluster {
     pub async fn start(options: ClusterOptions) -> Result<Cluster, ClusterError> {
         let exe = std::env::current_exe().map_err(ClusterError::CurrentExe)?;
         let bind = |addr| listen::bind(addr).map_err(|source| ClusterError::Bind { addr, source });
-        let listener = bind(options.addr)?;
-        let addr = listener.local_addr().map_err(|source| ClusterError::Bind {
+        let bind_error = |source| ClusterError::Bind {
             addr: options.addr,
             source,
-        })?;
+        };
+        // Round-robin and shared: one listening socket, the primary's. Reuseport:
+        // a bound socket that never listens, to hold the port (see `listen`).
+        let (listener, reserved) = match options.sched {
+            Sched::RoundRobin | Sched::Shared => (Some(bind(options.addr)?), None),
+            Sched::ReusePort => (
+                None,
+                Some(listen::bind_reuse_port(options.addr).map_err(bind_error)?),
+            ),
+        };
+        let local = match (&listener, &reserved) {
+            (Some(listener), _) => listener.local_addr(),
+            (None, Some(socket)) => socket.local_addr().and_then(|a| {
+                a.as_socket()
+                    .ok_or_else(|| io::Error::other("not an IP socket"))
+            }),
+            (None, None) => Err(io::Error::other("nothing bound")),
+        };
+        let addr = local.map_err(bind_error)?;
 
         // Register signal handlers before the first fork, so a Ctrl-C during
         // start-up stops the cluster instead of killing the primary alone.
@@ -244,10 +264,12 @@ impl Cluster {
         let (outcome_tx, outcome) = watch::channel(None);
         let (subscribers, first_subscriber) = broadcast::channel(1024);
         let mut state = State::default();
+        state.reserved_port = reserved;
         let mut dispatch_from = None;
         match options.sched {
-            Sched::RoundRobin => dispatch_from = Some(listener),
-            Sched::Shared => state.shared_listener = Some(OwnedFd::from(listener)),
+            Sched::RoundRobin => dispatch_from = listener,
+            Sched::Shared => state.shared_listener = listener.map(OwnedFd::from),
+            Sched::ReusePort => {}
         }
         let workers = options.workers;
         let cluster = Cluster {
@@ -322,7 +344,7 @@ impl Cluster {
                 let (p, w) = handles::pair().map_err(spawn_error)?;
                 (Some(p), Some(w))
             }
-            Sched::Shared => (None, None),
+            Sched::Shared | Sched::ReusePort => (None, None),
         };
 
         let mut command = tokio::process::Command::new(&self.inner.exe);
@@ -902,6 +924,7 @@ fn begin_stop(
         // Shared strategy: our copy of the listening socket closes now; it
         // closes for good when the last worker lets go of its copy.
         state.shared_listener = None;
+        state.reserved_port = None;
         state.workers.keys().copied().collect::<Vec<_>>()
     };
     cluster.inner.dispatch_changed.notify_waiters();

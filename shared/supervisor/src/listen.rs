@@ -13,12 +13,17 @@
 //!   calls `accept` on it; the kernel decides who wins each connection, and on
 //!   Linux it tends to favour a few processes.
 //!
-//! Both distribute *connections*, not requests: a keep-alive client stays with
-//! the worker that accepted it. The primary binds the address itself before
-//! forking, so port 0 resolves to one port that every worker shares, and the
-//! strategy cannot change afterwards. A third strategy, `SO_REUSEPORT`
-//! (a socket per worker, the kernel hashes connections), slots in as another
-//! variant of [`Sched`] and of the worker-side listener.
+//! * [`Sched::ReusePort`] — every worker binds its *own* listening socket
+//!   to the same port with `SO_REUSEPORT`, and the kernel hashes each new
+//!   connection to one of them. What nginx and most Rust servers use; Node
+//!   does not offer it.
+//!
+//! All three distribute *connections*, not requests: a keep-alive client
+//! stays with the worker that accepted it. The primary binds the address
+//! itself before forking, so port 0 resolves to one port that every worker
+//! shares, and the strategy cannot change afterwards. (For `SO_REUSEPORT` the
+//! primary's socket is bound but never listens: it reserves the port, and
+//! the kernel only hands connections to sockets that listen.)
 
 use std::fmt;
 use std::io;
@@ -44,6 +49,10 @@ pub enum Sched {
     /// Workers accept on one inherited socket; the kernel picks the winner.
     #[serde(rename = "shared")]
     Shared,
+    /// Each worker listens on its own `SO_REUSEPORT` socket; the kernel
+    /// hashes connections across them.
+    #[serde(rename = "reuseport")]
+    ReusePort,
 }
 
 impl FromStr for Sched {
@@ -52,8 +61,9 @@ impl FromStr for Sched {
         match s {
             "rr" | "round-robin" => Ok(Sched::RoundRobin),
             "shared" | "none" => Ok(Sched::Shared),
+            "reuseport" | "reuse-port" => Ok(Sched::ReusePort),
             other => Err(format!(
-                "unknown scheduling strategy {other:?}: use rr (round-robin) or shared"
+                "unknown scheduling strategy {other:?}: use rr (round-robin), shared or reuseport"
             )),
         }
     }
@@ -64,12 +74,14 @@ impl fmt::Display for Sched {
         f.write_str(match self {
             Sched::RoundRobin => "rr",
             Sched::Shared => "shared",
+            Sched::ReusePort => "reuseport",
         })
     }
 }
 
-/// Binds the cluster's listening socket in the primary. `SO_REUSEADDR` lets a
-/// restarted lesson rebind a port that still has connections in TIME_WAIT.
+/// Binds the cluster's listening socket in the primary (round-robin and
+/// shared). `SO_REUSEADDR` lets a restarted lesson rebind a port that still
+/// has connections in TIME_WAIT.
 pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -77,6 +89,17 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     socket.listen(1024)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+/// `SO_REUSEPORT`: a socket bound to `addr` with the option set. The primary
+/// keeps one that never listens, to resolve port 0 and hold the port; each
+/// worker makes one and listens on it.
+pub(crate) fn bind_reuse_port(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
 }
 
 /// A worker's accept stream, whatever the strategy.
@@ -91,7 +114,7 @@ pub struct Listener {
 enum Source {
     /// Connections passed by the primary (round-robin).
     Handles(HandleReceiver),
-    /// Our own copy of a listening socket (shared).
+    /// A listening socket: a copy of the shared one, or our own (reuseport).
     Socket(TcpListener),
 }
 
@@ -121,6 +144,12 @@ impl Listener {
                 // from_std requires non-blocking mode (else a blocked runtime).
                 std_listener.set_nonblocking(true)?;
                 Source::Socket(TcpListener::from_std(std_listener)?)
+            }
+            Sched::ReusePort => {
+                let socket = bind_reuse_port(addr)?;
+                socket.listen(1024)?;
+                socket.set_nonblocking(true)?;
+                Source::Socket(TcpListener::from_std(socket.into())?)
             }
         };
         Ok(Listener { id, addr, source })
