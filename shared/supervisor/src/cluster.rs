@@ -263,14 +263,16 @@ impl Cluster {
         let (stop_requests, stop_rx) = mpsc::unbounded_channel();
         let (outcome_tx, outcome) = watch::channel(None);
         let (subscribers, first_subscriber) = broadcast::channel(1024);
-        let mut state = State::default();
-        state.reserved_port = reserved;
-        let mut dispatch_from = None;
-        match options.sched {
-            Sched::RoundRobin => dispatch_from = listener,
-            Sched::Shared => state.shared_listener = listener.map(OwnedFd::from),
-            Sched::ReusePort => {}
-        }
+        let (dispatch_from, shared_listener) = match options.sched {
+            Sched::RoundRobin => (listener, None),
+            Sched::Shared => (None, listener.map(OwnedFd::from)),
+            Sched::ReusePort => (None, None),
+        };
+        let state = State {
+            shared_listener,
+            reserved_port: reserved,
+            ..State::default()
+        };
         let workers = options.workers;
         let cluster = Cluster {
             inner: Arc::new(Inner {
