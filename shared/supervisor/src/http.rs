@@ -6,11 +6,20 @@
 //! response (the scenarios count which worker answered from it), and stop
 //! gracefully when the shutdown future resolves.
 //!
-//! Graceful here means: stop taking new connections, let each open
-//! connection finish the request it is in, close idle keep-alive connections,
-//! and return when the last connection is gone. We track *connections*, not
-//! requests: an idle keep-alive connection has no request in flight, yet it is
-//! open, and a server that only counts requests never closes it.
+//! Graceful here means: stop taking new connections; let each open
+//! connection finish the request it is in; answer the next request on each
+//! keep-alive connection with `Connection: close`, so the client moves on to
+//! another worker by itself; close a connection that stays idle only after
+//! [`Server::idle_close`]; return when the last connection is gone. We track
+//! *connections*, not requests: an idle keep-alive connection has no request
+//! in flight, yet it is open, and a server that only counts requests either
+//! waits on it forever or never closes it.
+//!
+//! Why not close idle connections at once? Closing an idle keep-alive
+//! connection races with a client that is sending its next request on it at
+//! that very moment: the request is lost and the client sees a reset or an
+//! early end of stream. Telling the client `Connection: close` on a response
+//! cannot race; the idle timeout only catches clients that have gone quiet.
 //!
 //! In round-robin mode the primary may have handed us connections an instant
 //! before it told us to stop. We keep accepting after the shutdown signal
@@ -19,10 +28,13 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -67,82 +79,183 @@ pub fn json(status: u16, body: &impl serde::Serialize) -> Response {
     }
 }
 
-/// Serves `handler` on every connection from `listener` until `shutdown`
-/// resolves, then drains (see the module doc) and returns.
+/// Counts what a worker served: the numbers behind lesson 04's
+/// distribution table. Shared with the worker, which reports them.
+#[derive(Debug, Default)]
+pub struct Stats {
+    connections: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl Stats {
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Requests answered so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// A worker's HTTP server: [`serve`] with its settings spelled out.
+#[derive(Debug, Clone)]
+pub struct Server {
+    stats: Arc<Stats>,
+    idle_close: Duration,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            stats: Arc::default(),
+            idle_close: Duration::from_millis(500),
+        }
+    }
+}
+
+impl Server {
+    pub fn new() -> Self {
+        Server::default()
+    }
+
+    /// After the shutdown signal, how long a keep-alive connection may stay
+    /// idle (no request) before we close it.
+    pub fn idle_close(mut self, after: Duration) -> Self {
+        self.idle_close = after;
+        self
+    }
+
+    /// The live counters of this server.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Serves `handler` on every connection from `listener` until `shutdown`
+    /// resolves, then drains (see the module doc) and returns.
+    pub async fn serve<H, F>(
+        self,
+        listener: Listener,
+        handler: H,
+        shutdown: impl Future<Output = ()>,
+    ) where
+        H: Fn(Request) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response> + Send + 'static,
+    {
+        let conn = Conn {
+            worker_id: HeaderValue::from(listener.worker_id().0),
+            stats: Arc::clone(&self.stats),
+            idle_close: self.idle_close,
+        };
+        let (drain_tx, drain) = watch::channel(false);
+        let mut connections = JoinSet::new();
+        let mut draining = false;
+        tokio::pin!(shutdown);
+
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(Some((stream, _peer))) => {
+                        self.stats.connections.fetch_add(1, Ordering::Relaxed);
+                        connections.spawn(conn.clone().run(stream, handler.clone(), drain.clone(), draining));
+                    }
+                    // Round-robin: the primary will send nothing more.
+                    Ok(None) => break,
+                    Err(error) => {
+                        // Usually EMFILE (out of descriptors). There is no event
+                        // to wait for here, so pause briefly instead of spinning.
+                        eprintln!("[worker {}] accept failed: {error}", listener.worker_id());
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+                () = &mut shutdown, if !draining => {
+                    draining = true;
+                    let _ = drain_tx.send(true);
+                    if !listener.is_handed_connections() {
+                        break;
+                    }
+                }
+            }
+            // Reap finished connections so the set does not grow without bound.
+            while connections.try_join_next().is_some() {}
+        }
+        // No more accepts: let go of the socket, then wait for every connection.
+        drop(listener);
+        let _ = drain_tx.send(true);
+        while connections.join_next().await.is_some() {}
+    }
+}
+
+/// Serves `handler` with the default [`Server`] settings.
 pub async fn serve<H, F>(listener: Listener, handler: H, shutdown: impl Future<Output = ()>)
 where
     H: Fn(Request) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response> + Send + 'static,
 {
-    let worker_id = HeaderValue::from(listener.worker_id().0);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut connections = JoinSet::new();
-    let mut stopping = false;
-    tokio::pin!(shutdown);
-
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(Some((stream, _peer))) => {
-                    let conn = serve_connection(stream, handler.clone(), worker_id.clone(), stop_rx.clone(), stopping);
-                    connections.spawn(conn);
-                }
-                // Round-robin: the primary will send nothing more.
-                Ok(None) => break,
-                Err(error) => {
-                    // Usually EMFILE (out of descriptors). There is no event to
-                    // wait for here, so pause briefly instead of spinning.
-                    eprintln!("[worker {}] accept failed: {error}", listener.worker_id());
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-            },
-            () = &mut shutdown, if !stopping => {
-                stopping = true;
-                let _ = stop_tx.send(true);
-                if !listener.is_handed_connections() {
-                    break;
-                }
-            }
-        }
-        // Reap finished connections so the set does not grow without bound.
-        while connections.try_join_next().is_some() {}
-    }
-    // No more accepts: let go of the socket, then wait for every connection.
-    drop(listener);
-    let _ = stop_tx.send(true);
-    while connections.join_next().await.is_some() {}
+    Server::new().serve(listener, handler, shutdown).await;
 }
 
-async fn serve_connection<H, F>(
-    stream: TcpStream,
-    handler: H,
+/// What every connection task needs.
+#[derive(Debug, Clone)]
+struct Conn {
     worker_id: HeaderValue,
-    mut stop: watch::Receiver<bool>,
-    late: bool,
-) where
-    H: Fn(Request) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response> + Send + 'static,
-{
-    let service = service_fn(move |request| {
-        let handler = handler.clone();
-        let worker_id = worker_id.clone();
-        async move {
-            let mut response = handler(request).await;
-            response.headers_mut().insert(WORKER_ID_HEADER, worker_id);
-            Ok::<_, Infallible>(response)
+    stats: Arc<Stats>,
+    idle_close: Duration,
+}
+
+impl Conn {
+    async fn run<H, F>(
+        self,
+        stream: TcpStream,
+        handler: H,
+        mut drain: watch::Receiver<bool>,
+        late: bool,
+    ) where
+        H: Fn(Request) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response> + Send + 'static,
+    {
+        let Conn {
+            worker_id,
+            stats,
+            idle_close,
+        } = self;
+        let draining = drain.clone();
+        let service = service_fn(move |request| {
+            let handler = handler.clone();
+            let worker_id = worker_id.clone();
+            let stats = Arc::clone(&stats);
+            let draining = *draining.borrow();
+            async move {
+                let mut response = handler(request).await;
+                let headers = response.headers_mut();
+                headers.insert(WORKER_ID_HEADER, worker_id);
+                if draining {
+                    // hyper closes the connection after this response.
+                    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                stats.requests.fetch_add(1, Ordering::Relaxed);
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let conn = http1::Builder::new()
+            // A connection that arrives after the stop signal gets one answer.
+            .keep_alive(!late)
+            .serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = drain.wait_for(|&yes| yes) => {}
         }
-    });
-    let conn = http1::Builder::new()
-        // A connection that arrives after the stop signal gets one answer.
-        .keep_alive(!late)
-        .serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = stop.wait_for(|&stop| stop) => {}
+        // Draining: the next response says `Connection: close`. Give a quiet
+        // connection `idle_close` to send its request before we close it.
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = tokio::time::sleep(idle_close) => {}
+        }
+        // Still open: idle, or busy with a long request. graceful_shutdown
+        // closes an idle connection now and a busy one after its response.
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
     }
-    // Finish the request in flight (if any), then close; an idle
-    // connection closes now.
-    conn.as_mut().graceful_shutdown();
-    let _ = conn.await;
 }
