@@ -20,7 +20,7 @@
 //! when its channel reaches end-of-file, and `PR_SET_PDEATHSIG` kills it if
 //! the primary dies while the worker cannot run that code.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::io;
 use std::net::SocketAddr;
@@ -36,7 +36,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::net::{TcpListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{Notify, broadcast, mpsc, watch};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 
 use crate::event::{Event, WorkerId};
 use crate::handles::{self, HandleSender};
@@ -134,6 +134,24 @@ fn list(ids: &[WorkerId]) -> String {
         .join(", ")
 }
 
+/// Why a question got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AskError {
+    #[error("worker {id} did not answer within {}ms", after.as_millis())]
+    Timeout { id: WorkerId, after: Duration },
+    #[error("worker {id} is gone")]
+    Gone { id: WorkerId },
+}
+
+/// The answers to [`Cluster::ask_all`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Gathered {
+    /// Who answered, and what.
+    pub answers: BTreeMap<WorkerId, serde_json::Value>,
+    /// Who did not, and why.
+    pub missing: BTreeMap<WorkerId, AskError>,
+}
+
 /// How a cluster ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stopped {
@@ -168,6 +186,9 @@ struct Inner {
     dispatch_changed: Notify,
     /// Requests to stop, from [`Cluster::shutdown`].
     stop_requests: mpsc::UnboundedSender<String>,
+    /// Questions waiting for their reply, by correlation id.
+    pending: Mutex<HashMap<u64, (WorkerId, oneshot::Sender<serde_json::Value>)>>,
+    next_seq: AtomicU64,
     /// Connections the primary accepted and handed to a worker (round-robin).
     handed_out: AtomicU64,
     /// The outcome, once the cluster has stopped.
@@ -211,6 +232,10 @@ enum Note {
     Malformed {
         id: WorkerId,
         reason: String,
+    },
+    Reply {
+        seq: u64,
+        body: serde_json::Value,
     },
     Exited {
         id: WorkerId,
@@ -287,6 +312,8 @@ impl Cluster {
                 dispatch_changed: Notify::new(),
                 stop_requests,
                 handed_out: AtomicU64::new(0),
+                pending: Mutex::default(),
+                next_seq: AtomicU64::new(1),
                 outcome,
             }),
         };
@@ -472,6 +499,67 @@ impl Cluster {
         Ok(slot.to_worker.send(&ToWorker::Message { body })?)
     }
 
+    /// Asks one worker a question and waits, at most `timeout`, for its
+    /// answer. Node has no built-in for this: it is `worker.send` plus a
+    /// correlation id that the reply carries back, so that answers cannot be
+    /// mixed up when several questions are out at once.
+    pub async fn ask(
+        &self,
+        id: WorkerId,
+        body: &impl serde::Serialize,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, AskError> {
+        let body = serde_json::to_value(body).map_err(|_| AskError::Gone { id })?;
+        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        let (answer_tx, answer) = oneshot::channel();
+        self.pending().insert(seq, (id, answer_tx));
+        let sent = match self.state().workers.get(&id) {
+            Some(slot) => slot
+                .to_worker
+                .send(&ToWorker::Request { seq, body })
+                .is_ok(),
+            None => false,
+        };
+        if !sent {
+            self.pending().remove(&seq);
+            return Err(AskError::Gone { id });
+        }
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(body)) => Ok(body),
+            // The worker exited; its questions were dropped.
+            Ok(Err(_)) => Err(AskError::Gone { id }),
+            Err(_) => {
+                self.pending().remove(&seq);
+                Err(AskError::Timeout { id, after: timeout })
+            }
+        }
+    }
+
+    /// Asks every running worker the same question at once and gathers the
+    /// answers that arrive within `timeout`; the rest are listed as missing,
+    /// with the reason.
+    pub async fn ask_all(&self, body: &impl serde::Serialize, timeout: Duration) -> Gathered {
+        let body = serde_json::to_value(body).unwrap_or(serde_json::Value::Null);
+        let mut asks = tokio::task::JoinSet::new();
+        for id in self.workers() {
+            let cluster = self.clone();
+            let body = body.clone();
+            asks.spawn(async move { (id, cluster.ask(id, &body, timeout).await) });
+        }
+        let mut gathered = Gathered::default();
+        while let Some(Ok((id, answer))) = asks.join_next().await {
+            match answer {
+                Ok(body) => {
+                    gathered.answers.insert(id, body);
+                }
+                Err(error) => {
+                    gathered.missing.insert(id, error);
+                }
+            }
+        }
+        gathered
+    }
+
     /// Node's `worker.disconnect()`: stop sending the worker connections,
     /// then tell it to finish and exit. Its exit will not be restarted.
     pub fn disconnect(&self, id: WorkerId) -> Result<(), ClusterError> {
@@ -565,6 +653,15 @@ impl Cluster {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn pending(
+        &self,
+    ) -> MutexGuard<'_, HashMap<u64, (WorkerId, oneshot::Sender<serde_json::Value>)>> {
+        self.inner
+            .pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn note(&self, note: Note) {
         // The supervising task holds the receiver for the cluster's whole
         // life; a failed send means it is gone, and nobody is left to tell.
@@ -609,6 +706,7 @@ async fn watch_worker(
                 ToPrimary::Ready => Note::Event(Event::Ready { id }),
                 ToPrimary::Message { body } => Note::Event(Event::Message { id, body }),
                 ToPrimary::Disconnect => Note::WantsToLeave(id),
+                ToPrimary::Reply { seq, body } => Note::Reply { seq, body },
             },
             Ok(Some(Incoming::Malformed { reason })) => Note::Malformed { id, reason },
             Ok(None) | Err(_) => break,
@@ -831,6 +929,12 @@ fn handle_note(
             }
             publish(cluster, event);
         }
+        Note::Reply { seq, body } => {
+            // No waiter means the question timed out already: drop it.
+            if let Some((_, answer)) = cluster.pending().remove(&seq) {
+                let _ = answer.send(body);
+            }
+        }
         Note::WantsToLeave(id) => {
             // The worker asked; answer like `worker.disconnect()` would.
             let _ = cluster.disconnect(id);
@@ -842,6 +946,8 @@ fn handle_note(
         }
         Note::Exited { id, pid, status } => {
             let slot = cluster.state().workers.remove(&id);
+            // Questions it will never answer fail now, not at their timeout.
+            cluster.pending().retain(|_, (asked, _)| *asked != id);
             cluster.inner.dispatch_changed.notify_waiters();
             let leaving = slot.is_some_and(|slot| slot.leaving);
             let (code, signal) = match &status {

@@ -45,6 +45,8 @@ pub enum ToPrimary {
     Ready,
     /// A message of the lesson's own.
     Message { body: serde_json::Value },
+    /// The answer to [`ToWorker::Request`] number `seq`.
+    Reply { seq: u64, body: serde_json::Value },
     /// The worker wants to leave (Node: `worker.disconnect()` in the worker).
     /// The primary stops sending it connections, then answers
     /// [`ToWorker::Disconnect`].
@@ -57,6 +59,9 @@ pub enum ToPrimary {
 pub enum ToWorker {
     /// A message of the lesson's own.
     Message { body: serde_json::Value },
+    /// A question that expects a [`ToPrimary::Reply`] with the same `seq`:
+    /// the correlation id that pairs each answer with its question.
+    Request { seq: u64, body: serde_json::Value },
     /// Stop accepting, finish what is in flight, exit 0. No new connections
     /// will be sent after this one.
     Disconnect,

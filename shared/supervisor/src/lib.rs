@@ -58,14 +58,14 @@ pub mod role;
 pub mod worker;
 
 pub use cli::ClusterArgs;
-pub use cluster::{Cluster, ClusterError, ClusterOptions, Stopped};
+pub use cluster::{AskError, Cluster, ClusterError, ClusterOptions, Gathered, Stopped};
 pub use event::{Event, WorkerId};
 pub use http::{Request, Response};
 pub use listen::{Listener, Sched};
 pub use report::{EventsFormat, exit_code};
 pub use restart::RestartPolicy;
 pub use role::{Role, role};
-pub use worker::Worker;
+pub use worker::{Question, Worker};
 
 /// How many workers "one per core" means here: the CPUs this process may
 /// actually use. `available_parallelism` honours CPU affinity and cgroup

@@ -50,6 +50,16 @@ pub struct Worker {
     to_primary: ipc::Sender<ToPrimary>,
     disconnect: watch::Receiver<bool>,
     messages: Mutex<Option<mpsc::UnboundedReceiver<serde_json::Value>>>,
+    questions: Mutex<Option<mpsc::UnboundedReceiver<Question>>>,
+}
+
+/// A question from the primary ([`crate::Cluster::ask`]), waiting for
+/// [`Worker::reply`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Question {
+    /// The correlation id; the reply carries it back.
+    pub seq: u64,
+    pub body: serde_json::Value,
 }
 
 impl Worker {
@@ -69,11 +79,15 @@ impl Worker {
 
         let (disconnect_tx, disconnect) = watch::channel(false);
         let (messages_tx, messages) = mpsc::unbounded_channel();
+        let (questions_tx, questions) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             loop {
                 match from_primary.recv().await {
                     Ok(Some(Incoming::Message(ToWorker::Message { body }))) => {
                         let _ = messages_tx.send(body);
+                    }
+                    Ok(Some(Incoming::Message(ToWorker::Request { seq, body }))) => {
+                        let _ = questions_tx.send(Question { seq, body });
                     }
                     Ok(Some(Incoming::Message(ToWorker::Disconnect))) => {
                         let _ = disconnect_tx.send(true);
@@ -113,6 +127,7 @@ impl Worker {
             to_primary,
             disconnect,
             messages: Mutex::new(Some(messages)),
+            questions: Mutex::new(Some(questions)),
         })
     }
 
@@ -148,6 +163,24 @@ impl Worker {
     /// Messages from the primary. Can be taken once.
     pub fn messages(&self) -> Option<mpsc::UnboundedReceiver<serde_json::Value>> {
         self.messages.lock().ok()?.take()
+    }
+
+    /// Questions from the primary. Can be taken once; answer each with
+    /// [`Worker::reply`]. A worker that never answers is reported by the
+    /// primary as timed out, not waited for forever.
+    pub fn questions(&self) -> Option<mpsc::UnboundedReceiver<Question>> {
+        self.questions.lock().ok()?.take()
+    }
+
+    /// Answers `question`.
+    pub fn reply(&self, question: &Question, body: &impl Serialize) -> Result<(), SendError> {
+        let body = serde_json::to_value(body).map_err(|_| SendError {
+            peer: "the primary".into(),
+        })?;
+        self.to_primary.send(&ToPrimary::Reply {
+            seq: question.seq,
+            body,
+        })
     }
 
     /// Asks to leave the cluster (Node's `worker.disconnect()` called in the

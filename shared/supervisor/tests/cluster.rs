@@ -31,10 +31,25 @@ fn worker_main() -> Result<(), Box<dyn std::error::Error>> {
         if std::env::var(MODE).as_deref() == Ok("garbage") {
             write_garbage_on_the_channel()?;
         }
-        let worker = Worker::connect().await?;
+        let worker = std::sync::Arc::new(Worker::connect().await?);
         let listener = worker.listen().await?;
         worker.ready()?;
         let id = worker.id();
+        // Answer questions with our id, except worker 2 in "stall" mode,
+        // which reads them and never answers.
+        let stall = std::env::var(MODE).as_deref() == Ok("stall") && id == WorkerId(2);
+        let mut questions = worker.questions().ok_or("questions taken twice")?;
+        let answering = std::sync::Arc::clone(&worker);
+        tokio::spawn(async move {
+            while let Some(question) = questions.recv().await {
+                if !stall {
+                    let _ = answering.reply(
+                        &question,
+                        &serde_json::json!({ "id": id, "echo": question.body }),
+                    );
+                }
+            }
+        });
         serve(
             listener,
             move |_| async move { text(200, format!("{id}")) },
@@ -212,5 +227,37 @@ async fn a_port_in_use_is_a_clear_error() -> Result<(), Box<dyn std::error::Erro
     let message = error.to_string();
     assert!(message.contains("cannot listen on 127.0.0.1:"), "{message}");
     assert!(message.contains("--port 0"), "{message}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_all_gathers_answers_and_names_the_worker_that_stalled()
+-> Result<(), Box<dyn std::error::Error>> {
+    let cluster = Cluster::start(options(3, "stall")).await?;
+    let mut events = cluster.subscribe();
+    wait_for(&mut events, 3, |e| matches!(e, Event::Ready { .. })).await?;
+
+    let timeout = Duration::from_millis(300);
+    let gathered = cluster.ask_all(&"stats?", timeout).await;
+    let answered: Vec<_> = gathered.answers.keys().copied().collect();
+    assert_eq!(answered, [WorkerId(1), WorkerId(3)]);
+    // Each answer is the one to its own question: the correlation id works.
+    for (id, body) in &gathered.answers {
+        assert_eq!(body["id"], id.0);
+        assert_eq!(body["echo"], "stats?");
+    }
+    assert_eq!(
+        gathered.missing.into_iter().collect::<Vec<_>>(),
+        [(
+            WorkerId(2),
+            supervisor::AskError::Timeout {
+                id: WorkerId(2),
+                after: timeout
+            }
+        )]
+    );
+
+    cluster.shutdown("test over");
+    cluster.run().await?;
     Ok(())
 }
