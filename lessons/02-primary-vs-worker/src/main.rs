@@ -97,23 +97,26 @@ async fn primary(args: Args) -> anyhow::Result<()> {
     let cluster = Cluster::start(options)
         .await
         .context("starting the cluster")?;
-    cluster.report("role", &Identity::of_this_process("primary", None));
+    let me = Identity::of_this_process("primary", None);
+    let says = format!(
+        "I am the primary: pid {}, started by pid {}",
+        me.pid, me.parent_pid
+    );
+    cluster.report("role", &me, &says);
 
     let result = cluster.run().await;
 
     // The part of the usual answer this lesson corrects: count what the
     // primary itself accepted.
     let handed_out = cluster.connections_handed_out();
-    cluster.report(
-        "primary_accepted",
-        &serde_json::json!({ "sched": sched, "connections": handed_out }),
-    );
-    cluster.note_line(&match sched {
+    let says = match sched {
         Sched::RoundRobin => format!(
             "round-robin: the primary accepted all {handed_out} connections and handed each to a worker"
         ),
-        Sched::Shared => "shared: the workers accepted every connection; the primary accepted none".into(),
-    });
+        _ => format!("{sched}: the workers accepted every connection; the primary accepted none"),
+    };
+    let fields = serde_json::json!({ "sched": sched, "connections": handed_out });
+    cluster.report("primary_accepted", &fields, &says);
     result?;
     Ok(())
 }

@@ -599,9 +599,10 @@ impl Cluster {
         first.unwrap_or_else(|| self.inner.subscribers.subscribe())
     }
 
-    /// Prints a lesson's own event the way this cluster prints events.
-    pub fn report(&self, kind: &str, fields: &impl serde::Serialize) {
-        self.inner.reporter.custom(kind, fields);
+    /// Prints a lesson's own event the way this cluster prints events: as
+    /// `{"event": kind, ...fields}` with `--events json`, as `human` for people.
+    pub fn report(&self, kind: &str, fields: &impl serde::Serialize, human: &str) {
+        self.inner.reporter.custom(kind, fields, human);
     }
 
     /// Prints a line for people (stderr in JSON mode).

@@ -79,7 +79,7 @@ pub struct SendError {
 /// `send` never waits on a slow peer.
 #[derive(Debug)]
 pub struct Sender<T> {
-    lines: mpsc::UnboundedSender<Vec<u8>>,
+    lines: mpsc::UnboundedSender<Queued>,
     peer: String,
     _type: PhantomData<fn(T)>,
 }
@@ -103,7 +103,21 @@ impl<T: Serialize> Sender<T> {
         };
         let mut line = serde_json::to_vec(message).map_err(|_| gone())?;
         line.push(b'\n');
-        self.lines.send(line).map_err(|_| gone())
+        self.lines.send(Queued::Line(line)).map_err(|_| gone())
+    }
+
+    /// Waits until everything queued so far has been written to the socket.
+    /// A process about to exit calls this, or its last messages may still
+    /// be in the queue when it goes.
+    pub async fn flush(&self) -> Result<(), SendError> {
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let gone = || SendError {
+            peer: self.peer.clone(),
+        };
+        self.lines
+            .send(Queued::Flush(done_tx))
+            .map_err(|_| gone())?;
+        done.await.map_err(|_| gone())
     }
 
     /// True once the writer has stopped: every later `send` fails.
@@ -185,13 +199,28 @@ pub fn channel<In, Out>(stream: UnixStream, peer: String) -> (Receiver<In>, Send
     (receiver, sender)
 }
 
+/// What the writer task is given.
+#[derive(Debug)]
+enum Queued {
+    Line(Vec<u8>),
+    /// Answer once every earlier line is written.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// Writes queued lines until the queue is dropped or a write fails; then
 /// closing the queue makes every later `send` fail.
-async fn write_lines(mut write: OwnedWriteHalf, mut queue: mpsc::UnboundedReceiver<Vec<u8>>) {
-    while let Some(line) = queue.recv().await {
-        if write.write_all(&line).await.is_err() {
-            queue.close();
-            return;
+async fn write_lines(mut write: OwnedWriteHalf, mut queue: mpsc::UnboundedReceiver<Queued>) {
+    while let Some(queued) = queue.recv().await {
+        match queued {
+            Queued::Line(line) => {
+                if write.write_all(&line).await.is_err() {
+                    queue.close();
+                    return;
+                }
+            }
+            Queued::Flush(done) => {
+                let _ = done.send(());
+            }
         }
     }
     let _ = write.shutdown().await;

@@ -80,19 +80,19 @@ impl Reporter {
         }
     }
 
-    /// Prints an event of the lesson's own, `{"event": kind, ...fields}` in
-    /// JSON mode; `fields` must serialise to a JSON object.
-    pub fn custom(&self, kind: &str, fields: &impl Serialize) {
-        let mut value = serde_json::to_value(fields).unwrap_or(serde_json::Value::Null);
+    /// Prints an event of the lesson's own: `{"event": kind, ...fields}` in
+    /// JSON mode (`fields` must serialise to a JSON object), `human` otherwise.
+    pub fn custom(&self, kind: &str, fields: &impl Serialize, human: &str) {
         match self.format {
             EventsFormat::Quiet => {}
             EventsFormat::Json => {
+                let mut value = serde_json::to_value(fields).unwrap_or(serde_json::Value::Null);
                 if let serde_json::Value::Object(map) = &mut value {
                     map.insert("event".into(), kind.into());
                 }
                 print_json(&value);
             }
-            EventsFormat::Human => self.line(None, &format!("{kind}: {value}")),
+            EventsFormat::Human => self.line(None, human),
         }
     }
 

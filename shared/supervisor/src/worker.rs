@@ -160,6 +160,12 @@ impl Worker {
         self.to_primary.send(&ToPrimary::Message { body })
     }
 
+    /// Waits until every message sent so far has left this process. Call it
+    /// before exiting on purpose, or the last messages can be lost with it.
+    pub async fn flush(&self) -> Result<(), SendError> {
+        self.to_primary.flush().await
+    }
+
     /// Messages from the primary. Can be taken once.
     pub fn messages(&self) -> Option<mpsc::UnboundedReceiver<serde_json::Value>> {
         self.messages.lock().ok()?.take()
