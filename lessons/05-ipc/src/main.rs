@@ -1,0 +1,296 @@
+//! # Lesson 05 — How do the primary and its workers talk to each other?
+//!
+//! **The short answer.** Over an IPC channel Node sets up for every worker:
+//! `worker.send(msg)` in the primary, `process.send(msg)` in the worker, and a
+//! `message` event on the other side. A broadcast is a loop over the workers.
+//!
+//! This lesson, once every worker is ready:
+//!
+//! 1. **broadcasts** a typed configuration change; each worker applies it
+//!    (its responses change) and acknowledges; the primary counts the acks;
+//! 2. **asks every worker for its stats** and gathers the answers with a
+//!    timeout — request/response matched by a correlation id — naming any
+//!    worker that did not answer (`--stall-worker 2` makes one stay silent);
+//! 3. **sends to a worker that is gone** and shows the error it gets.
+//!
+//! `SIGUSR1` runs the broadcast and the gather again.
+//!
+//! **What the usual answer leaves out.** A message is serialised: the other
+//! side gets a copy, never shared memory, so sending a large object costs its
+//! encoding (see the benchmark). `send` can fail — the channel closes when
+//! the worker exits. Ordering holds per channel only: two workers' messages
+//! reach the primary in any order. Node has no request/response built in;
+//! without a correlation id, answers to overlapping questions get mixed up.
+//!
+//! | Node                                             | Rust (this workbook)                          |
+//! |--------------------------------------------------|-----------------------------------------------|
+//! | `worker.send(msg)`                               | `cluster.send(id, &msg)`                      |
+//! | `for (const w of Object.values(cluster.workers))`| `for id in cluster.workers()`                 |
+//! | `process.on('message', …)` in the worker         | `worker.messages()`                           |
+//! | `process.send(msg)` in the worker                | `worker.send(&msg)`                           |
+//! | `cluster.on('message', (w, msg) => …)`           | `Event::Message` from `cluster.subscribe()`   |
+//! | hand-made `{ id, reply }` pairs + `setTimeout`   | `cluster.ask_all(&q, timeout)` / `worker.reply` |
+
+mod messages;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use messages::{FromPrimary, FromWorker, Stats};
+use supervisor::http::{serve, text};
+use supervisor::{Cluster, ClusterArgs, Event, Role, Worker, WorkerId};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{RwLock, broadcast};
+
+/// Lesson 05: typed messages, broadcast, request/response, a peer that is gone.
+#[derive(Debug, Parser)]
+#[command(name = "lesson-05", version, about)]
+struct Args {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+
+    /// This worker reads the primary's questions and never answers them
+    #[arg(long, value_name = "ID")]
+    stall_worker: Option<u32>,
+
+    /// How long the primary waits for answers
+    #[arg(long, default_value = "1s", value_parser = supervisor::cli::parse_seconds)]
+    answer_timeout: Duration,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    supervisor::exit_code(run(args).await)
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    match supervisor::role()? {
+        Role::Primary => primary(args).await,
+        Role::Worker(id) => worker(args, id).await,
+    }
+}
+
+async fn primary(args: Args) -> anyhow::Result<()> {
+    let options = args.cluster.options();
+    let workers = options.workers;
+    let cluster = Cluster::start(options)
+        .await
+        .context("starting the cluster")?;
+    let mut events = cluster.subscribe();
+
+    let demo = cluster.clone();
+    let timeout = args.answer_timeout;
+    let mut usr1 = signal(SignalKind::user_defined1()).context("watching SIGUSR1")?;
+    tokio::spawn(async move {
+        if wait_ready(&mut events, workers).await {
+            let mut version = 1;
+            broadcast_config(&demo, &mut events, version).await;
+            gather_stats(&demo, timeout).await;
+            send_to_a_gone_worker(&demo, &mut events).await;
+            while usr1.recv().await.is_some() {
+                version += 1;
+                broadcast_config(&demo, &mut events, version).await;
+                gather_stats(&demo, timeout).await;
+            }
+        }
+    });
+
+    cluster.run().await?;
+    Ok(())
+}
+
+/// Waits (bounded) until `count` workers said they are ready.
+async fn wait_ready(events: &mut broadcast::Receiver<Event>, count: usize) -> bool {
+    let mut ready = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while ready < count {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(Event::Ready { .. })) => ready += 1,
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) | Err(_) => return false,
+        }
+    }
+    true
+}
+
+// ANCHOR: broadcast
+/// Sends a new configuration to every worker and counts the acknowledgements.
+async fn broadcast_config(
+    cluster: &Cluster,
+    events: &mut broadcast::Receiver<Event>,
+    version: u32,
+) {
+    let config = FromPrimary::Config {
+        version,
+        greeting: format!("hello (config v{version})"),
+    };
+    // A broadcast is a loop: each worker gets its own serialised copy.
+    let mut sent = 0;
+    for id in cluster.workers() {
+        match cluster.send(id, &config) {
+            Ok(()) => sent += 1,
+            Err(error) => cluster.note_line(&format!("broadcast to worker {id} failed: {error}")),
+        }
+    }
+    // Acks come back in whatever order the workers get to them.
+    let mut acked = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while acked.len() < sent {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(Event::Message { id, body })) => {
+                if serde_json::from_value::<FromWorker>(body).ok()
+                    == Some(FromWorker::ConfigApplied { version })
+                {
+                    acked.push(id);
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    acked.sort();
+    let says = format!(
+        "config v{version} sent to {sent} workers; applied by {}: {}",
+        acked.len(),
+        list(&acked)
+    );
+    let fields = serde_json::json!({ "version": version, "sent": sent, "acked": acked.len() });
+    cluster.report("broadcast", &fields, &says);
+}
+// ANCHOR_END: broadcast
+
+// ANCHOR: gather
+/// Asks every worker for its stats; reports who answered and who did not.
+async fn gather_stats(cluster: &Cluster, timeout: Duration) {
+    let gathered = cluster.ask_all(&"stats", timeout).await;
+    let answered: Vec<WorkerId> = gathered.answers.keys().copied().collect();
+    let missing: Vec<_> = gathered
+        .missing
+        .iter()
+        .map(|(id, why)| serde_json::json!({ "id": id, "reason": why.to_string() }))
+        .collect();
+    let mut says = format!("stats from {} workers: {}", answered.len(), list(&answered));
+    for (id, answer) in &gathered.answers {
+        if let Ok(stats) = serde_json::from_value::<Stats>(answer.clone()) {
+            says += &format!(
+                "\n    worker {id}: pid {}, {} requests, config v{}",
+                stats.pid, stats.requests, stats.config_version
+            );
+        }
+    }
+    for why in gathered.missing.values() {
+        says += &format!("\n    no answer: {why}");
+    }
+    let fields = serde_json::json!({ "answered": answered, "missing": missing });
+    cluster.report("gathered", &fields, &says);
+}
+// ANCHOR_END: gather
+
+fn list(ids: &[WorkerId]) -> String {
+    let names: Vec<String> = ids.iter().map(|id| format!("worker {id}")).collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+// ANCHOR: gone
+/// Retires the newest worker, then tries to send to it anyway.
+async fn send_to_a_gone_worker(cluster: &Cluster, events: &mut broadcast::Receiver<Event>) {
+    let Some(&last) = cluster.workers().last() else {
+        return;
+    };
+    if cluster.disconnect(last).is_err() {
+        return;
+    }
+    // Wait for its exit, so the send below is certain to find it gone.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+            Ok(Ok(Event::Exit { id, .. })) if id == last => break,
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) | Err(_) => return,
+        }
+    }
+    let error = match cluster.send(
+        last,
+        &FromPrimary::Config {
+            version: 0,
+            greeting: "anyone?".into(),
+        },
+    ) {
+        Ok(()) => "no error: the send was accepted".to_string(),
+        Err(error) => error.to_string(),
+    };
+    let fields = serde_json::json!({ "id": last, "error": error });
+    cluster.report(
+        "send_to_gone",
+        &fields,
+        &format!("send to worker {last} after it left: {error}"),
+    );
+}
+// ANCHOR_END: gone
+
+// ANCHOR: worker
+async fn worker(args: Args, id: WorkerId) -> anyhow::Result<()> {
+    let worker = Arc::new(Worker::connect().await?);
+    let greeting = Arc::new(RwLock::new(String::from("hello (no config yet)")));
+    let version = Arc::new(AtomicU32::new(0));
+    let requests = Arc::new(AtomicU64::new(0));
+
+    // Messages: apply each configuration, then acknowledge it.
+    let mut messages = worker.messages().context("messages taken twice")?;
+    let (me, applied_greeting, applied_version) =
+        (worker.clone(), greeting.clone(), version.clone());
+    tokio::spawn(async move {
+        while let Some(body) = messages.recv().await {
+            match serde_json::from_value::<FromPrimary>(body) {
+                Ok(FromPrimary::Config { version, greeting }) => {
+                    *applied_greeting.write().await = greeting;
+                    applied_version.store(version, Ordering::Relaxed);
+                    let _ = me.send(&FromWorker::ConfigApplied { version });
+                }
+                Err(error) => eprintln!(
+                    "[worker {}] ignored a message of the wrong shape: {error}",
+                    me.id()
+                ),
+            }
+        }
+    });
+
+    // Questions: answer with our stats (unless told to stall).
+    let mut questions = worker.questions().context("questions taken twice")?;
+    let stalled = args.stall_worker == Some(id.0);
+    let (me, counted, version_now) = (worker.clone(), requests.clone(), version.clone());
+    tokio::spawn(async move {
+        while let Some(question) = questions.recv().await {
+            if stalled {
+                continue; // read, never answered: the primary's timeout must catch it
+            }
+            let stats = Stats {
+                pid: std::process::id(),
+                requests: counted.load(Ordering::Relaxed),
+                config_version: version_now.load(Ordering::Relaxed),
+            };
+            let _ = me.reply(&question, &stats);
+        }
+    });
+
+    let listener = worker.listen().await?;
+    worker.ready()?;
+    let handler = move |_| {
+        let (greeting, requests) = (greeting.clone(), requests.clone());
+        async move {
+            requests.fetch_add(1, Ordering::Relaxed);
+            text(200, format!("{} from worker {id}\n", greeting.read().await))
+        }
+    };
+    serve(listener, handler, worker.disconnected()).await;
+    Ok(())
+}
+// ANCHOR_END: worker
