@@ -110,7 +110,7 @@ pub enum ClusterError {
         window.as_secs()
     )]
     CrashLoop { restarts: u32, window: Duration },
-    #[error("workers {} did not stop within the {}s grace period and were killed", list(ids), grace.as_secs_f32())]
+    #[error("{} within the {}s grace period: killed (a request took longer than the grace allows)", forced(ids), grace.as_secs_f32())]
     ForcedStop { ids: Vec<WorkerId>, grace: Duration },
 }
 
