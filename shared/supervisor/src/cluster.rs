@@ -127,11 +127,12 @@ fn bind_hint(source: &io::Error) -> &'static str {
     }
 }
 
-fn list(ids: &[WorkerId]) -> String {
-    ids.iter()
-        .map(|id| id.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+fn forced(ids: &[WorkerId]) -> String {
+    let names: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+    match ids {
+        [_] => format!("worker {} did not stop", names.join(", ")),
+        _ => format!("workers {} did not stop", names.join(", ")),
+    }
 }
 
 /// Why a question got no answer.
