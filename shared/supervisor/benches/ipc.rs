@@ -1,8 +1,11 @@
 //! What the supervisor's moving parts cost, measured with real processes.
 //!
-//! * `ipc/round_trip`: the primary sends a small message to a worker, which
-//!   sends it straight back; one iteration is the whole trip, including the
-//!   primary's event loop and subscription, which is the path a lesson uses.
+//! * `ipc/round_trip/{64B,64KiB}`: the primary sends a message to a worker,
+//!   which sends it straight back; one iteration is the whole trip, including
+//!   the primary's event loop and subscription, which is the path a lesson
+//!   uses.
+//! * `ipc/pipelined_200/{64B,64KiB}`: 200 messages out, 200 echoes back, so
+//!   the channel stays busy: the figure to read is messages per second.
 //! * `fork/to_listening`: from `Cluster::fork` to the worker's `listening`
 //!   event: spawning the process, exec, runtime start-up, joining the channel.
 //!
@@ -13,7 +16,7 @@
 
 use std::time::{Duration, Instant};
 
-use criterion::Criterion;
+use criterion::{BenchmarkId, Criterion, Throughput};
 use supervisor::http::{serve, text};
 use supervisor::{Cluster, ClusterOptions, Event, EventsFormat, Role, Worker, WorkerId};
 use tokio::runtime::Runtime;
@@ -86,15 +89,38 @@ fn round_trip(criterion: &mut Criterion, runtime: &Runtime) -> Result<(), BoxErr
         Ok::<_, BoxError>((cluster, events))
     })?;
     let id = WorkerId(1);
-    let payload = serde_json::json!({ "kind": "ping", "n": 1 });
-    criterion.bench_function("ipc/round_trip", |b| {
-        b.iter(|| {
-            runtime.block_on(async {
-                cluster.send(id, &payload)?;
-                next_matching(&mut events, |e| matches!(e, Event::Message { .. })).await
+    let mut group = criterion.benchmark_group("ipc");
+    for (name, size) in [("64B", 64), ("64KiB", 64 * 1024)] {
+        // A JSON string of `size` bytes: what a lesson's payload costs,
+        // serialised on one side and parsed on the other, both ways.
+        let payload = serde_json::Value::String("x".repeat(size));
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(BenchmarkId::new("round_trip", name), |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    cluster.send(id, &payload)?;
+                    next_matching(&mut events, |e| matches!(e, Event::Message { .. })).await
+                })
             })
-        })
-    });
+        });
+        // Many messages in flight at once: messages per second, not latency.
+        const BATCH: u64 = 200;
+        group.throughput(Throughput::Elements(BATCH));
+        group.bench_function(BenchmarkId::new("pipelined_200", name), |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    for _ in 0..BATCH {
+                        cluster.send(id, &payload)?;
+                    }
+                    for _ in 0..BATCH {
+                        next_matching(&mut events, |e| matches!(e, Event::Message { .. })).await?;
+                    }
+                    Ok::<_, BoxError>(())
+                })
+            })
+        });
+    }
+    group.finish();
     runtime.block_on(async {
         cluster.shutdown("bench over");
         cluster.run().await
