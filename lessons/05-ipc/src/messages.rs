@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+// ANCHOR: types
 /// What the primary tells workers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -22,6 +23,7 @@ pub enum FromWorker {
     /// "I now run configuration `version`."
     ConfigApplied { version: u32 },
 }
+// ANCHOR_END: types
 
 /// The answer to the primary's stats question.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

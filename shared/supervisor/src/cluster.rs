@@ -720,6 +720,7 @@ async fn watch_worker(
     let _ = notes.send(Note::Exited { id, pid, status });
 }
 
+// ANCHOR: dispatch
 /// Round-robin: accept every connection and pass it to the next worker.
 async fn dispatch(cluster: Cluster, listener: TcpListener) {
     loop {
@@ -768,6 +769,8 @@ async fn dispatch(cluster: Cluster, listener: TcpListener) {
         // `stream` drops here: the worker holds the connection now.
     }
 }
+
+// ANCHOR_END: dispatch
 
 /// Resolves once the cluster has begun to stop.
 async fn until_stopping(cluster: &Cluster) {

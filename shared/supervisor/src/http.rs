@@ -204,6 +204,7 @@ struct Conn {
     idle_close: Duration,
 }
 
+// ANCHOR: drain
 impl Conn {
     async fn run<H, F>(
         self,
@@ -259,3 +260,4 @@ impl Conn {
         let _ = conn.await;
     }
 }
+// ANCHOR_END: drain

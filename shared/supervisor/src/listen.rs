@@ -39,6 +39,7 @@ use crate::handles::HandleReceiver;
 use crate::inherit::{InheritError, take_inherited};
 use crate::role::{HANDLES_FD_VAR, LISTEN_FD_VAR};
 
+// ANCHOR: sched
 /// Who accepts connections.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Sched {
@@ -54,6 +55,7 @@ pub enum Sched {
     #[serde(rename = "reuseport")]
     ReusePort,
 }
+// ANCHOR_END: sched
 
 impl FromStr for Sched {
     type Err = String;
