@@ -1,0 +1,103 @@
+# The cluster workbook. `just` lists the recipes; each one is a short name
+# for a plain cargo or mdbook command (README.md has the table).
+
+set positional-arguments
+set shell := ['bash', '-euo', 'pipefail', '-c']
+
+# A lesson number as the package names spell it: 8 → 08, 08 → 08.
+nn := '^([1-9])$'
+
+# List the recipes
+[private]
+default:
+    @just --list --unsorted
+
+# Run lesson NN (8 or 08); flags after the number go to the lesson
+[group('learn')]
+lesson NN *ARGS: (_check NN)
+    cargo run -q -p lesson-{{ replace_regex(NN, nn, '0$1') }} -- "${@:2}"
+
+# Replay lesson NN's scripted scenario and show its transcript live
+[group('learn')]
+scenario NN: (_check NN)
+    cargo build -q -p lesson-{{ replace_regex(NN, nn, '0$1') }}
+    cargo run -q -p scenarios --bin scenario -- {{ replace_regex(NN, nn, '0$1') }}
+
+# Serve the book at http://localhost:3300 (lessons use 3000) and open it
+[group('learn')]
+book:
+    mdbook serve book --port 3300 --open
+
+# Run every test: unit, integration, scenario snapshots, workbook checks
+[group('check')]
+test *ARGS:
+    cargo test --workspace "$@"
+
+# Check formatting without changing files
+[group('check')]
+fmt-check:
+    cargo fmt --all --check
+
+# Lint every target; warnings are errors
+[group('check')]
+clippy:
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Build the book into book/book
+[group('check')]
+book-build:
+    mdbook build book
+
+# Compile the benchmarks without running them
+[group('check')]
+bench-build:
+    cargo bench --workspace --no-run
+
+# Everything CI checks, in CI's order (.ci/run does the same on a fresh machine)
+[group('check')]
+ci: fmt-check clippy test book-build bench-build
+
+# Run the criterion benchmarks (slow; close other programs first)
+[group('measure')]
+bench *ARGS:
+    cargo bench --workspace "$@"
+
+# Install what is missing: just, mdbook, and redis-server on Debian/Ubuntu
+[group('setup')]
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for tool in just mdbook; do
+        if command -v "$tool" >/dev/null; then
+            echo "$tool: already installed"
+        else
+            echo "$tool: installing with cargo install --locked (takes a few minutes)"
+            cargo install --locked "$tool"
+        fi
+    done
+    if command -v redis-server >/dev/null; then
+        echo "redis-server: already installed"
+    elif [[ -f /etc/debian_version ]]; then
+        sudo=''
+        if [[ $(id -u) -ne 0 ]]; then sudo='sudo'; fi
+        $sudo apt-get update
+        $sudo apt-get install -y redis-server
+    else
+        echo "redis-server: not found; install it with your package manager (lessons 07, 10 and 12 use it)"
+    fi
+
+# Stop with one line unless NN names a lesson that exists
+[private]
+[no-exit-message]
+_check NN:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [[ ! $1 =~ ^0?([1-9]|1[0-2])$ ]]; then
+        echo "error: no lesson '$1': lessons are numbered 01 to 12 (8 and 08 both work)" >&2
+        exit 2
+    fi
+    lesson=$(printf '%02d' "$((10#$1))")
+    if ! compgen -G "lessons/$lesson-*" >/dev/null; then
+        echo "error: lesson $lesson is planned but not written yet (there is no lessons/$lesson-* folder)" >&2
+        exit 2
+    fi

@@ -1,0 +1,393 @@
+//! The workbook checks itself, the way rustlings checks its exercises.
+//!
+//! - Every lesson (`lessons/NN-*`) has its chapter (`book/src/NN-*.md`), at
+//!   least one scenario script (`scenarios/NN-*.toml`) and, for each script,
+//!   its snapshot (`scenarios/snapshots/<script stem>.snap`).
+//! - `book/src/SUMMARY.md` links every chapter file in `book/src`, and every
+//!   link that is not a draft (`[title]()`) points at a file that exists.
+//! - Every `{{#include …}}` and `{{#rustdoc_include …}}` in the book points
+//!   at a file that exists; a named anchor exists in that file (both
+//!   `ANCHOR:` and `ANCHOR_END:`); a line range fits in the file; and a
+//!   snapshot is included from the first line of its body, never with its
+//!   insta header.
+//!
+//! mdBook only logs a missing include and builds the book anyway, so these
+//! checks are what stop the book from drifting. Each test collects every
+//! problem it finds and reports them all at once.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The workspace root: this crate lives in `<root>/scenarios`.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The names of the entries in `dir`, sorted; empty if `dir` cannot be read.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|entry| entry.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// `NN` if `name` starts with two digits and a dash (`08-rolling-restart`).
+fn lesson_number(name: &str) -> Option<&str> {
+    let number = name.get(..2)?;
+    let is_numbered = number.bytes().all(|b| b.is_ascii_digit()) && name[2..].starts_with('-');
+    is_numbered.then_some(number)
+}
+
+/// `path` (relative to the workspace root) with its `..` and `.` resolved,
+/// for messages: `book/src/../measured/x.md` → `book/measured/x.md`.
+fn from_root(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "." | "" => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    parts.join("/")
+}
+
+/// Fails the test with every problem found, one per line.
+fn report(what: &str, problems: &[String]) {
+    assert!(
+        problems.is_empty(),
+        "{what}: {} problem(s)\n  - {}\n",
+        problems.len(),
+        problems.join("\n  - ")
+    );
+}
+
+#[test]
+fn every_lesson_has_a_chapter_a_scenario_and_a_snapshot() {
+    let root = root();
+    let chapters = names(&root.join("book/src"));
+    let scripts = names(&root.join("scenarios"));
+    let mut problems = Vec::new();
+
+    let lessons: Vec<String> = names(&root.join("lessons"))
+        .into_iter()
+        .filter(|name| lesson_number(name).is_some() && root.join("lessons").join(name).is_dir())
+        .collect();
+    if lessons.is_empty() {
+        problems.push("lessons/: no lesson folders (NN-name) found".to_owned());
+    }
+
+    for lesson in &lessons {
+        let Some(nn) = lesson_number(lesson) else {
+            continue;
+        };
+        let prefix = format!("{nn}-");
+
+        if !chapters
+            .iter()
+            .any(|chapter| chapter.starts_with(&prefix) && chapter.ends_with(".md"))
+        {
+            problems.push(format!(
+                "lessons/{lesson}: no chapter book/src/{nn}-*.md (expected book/src/{lesson}.md)"
+            ));
+        }
+
+        let lesson_scripts: Vec<&String> = scripts
+            .iter()
+            .filter(|script| script.starts_with(&prefix) && script.ends_with(".toml"))
+            .collect();
+        if lesson_scripts.is_empty() {
+            problems.push(format!(
+                "lessons/{lesson}: no scenario script scenarios/{nn}-*.toml"
+            ));
+        }
+        for script in lesson_scripts {
+            let stem = script.trim_end_matches(".toml");
+            let snapshot = format!("scenarios/snapshots/{stem}.snap");
+            if !root.join(&snapshot).is_file() {
+                problems.push(format!(
+                    "scenarios/{script}: no snapshot {snapshot} (run `cargo insta review` after `cargo test -p scenarios`)"
+                ));
+            }
+        }
+    }
+
+    report("lessons", &problems);
+}
+
+/// The targets of the `[title](target)` links in SUMMARY.md, in order; a
+/// draft chapter's target is empty.
+fn summary_links(summary: &str) -> Vec<String> {
+    let mut links = Vec::new();
+    let mut rest = summary;
+    while let Some(start) = rest.find("](") {
+        rest = &rest[start + 2..];
+        let Some(end) = rest.find(')') else {
+            break;
+        };
+        links.push(rest[..end].trim().to_owned());
+        rest = &rest[end + 1..];
+    }
+    links
+}
+
+#[test]
+fn summary_lists_every_chapter() {
+    let src = root().join("book/src");
+    let mut problems = Vec::new();
+
+    let summary = match fs::read_to_string(src.join("SUMMARY.md")) {
+        Ok(summary) => summary,
+        Err(error) => {
+            report("SUMMARY.md", &[format!("book/src/SUMMARY.md: {error}")]);
+            return;
+        }
+    };
+
+    // Links without their #fragment; drafts (empty) and web links left out.
+    let links: Vec<String> = summary_links(&summary)
+        .into_iter()
+        .map(|link| link.split('#').next().unwrap_or_default().to_owned())
+        .filter(|link| !link.is_empty() && !link.contains("://"))
+        .collect();
+
+    for link in &links {
+        if !src.join(link).is_file() {
+            problems.push(format!(
+                "book/src/SUMMARY.md: links {link}, which does not exist in book/src"
+            ));
+        }
+    }
+
+    for chapter in names(&src) {
+        if chapter.ends_with(".md") && chapter != "SUMMARY.md" && !links.contains(&chapter) {
+            problems.push(format!(
+                "book/src/{chapter}: not linked from SUMMARY.md, so the book never shows it"
+            ));
+        }
+    }
+
+    report("SUMMARY.md", &problems);
+}
+
+/// One `{{#include …}}` or `{{#rustdoc_include …}}` in a chapter.
+#[derive(Debug)]
+struct Include {
+    /// 1-based line of the chapter it is on.
+    line: usize,
+    /// The file, relative to the chapter's folder.
+    path: String,
+    /// What follows the path's first `:`, if anything: an anchor or a line range.
+    selector: Option<String>,
+}
+
+/// Every include in `chapter`, skipping escaped ones (`\{{#include …}}`).
+fn includes(chapter: &str) -> Vec<Include> {
+    let mut found = Vec::new();
+    for (index, text) in chapter.lines().enumerate() {
+        let mut rest = text;
+        while let Some(start) = rest.find("{{#") {
+            let escaped = rest[..start].ends_with('\\');
+            rest = &rest[start + 3..];
+            let Some(end) = rest.find("}}") else {
+                break;
+            };
+            let link = &rest[..end];
+            rest = &rest[end + 2..];
+            if escaped {
+                continue;
+            }
+            let mut words = link.trim().splitn(2, char::is_whitespace);
+            let kind = words.next().unwrap_or_default();
+            if kind != "include" && kind != "rustdoc_include" {
+                continue;
+            }
+            let argument = words.next().unwrap_or_default().trim();
+            let (path, selector) = match argument.split_once(':') {
+                Some((path, selector)) => (path, Some(selector.to_owned())),
+                None => (argument, None),
+            };
+            found.push(Include {
+                line: index + 1,
+                path: path.to_owned(),
+                selector,
+            });
+        }
+    }
+    found
+}
+
+/// The 1-based first line a selector picks, if it is a line range
+/// (`N`, `N:`, `N:M`, `:M`); `None` for a named anchor.
+fn range_start(selector: &str) -> Option<Result<usize, String>> {
+    let (start, end) = selector.split_once(':').unwrap_or((selector, ""));
+    let numeric = |s: &str| s.is_empty() || s.bytes().all(|b| b.is_ascii_digit());
+    if !numeric(start) || !numeric(end) {
+        return None;
+    }
+    if start.is_empty() {
+        return Some(Ok(1));
+    }
+    Some(
+        start
+            .parse()
+            .map_err(|error| format!("bad line number {start}: {error}")),
+    )
+}
+
+/// True if some line of `source` carries the marker `tag` (`ANCHOR` or
+/// `ANCHOR_END`) for exactly `name`.
+fn has_marker(source: &str, tag: &str, name: &str) -> bool {
+    let marker = format!("{tag}:");
+    source.lines().any(|line| {
+        line.split_once(&marker)
+            .and_then(|(_, after)| after.split_whitespace().next())
+            .is_some_and(|found| found == name)
+    })
+}
+
+/// The 1-based line where an insta snapshot's body starts: the line after the
+/// header's closing `---`.
+fn snapshot_body_start(snapshot: &str) -> Option<usize> {
+    let mut lines = snapshot.lines();
+    if lines.next()? != "---" {
+        return None;
+    }
+    lines.position(|line| line == "---").map(|index| index + 3)
+}
+
+#[test]
+fn every_include_points_at_a_file_and_anchor_that_exist() {
+    let src = root().join("book/src");
+    let mut problems = Vec::new();
+
+    for chapter_name in names(&src).iter().filter(|name| name.ends_with(".md")) {
+        let chapter_path = src.join(chapter_name);
+        let chapter = match fs::read_to_string(&chapter_path) {
+            Ok(chapter) => chapter,
+            Err(error) => {
+                problems.push(format!("book/src/{chapter_name}: {error}"));
+                continue;
+            }
+        };
+
+        for include in includes(&chapter) {
+            let here = format!("book/src/{chapter_name}:{}", include.line);
+            let target = src.join(&include.path);
+            let source = match fs::read_to_string(&target) {
+                Ok(source) => source,
+                Err(error) => {
+                    problems.push(format!(
+                        "{here}: includes {} ({}), which cannot be read: {error}",
+                        include.path,
+                        from_root(&format!("book/src/{}", include.path)),
+                    ));
+                    continue;
+                }
+            };
+            let line_count = source.lines().count();
+
+            let start = match include.selector.as_deref().map(range_start) {
+                // A named anchor.
+                Some(None) => {
+                    let anchor = include.selector.as_deref().unwrap_or_default();
+                    for tag in ["ANCHOR", "ANCHOR_END"] {
+                        if !has_marker(&source, tag, anchor) {
+                            problems
+                                .push(format!("{here}: {} has no `{tag}: {anchor}`", include.path));
+                        }
+                    }
+                    None
+                }
+                Some(Some(Ok(start))) => {
+                    if start == 0 || start > line_count {
+                        problems.push(format!(
+                            "{here}: {} starts at line {start}, but the file has {line_count} lines",
+                            include.path
+                        ));
+                    }
+                    Some(start)
+                }
+                Some(Some(Err(error))) => {
+                    problems.push(format!("{here}: {}: {error}", include.path));
+                    continue;
+                }
+                // The whole file.
+                None => Some(1),
+            };
+
+            if include.path.ends_with(".snap") {
+                match snapshot_body_start(&source) {
+                    None => problems.push(format!(
+                        "{here}: {} has no insta header (`---` … `---`)",
+                        include.path
+                    )),
+                    Some(body) if start != Some(body) => problems.push(format!(
+                        "{here}: {} must be included from line {body}, where its body starts \
+                         (line {} is the header's closing `---`): write `{}:{body}:`",
+                        include.path,
+                        body - 1,
+                        include.path
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
+    report("book includes", &problems);
+}
+
+#[test]
+fn the_checks_parse_what_they_should() {
+    assert_eq!(lesson_number("08-rolling-restart"), Some("08"));
+    assert_eq!(lesson_number("8-rolling-restart"), None);
+    assert_eq!(lesson_number("README.md"), None);
+    assert_eq!(
+        from_root("book/src/../../lessons/./01-a/src/main.rs"),
+        "lessons/01-a/src/main.rs"
+    );
+
+    let summary = "[Intro](introduction.md)\n- [01](01-a.md#top)\n- [07 Draft]()\n";
+    assert_eq!(
+        summary_links(summary),
+        ["introduction.md", "01-a.md#top", ""]
+    );
+
+    let chapter = "x {{#include ../a.rs:here}} y\n\\{{#include skipped.rs}}\n\
+                   {{#rustdoc_include b.rs:6:}}\n{{#include c.snap:6:}} {{#title T}}";
+    assert_eq!(
+        includes(chapter)
+            .iter()
+            .map(|i| (i.line, i.path.clone(), i.selector.clone()))
+            .collect::<Vec<_>>(),
+        [
+            (1, "../a.rs".to_owned(), Some("here".to_owned())),
+            (3, "b.rs".to_owned(), Some("6:".to_owned())),
+            (4, "c.snap".to_owned(), Some("6:".to_owned())),
+        ]
+    );
+
+    assert_eq!(range_start("here"), None);
+    assert_eq!(range_start("6:"), Some(Ok(6)));
+    assert_eq!(range_start("6"), Some(Ok(6)));
+    assert_eq!(range_start(":9"), Some(Ok(1)));
+    assert_eq!(range_start("2:9"), Some(Ok(2)));
+
+    let source = "// ANCHOR: here2\n// ANCHOR: here\nfn f() {}\n// ANCHOR_END: here\n";
+    assert!(has_marker(source, "ANCHOR", "here"));
+    assert!(has_marker(source, "ANCHOR_END", "here"));
+    assert!(!has_marker(source, "ANCHOR_END", "here2"));
+
+    let snapshot = "---\nsource: a.rs\nexpression: t\ninput_file: x.toml\n---\nbody\n";
+    assert_eq!(snapshot_body_start(snapshot), Some(6));
+    assert_eq!(snapshot_body_start("body only\n"), None);
+}
