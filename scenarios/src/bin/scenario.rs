@@ -1,0 +1,95 @@
+//! `just scenario NN`: replays a lesson's scripted story with the transcript
+//! shown live — the same run the snapshot test makes, plus what the
+//! snapshot leaves out (pids, the port, counts, times) and a progress bar
+//! while load runs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use scenarios::{Script, Transcript};
+
+/// Replay a lesson's scenario scripts and show what they prove.
+#[derive(Debug, Parser)]
+#[command(name = "scenario", version, about)]
+struct Args {
+    /// The lesson: 1 to 12 (8 and 08 both work).
+    lesson: String,
+    /// Only the script whose name contains this (lesson 03 has two).
+    #[arg(long)]
+    only: Option<String>,
+    /// The lesson binary; by default the one next to this program.
+    #[arg(long)]
+    bin: Option<PathBuf>,
+    /// Print the lesson's stderr (its own and its workers' logs) at the end.
+    #[arg(long)]
+    stderr: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<bool> {
+    let nn = match args.lesson.parse::<u8>() {
+        Ok(n @ 1..=12) => format!("{n:02}"),
+        _ => bail!("no lesson {:?}: lessons are numbered 01 to 12", args.lesson),
+    };
+    let bin = match args.bin {
+        Some(bin) => bin,
+        None => std::env::current_exe()
+            .context("finding this program's folder")?
+            .with_file_name(format!("lesson-{nn}")),
+    };
+    if !bin.is_file() {
+        bail!(
+            "{} does not exist: build it with `cargo build -p lesson-{nn}` (`just scenario {nn}` does that for you)",
+            bin.display()
+        );
+    }
+    let scripts: Vec<PathBuf> = scenarios::scripts_for(&nn)
+        .with_context(|| format!("listing {}", scenarios::scripts_dir().display()))?
+        .into_iter()
+        .filter(|path| {
+            args.only
+                .as_deref()
+                .is_none_or(|only| path.to_string_lossy().contains(only))
+        })
+        .collect();
+    if scripts.is_empty() {
+        bail!("no scenario script scenarios/{nn}-*.toml matches");
+    }
+
+    let mut all_passed = true;
+    for path in scripts {
+        let script = Script::load(&path)?;
+        let mut transcript = Transcript::live();
+        let outcome = scenarios::run(&bin, &script, &mut transcript).await;
+        if args.stderr {
+            println!(
+                "\n--- {}: the lesson's stderr ---\n{}",
+                script.name, outcome.stderr
+            );
+        }
+        if outcome.passed() {
+            println!("passed: {}\n", script.name);
+        } else {
+            all_passed = false;
+            println!(
+                "FAILED: {}\n  - {}\n",
+                script.name,
+                outcome.failures.join("\n  - ")
+            );
+        }
+    }
+    Ok(all_passed)
+}

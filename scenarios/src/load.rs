@@ -1,0 +1,389 @@
+//! The load generator: C clients sending GETs to a lesson, counted.
+//!
+//! It answers the questions the lessons ask of load — did every request get
+//! a response, which worker gave it (the `x-worker-id` header), how were
+//! they spread, how fast — and nothing else, so it stays small enough to
+//! read. Two shapes matter for a cluster: a new connection per request
+//! (every request is a fresh `accept`, so it shows how connections are
+//! spread) and keep-alive (one connection carries many requests, so it
+//! shows how little connection spreading says about request spreading).
+//!
+//! Every run is bounded twice, by a request count and by a time limit, and
+//! refuses any address that is not loopback: the generator must never be
+//! pointed at somebody else's machine by a typo.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{CONNECTION, HOST};
+use hyper_util::rt::TokioIo;
+use indicatif::ProgressBar;
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+
+/// The response header that names the worker that answered.
+pub const WORKER_HEADER: &str = "x-worker-id";
+
+/// What load to put on a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadSpec {
+    /// How many requests in all, across every connection.
+    pub requests: u64,
+    /// How many clients send at once.
+    pub connections: usize,
+    /// One connection per client for all its requests, or a new one each time.
+    pub keep_alive: bool,
+    pub path: String,
+    /// The run stops here even if requests are left.
+    pub max_time: Duration,
+    /// One request's limit, connect to last byte.
+    pub timeout: Duration,
+}
+
+impl Default for LoadSpec {
+    fn default() -> Self {
+        LoadSpec {
+            requests: 100,
+            connections: 4,
+            keep_alive: false,
+            path: "/".into(),
+            max_time: Duration::from_secs(60),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the generator would not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("refusing to send load to {0}: the load generator only talks to 127.0.0.1 or ::1")]
+    NotLoopback(SocketAddr),
+}
+
+/// One response, or why there was none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    /// The `x-worker-id` header, if the server sent one.
+    pub worker: Option<String>,
+    pub body: String,
+    /// The server asked to close the connection after this response.
+    pub closing: bool,
+}
+
+/// The ways a request fails, named as a client sees them.
+pub type Failure = &'static str;
+
+/// Everything one load run saw.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    pub sent: u64,
+    /// Responses with a 2xx status.
+    pub ok: u64,
+    /// Requests with no response, or a non-2xx one.
+    pub failed: u64,
+    pub statuses: BTreeMap<u16, u64>,
+    /// Requests with no response, by what went wrong (`refused`, `reset`,
+    /// `closed`, `timeout`, `error`).
+    pub errors: BTreeMap<Failure, u64>,
+    /// Responses by the worker that gave them.
+    pub by_worker: BTreeMap<String, u64>,
+    /// Each answered request's time, sorted.
+    pub latencies: Vec<Duration>,
+    pub elapsed: Duration,
+}
+
+impl LoadReport {
+    pub fn refused(&self) -> u64 {
+        self.errors.get("refused").copied().unwrap_or(0)
+    }
+
+    /// The `q`-quantile (0.5 for the median) of the answered requests' times.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        if self.latencies.is_empty() {
+            return None;
+        }
+        let rank = ((self.latencies.len() as f64 - 1.0) * q.clamp(0.0, 1.0)).round() as usize;
+        self.latencies.get(rank).copied()
+    }
+
+    /// `(max - min) / mean` of responses per worker, in percent — the same
+    /// measure lesson 04's table prints. 0 % is a perfectly even spread.
+    pub fn spread_pct(&self) -> f64 {
+        let counts: Vec<f64> = self.by_worker.values().map(|&n| n as f64).collect();
+        let (Some(max), Some(min)) = (
+            counts.iter().copied().reduce(f64::max),
+            counts.iter().copied().reduce(f64::min),
+        ) else {
+            return 0.0;
+        };
+        let mean = counts.iter().sum::<f64>() / counts.len() as f64;
+        if mean == 0.0 {
+            0.0
+        } else {
+            (max - min) / mean * 100.0
+        }
+    }
+
+    pub fn requests_per_second(&self) -> f64 {
+        let seconds = self.elapsed.as_secs_f64();
+        if seconds == 0.0 {
+            0.0
+        } else {
+            (self.ok + self.failed) as f64 / seconds
+        }
+    }
+
+    fn record(&mut self, outcome: Result<(Response, Duration), Failure>) {
+        self.sent += 1;
+        match outcome {
+            Ok((response, took)) => {
+                *self.statuses.entry(response.status).or_default() += 1;
+                if (200..300).contains(&response.status) {
+                    self.ok += 1;
+                } else {
+                    self.failed += 1;
+                }
+                let worker = response.worker.unwrap_or_else(|| "?".into());
+                *self.by_worker.entry(worker).or_default() += 1;
+                self.latencies.push(took);
+            }
+            Err(failure) => {
+                self.failed += 1;
+                *self.errors.entry(failure).or_default() += 1;
+            }
+        }
+    }
+}
+
+/// Runs `spec` against `addr`, ticking `progress` once per finished request.
+pub async fn run(
+    addr: SocketAddr,
+    spec: &LoadSpec,
+    progress: &ProgressBar,
+) -> Result<LoadReport, LoadError> {
+    if !addr.ip().is_loopback() {
+        return Err(LoadError::NotLoopback(addr));
+    }
+    let started = Instant::now();
+    let deadline = started + spec.max_time;
+    let tickets = Arc::new(AtomicU64::new(0));
+    let report = Arc::new(Mutex::new(LoadReport::default()));
+
+    let clients: Vec<_> = (0..spec.connections.max(1))
+        .map(|_| {
+            let (spec, tickets, report, progress) = (
+                spec.clone(),
+                tickets.clone(),
+                report.clone(),
+                progress.clone(),
+            );
+            tokio::spawn(async move {
+                let mut connection: Option<SendRequest<Empty<Bytes>>> = None;
+                while tickets.fetch_add(1, Ordering::Relaxed) < spec.requests
+                    && Instant::now() < deadline
+                {
+                    let begun = Instant::now();
+                    let outcome = if spec.keep_alive {
+                        keep_alive_get(addr, &spec, &mut connection).await
+                    } else {
+                        get(addr, &spec.path, spec.timeout).await
+                    };
+                    report
+                        .lock()
+                        .await
+                        .record(outcome.map(|response| (response, begun.elapsed())));
+                    progress.inc(1);
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        // A client task only panics if the runtime is going away; what it
+        // recorded before that still counts.
+        let _ = client.await;
+    }
+
+    let mut report = std::mem::take(&mut *report.lock().await);
+    report.elapsed = started.elapsed();
+    report.latencies.sort();
+    Ok(report)
+}
+
+/// One GET on a new connection, closed afterwards.
+pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Response, Failure> {
+    let attempt = async {
+        let mut sender = connect(addr).await?;
+        send(&mut sender, path, false).await
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or(Err("timeout"))
+}
+
+/// One GET on the client's kept-alive connection, opening a new one when
+/// there is none or the server closed it (as a draining server does).
+async fn keep_alive_get(
+    addr: SocketAddr,
+    spec: &LoadSpec,
+    connection: &mut Option<SendRequest<Empty<Bytes>>>,
+) -> Result<Response, Failure> {
+    let attempt = async {
+        let reusable = match connection.take() {
+            Some(mut sender) => sender.ready().await.is_ok().then_some(sender),
+            None => None,
+        };
+        let mut sender = match reusable {
+            Some(sender) => sender,
+            None => connect(addr).await?,
+        };
+        let response = send(&mut sender, &spec.path, true).await?;
+        if !response.closing {
+            *connection = Some(sender);
+        }
+        Ok(response)
+    };
+    tokio::time::timeout(spec.timeout, attempt)
+        .await
+        .unwrap_or(Err("timeout"))
+}
+
+async fn connect(addr: SocketAddr) -> Result<SendRequest<Empty<Bytes>>, Failure> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|error| io_failure(&error))?;
+    // Small requests, answered at once: don't let Nagle hold them back.
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|error| hyper_failure(&error))?;
+    tokio::spawn(async move {
+        // Errors here show up again on the request, where they are counted.
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+async fn send(
+    sender: &mut SendRequest<Empty<Bytes>>,
+    path: &str,
+    keep_alive: bool,
+) -> Result<Response, Failure> {
+    let request = hyper::Request::get(path)
+        .header(HOST, "127.0.0.1")
+        .header(CONNECTION, if keep_alive { "keep-alive" } else { "close" })
+        .body(Empty::new())
+        .map_err(|_| "error")?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|error| hyper_failure(&error))?;
+    let status = response.status().as_u16();
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    let worker = header(WORKER_HEADER);
+    let closing =
+        header(CONNECTION.as_str()).is_some_and(|value| value.eq_ignore_ascii_case("close"));
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|error| hyper_failure(&error))?
+        .to_bytes();
+    Ok(Response {
+        status,
+        worker,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        closing,
+    })
+}
+
+fn io_failure(error: &std::io::Error) -> Failure {
+    match error.kind() {
+        std::io::ErrorKind::ConnectionRefused => "refused",
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => "reset",
+        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionAborted => "closed",
+        _ => "error",
+    }
+}
+
+/// Hyper wraps the socket's error; the io error underneath says more.
+fn hyper_failure(error: &hyper::Error) -> Failure {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(inner) = source {
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            return io_failure(io);
+        }
+        source = inner.source();
+    }
+    if error.is_incomplete_message() || error.is_canceled() || error.is_closed() {
+        "closed"
+    } else if error.is_timeout() {
+        "timeout"
+    } else {
+        "error"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(counts: &[u64]) -> LoadReport {
+        let mut report = LoadReport::default();
+        for (worker, &n) in counts.iter().enumerate() {
+            report.by_worker.insert((worker + 1).to_string(), n);
+        }
+        report
+    }
+
+    #[test]
+    fn spread_matches_lesson_04() {
+        assert_eq!(report(&[50, 50, 50, 50]).spread_pct(), 0.0);
+        assert_eq!(report(&[56, 2, 2]).spread_pct(), 270.0);
+        assert_eq!(report(&[]).spread_pct(), 0.0);
+    }
+
+    #[test]
+    fn quantiles_pick_a_measured_time() {
+        let mut report = LoadReport::default();
+        report.latencies = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(report.quantile(0.5), Some(Duration::from_millis(51)));
+        assert_eq!(report.quantile(0.99), Some(Duration::from_millis(99)));
+        assert_eq!(LoadReport::default().quantile(0.5), None);
+    }
+
+    #[tokio::test]
+    async fn load_is_only_sent_to_loopback() {
+        let elsewhere: SocketAddr = ([192, 0, 2, 1], 80).into();
+        let refused = run(elsewhere, &LoadSpec::default(), &ProgressBar::hidden()).await;
+        assert!(matches!(refused, Err(LoadError::NotLoopback(_))));
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_counts_as_refused() -> std::io::Result<()> {
+        // Bind then drop: the port is free and nothing listens on it.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let spec = LoadSpec {
+            requests: 3,
+            connections: 1,
+            ..LoadSpec::default()
+        };
+        let report = run(addr, &spec, &ProgressBar::hidden())
+            .await
+            .expect("loopback");
+        assert_eq!((report.sent, report.failed, report.refused()), (3, 3, 3));
+        Ok(())
+    }
+}

@@ -1,0 +1,512 @@
+//! Runs a script against a lesson binary and tells the story.
+//!
+//! Steps run in order. A step that waits (for events, for a load, for the
+//! primary to exit) and does not get what it waited for stops the scenario:
+//! what follows would only report confusing consequences. A failed `expect`
+//! does not stop it, so one run shows every check that fails.
+//!
+//! Two checks run after every script, because they hold for every lesson:
+//! the primary has exited by the end of the story, and no worker outlives
+//! it. A lesson that leaks a process fails its scenario even if no script
+//! thought to ask.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+use crate::check::{Fact, Verdict, over_events};
+use crate::lesson::Lesson;
+use crate::load::{self, LoadReport, LoadSpec, Response};
+use crate::script::{Action, Script};
+use crate::transcript::Transcript;
+
+/// How long workers get to disappear once the primary has exited.
+const ORPHAN_GRACE: Duration = Duration::from_secs(2);
+
+/// The result of one run.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The snapshot version of the transcript.
+    pub transcript: String,
+    /// One line per failed verdict; empty if the scenario passed.
+    pub failures: Vec<String>,
+    /// Everything the lesson wrote on stderr.
+    pub stderr: String,
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// What the steps have learned so far.
+#[derive(Debug, Default)]
+struct Facts {
+    loads: BTreeMap<String, LoadReport>,
+    running: BTreeMap<String, JoinHandle<Result<LoadReport, load::LoadError>>>,
+    requests: BTreeMap<String, Result<Response, load::Failure>>,
+    failures: Vec<String>,
+}
+
+/// Runs `script` against the lesson binary `bin`, writing to `transcript`.
+pub async fn run(bin: &Path, script: &Script, transcript: &mut Transcript) -> Outcome {
+    let program = bin
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    transcript.line(format!("# {}: {}", script.name, script.title));
+    transcript.line(
+        format!("start {program} {}", script.args.join(" "))
+            .trim_end()
+            .to_owned(),
+    );
+
+    let mut facts = Facts::default();
+    let mut lesson = match Lesson::start(bin, &script.args) {
+        Ok(lesson) => lesson,
+        Err(error) => {
+            transcript.line(format!("✗ {error}"));
+            return Outcome {
+                transcript: transcript.text(),
+                failures: vec![error.to_string()],
+                stderr: String::new(),
+            };
+        }
+    };
+    transcript.detail(format!(
+        "primary pid {}, flags added: {}",
+        lesson.pid(),
+        crate::lesson::RUNNER_FLAGS.join(" ")
+    ));
+
+    // Events counted by `wait` start here, and move on with each action.
+    let mut mark = 0;
+    for step in &script.steps {
+        if step.action.is_action() {
+            mark = lesson.event_count();
+        }
+        let line = step.line;
+        let carry_on = run_step(&step.action, &mut lesson, &mut facts, mark, transcript).await;
+        if !carry_on {
+            facts
+                .failures
+                .push(format!("{}:{line}: the step failed", script.path.display()));
+            transcript.line("stopped: the steps after this one were skipped");
+            break;
+        }
+    }
+
+    finish(&mut lesson, &mut facts, transcript).await;
+    Outcome {
+        transcript: transcript.text(),
+        failures: facts.failures,
+        stderr: lesson.stderr(),
+    }
+}
+
+/// Runs one step; false if the scenario cannot go on.
+async fn run_step(
+    action: &Action,
+    lesson: &mut Lesson,
+    facts: &mut Facts,
+    mark: usize,
+    transcript: &mut Transcript,
+) -> bool {
+    match action {
+        Action::Say(text) => {
+            transcript.line(format!("# {text}"));
+            true
+        }
+
+        Action::Wait {
+            event,
+            count,
+            matching,
+            within,
+        } => {
+            let wanted = *count as usize;
+            let found = |events: &[Value]| {
+                events[mark.min(events.len())..]
+                    .iter()
+                    .filter(|e| e["event"] == event.as_str() && crate::check::matches(e, matching))
+                    .count()
+            };
+            let begun = Instant::now();
+            let ok = lesson
+                .wait_until(*within, |events| found(events) >= wanted)
+                .await;
+            let what = describe_wait(*count, event, matching);
+            if ok {
+                transcript.line(format!("wait  {what} ✓"));
+                transcript.detail(format!("after {:?}", begun.elapsed()));
+            } else {
+                let seen = found(&lesson.events());
+                transcript.line(format!("wait  {what} ✗ (saw {seen})"));
+                transcript.detail(format!("gave up after {:?}", begun.elapsed()));
+            }
+            ok
+        }
+
+        Action::Load {
+            name,
+            spec,
+            background,
+        } => {
+            let addr = match lesson.addr().await {
+                Ok(addr) => addr,
+                Err(error) => {
+                    transcript.line(format!("load  {name} ✗ {error}"));
+                    return false;
+                }
+            };
+            let how = describe_load(spec);
+            let progress = transcript.progress(spec.requests);
+            let spec = spec.clone();
+            let run = tokio::spawn(async move {
+                let report = load::run(addr, &spec, &progress).await;
+                progress.finish_and_clear();
+                report
+            });
+            if *background {
+                transcript.line(format!("load  {name} in the background: {how}"));
+                facts.running.insert(name.clone(), run);
+                true
+            } else {
+                transcript.line(format!("load  {name}: {how}"));
+                collect_load(name, run, Duration::MAX, facts, transcript).await
+            }
+        }
+
+        Action::Await { name, within } => match facts.running.remove(name) {
+            Some(run) => {
+                transcript.line(format!("await {name}"));
+                collect_load(name, run, *within, facts, transcript).await
+            }
+            None => {
+                transcript.line(format!("await {name} ✗ no load named {name} is running"));
+                false
+            }
+        },
+
+        Action::Request { name, path, within } => {
+            let addr = match lesson.addr().await {
+                Ok(addr) => addr,
+                Err(error) => {
+                    transcript.line(format!("get   {path} ✗ {error}"));
+                    return false;
+                }
+            };
+            let response = load::get(addr, path, *within).await;
+            match &response {
+                Ok(response) => {
+                    transcript.line(format!("get   {path} → {}", response.status));
+                    transcript.detail(format!(
+                        "from worker {}: {}",
+                        response.worker.as_deref().unwrap_or("?"),
+                        response.body.trim()
+                    ));
+                }
+                Err(failure) => {
+                    transcript.line(format!("get   {path} → no response"));
+                    transcript.detail(format!("the connection was {failure}"));
+                }
+            }
+            facts.requests.insert(name.clone(), response);
+            true
+        }
+
+        Action::Signal(signal) => {
+            transcript.line(format!("send  {signal} to the primary"));
+            match lesson.signal(*signal) {
+                Ok(()) => true,
+                Err(error) => {
+                    transcript.line(format!("✗ {error}"));
+                    false
+                }
+            }
+        }
+
+        Action::KillWorker(id) => {
+            transcript.line(format!("kill  worker {id} with SIGKILL"));
+            match lesson.kill_worker(*id) {
+                Ok(pid) => {
+                    transcript.detail(format!("pid {pid}"));
+                    true
+                }
+                Err(error) => {
+                    transcript.line(format!("✗ {error}"));
+                    false
+                }
+            }
+        }
+
+        Action::WaitExit { within } => {
+            let begun = Instant::now();
+            match lesson.wait_exit(*within).await {
+                Some(status) => {
+                    transcript.line("wait  for the primary to exit ✓");
+                    transcript.detail(format!("{status} after {:?}", begun.elapsed()));
+                    true
+                }
+                None => {
+                    transcript.line(format!(
+                        "wait  for the primary to exit ✗ still running after {within:?}"
+                    ));
+                    false
+                }
+            }
+        }
+
+        Action::Expect { check, within } => {
+            let deadline = Instant::now() + *within;
+            let verdict = loop {
+                let verdict = check.evaluate(|fact| lookup(fact, lesson, facts));
+                if verdict == Verdict::Holds || Instant::now() >= deadline {
+                    break verdict;
+                }
+                // A retried check polls: it is about the outside world
+                // (processes, mostly), which sends no event when it changes.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            match verdict {
+                Verdict::Holds => transcript.line(format!("check {check} ✓")),
+                Verdict::Fails { lhs, rhs } => {
+                    let line = format!("check {check} ✗ ({lhs} vs {rhs})");
+                    facts.failures.push(line.clone());
+                    transcript.line(line);
+                }
+                Verdict::Unknown(why) => {
+                    let line = format!("check {check} ✗ ({why})");
+                    facts.failures.push(line.clone());
+                    transcript.line(line);
+                }
+            }
+            true
+        }
+    }
+}
+
+async fn collect_load(
+    name: &str,
+    run: JoinHandle<Result<LoadReport, load::LoadError>>,
+    within: Duration,
+    facts: &mut Facts,
+    transcript: &mut Transcript,
+) -> bool {
+    let abort = run.abort_handle();
+    let joined = if within == Duration::MAX {
+        Ok(run.await)
+    } else {
+        tokio::time::timeout(within, run).await
+    };
+    match joined {
+        Ok(Ok(Ok(report))) => {
+            transcript.detail(summarise(&report));
+            facts.loads.insert(name.to_owned(), report);
+            true
+        }
+        Ok(Ok(Err(error))) => {
+            transcript.line(format!("✗ {error}"));
+            false
+        }
+        Ok(Err(error)) => {
+            transcript.line(format!("✗ the load task failed: {error}"));
+            false
+        }
+        Err(_) => {
+            abort.abort();
+            transcript.line(format!("✗ load {name} was still running after {within:?}"));
+            false
+        }
+    }
+}
+
+/// The end of every story: the primary must be gone, and its workers too.
+async fn finish(lesson: &mut Lesson, facts: &mut Facts, transcript: &mut Transcript) {
+    for (name, run) in std::mem::take(&mut facts.running) {
+        run.abort();
+        facts
+            .failures
+            .push(format!("load {name} was never awaited"));
+        transcript.line(format!("✗ load {name} was never awaited"));
+    }
+
+    if lesson.exit_status().is_none() {
+        // One more look: a script may end right as the primary exits.
+        if lesson.wait_exit(Duration::from_millis(100)).await.is_none() {
+            let line = "✗ the primary was still running at the end: a script ends with `signal` and `wait_exit`";
+            facts.failures.push(line.into());
+            transcript.line(line);
+        }
+    }
+    lesson.kill_all().await;
+
+    let deadline = Instant::now() + ORPHAN_GRACE;
+    let mut alive = lesson.alive_workers();
+    while !alive.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        alive = lesson.alive_workers();
+    }
+    if alive.is_empty() {
+        transcript.line("check no worker outlives the primary ✓");
+    } else {
+        let line = format!(
+            "check no worker outlives the primary ✗ ({} still running)",
+            alive.len()
+        );
+        facts.failures.push(line.clone());
+        transcript.line(line);
+    }
+
+    let noise = lesson.noise();
+    if !noise.is_empty() {
+        let line = format!(
+            "✗ stdout carried {} line(s) that are not JSON events, first: {:?}",
+            noise.len(),
+            noise[0]
+        );
+        facts.failures.push(line.clone());
+        transcript.line(line);
+    }
+}
+
+fn lookup(fact: &Fact, lesson: &Lesson, facts: &Facts) -> Result<Value, String> {
+    match fact {
+        Fact::Load { name, field } => {
+            let report = facts.loads.get(name).ok_or_else(|| {
+                if facts.running.contains_key(name) {
+                    format!("load {name} is still running: await it first")
+                } else {
+                    format!("no load named {name} has run")
+                }
+            })?;
+            let ms = |d: Option<Duration>| {
+                d.map_or(Value::Null, |d| Value::from(d.as_secs_f64() * 1000.0))
+            };
+            Ok(match field.as_str() {
+                "ok" => Value::from(report.ok),
+                "failed" => Value::from(report.failed),
+                "sent" => Value::from(report.sent),
+                "refused" => Value::from(report.refused()),
+                "distinct_workers" => Value::from(report.by_worker.len()),
+                "spread_pct" => Value::from(report.spread_pct()),
+                "p50_ms" => ms(report.quantile(0.5)),
+                "p99_ms" => ms(report.quantile(0.99)),
+                status => {
+                    let code = status.trim_start_matches("status.");
+                    let count = code
+                        .parse::<u16>()
+                        .ok()
+                        .and_then(|code| report.statuses.get(&code).copied())
+                        .unwrap_or(0);
+                    Value::from(count)
+                }
+            })
+        }
+        Fact::Request { name, field } => {
+            let response = facts
+                .requests
+                .get(name)
+                .ok_or_else(|| format!("no request named {name} was made"))?;
+            Ok(match (response, field.as_str()) {
+                (Ok(r), "status") => Value::from(r.status),
+                (Ok(r), "worker") => r.worker.clone().map_or(Value::Null, Value::from),
+                (Ok(r), "body") => Value::from(r.body.clone()),
+                (Err(failure), "error") => Value::from(*failure),
+                _ => Value::Null,
+            })
+        }
+        Fact::Exit(field) => {
+            let status = lesson
+                .exit_status()
+                .ok_or("the primary is still running: add a `wait_exit` step first")?;
+            Ok(match field.as_str() {
+                "code" => status.code().map_or(Value::Null, Value::from),
+                "signal" => {
+                    use std::os::unix::process::ExitStatusExt;
+                    status
+                        .signal()
+                        .and_then(|n| nix::sys::signal::Signal::try_from(n).ok())
+                        .map_or(Value::Null, |signal| Value::from(signal.as_str()))
+                }
+                _ => Value::from(lesson.stderr()),
+            })
+        }
+        Fact::WorkersAlive => Ok(Value::from(lesson.alive_workers().len())),
+        Fact::Events { func, kind, path } => {
+            let events = lesson.events();
+            let of_kind: Vec<&Value> = events
+                .iter()
+                .filter(|e| e["event"] == kind.as_str())
+                .collect();
+            over_events(*func, path, &of_kind)
+        }
+    }
+}
+
+fn describe_wait(count: u64, event: &str, matching: &[(String, Value)]) -> String {
+    let mut what = format!("{count} × {event}");
+    if !matching.is_empty() {
+        let fields: Vec<String> = matching.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+        what.push_str(&format!(" with {}", fields.join(", ")));
+    }
+    what
+}
+
+fn describe_load(spec: &LoadSpec) -> String {
+    format!(
+        "{} × GET {} from {} client{}, {}",
+        spec.requests,
+        spec.path,
+        spec.connections,
+        if spec.connections == 1 { "" } else { "s" },
+        if spec.keep_alive {
+            "keep-alive"
+        } else {
+            "a new connection each"
+        }
+    )
+}
+
+/// The live line under a finished load.
+pub fn summarise(report: &LoadReport) -> String {
+    let by_worker: Vec<String> = report
+        .by_worker
+        .iter()
+        .map(|(w, n)| format!("{w}:{n}"))
+        .collect();
+    let errors: Vec<String> = report
+        .errors
+        .iter()
+        .map(|(e, n)| format!("{e}:{n}"))
+        .collect();
+    let ms = |d: Option<Duration>| {
+        d.map_or("-".into(), |d| {
+            format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+        })
+    };
+    format!(
+        "{} sent, {} ok, {} failed{} in {:.2} s; by worker {}; spread {:.1}%; p50 {}, p99 {}",
+        report.sent,
+        report.ok,
+        report.failed,
+        if errors.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", errors.join(" "))
+        },
+        report.elapsed.as_secs_f64(),
+        if by_worker.is_empty() {
+            "-".into()
+        } else {
+            by_worker.join(" ")
+        },
+        report.spread_pct(),
+        ms(report.quantile(0.5)),
+        ms(report.quantile(0.99)),
+    )
+}

@@ -1,0 +1,597 @@
+//! Scenario scripts: one TOML file per story a lesson tells.
+//!
+//! A script is read completely, and checked completely, before anything
+//! runs: a typo found halfway through a two-minute scenario wastes the two
+//! minutes. Every mistake is reported as `file:line: what is wrong`, pointing
+//! at the key that is wrong, so a reader can fix a script without reading
+//! this module.
+//!
+//! ```toml
+//! title = "Four workers share one port"
+//! args = ["--workers", "4"]         # the runner adds --port 0 --events json
+//!
+//! [[step]]
+//! wait = "listening"                # an event kind, counted since the last action
+//! count = 4
+//!
+//! [[step]]
+//! load = "main"                     # a named load run
+//! requests = 200
+//! connections = 4
+//!
+//! [[step]]
+//! expect = "load.main.failed == 0"  # a check; see `check.rs`
+//! ```
+//!
+//! Each `[[step]]` does one thing, named by its first key; the other keys
+//! are that action's options. Steps are read by hand rather than through a
+//! derived enum because serde's untagged enums lose every useful error, and
+//! a key-by-key reading can name the exact line of an unknown option.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::check::Check;
+use crate::load::LoadSpec;
+
+/// How long a `wait`, `await`, `wait_exit` or `request` step may take when
+/// the script does not say: generous, because CI machines are slow, and a
+/// bound, because a scenario must never hang.
+pub const DEFAULT_WITHIN: Duration = Duration::from_secs(20);
+
+/// A scenario script, checked and ready to run.
+#[derive(Debug, Clone)]
+pub struct Script {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// The file name without `.toml`: also the snapshot's name.
+    pub name: String,
+    /// One line saying what the scenario shows.
+    pub title: String,
+    /// The lesson's flags; the runner adds `--port 0 --host 127.0.0.1
+    /// --events json`.
+    pub args: Vec<String>,
+    pub steps: Vec<Step>,
+}
+
+/// One step and the line it starts on.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub line: usize,
+    pub action: Action,
+}
+
+/// What a step does.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// A line of narration for the transcript.
+    Say(String),
+    /// Wait until `count` events of kind `event` (matching every `matching`
+    /// field) have arrived since the last action step began.
+    Wait {
+        event: String,
+        count: u64,
+        matching: Vec<(String, serde_json::Value)>,
+        within: Duration,
+    },
+    /// Put load on the cluster; `background` runs it while later steps go on
+    /// until an `await` step collects it.
+    Load {
+        name: String,
+        spec: LoadSpec,
+        background: bool,
+    },
+    /// Wait for a background load to finish.
+    Await { name: String, within: Duration },
+    /// One GET on a new connection, remembered under `name`.
+    Request {
+        name: String,
+        path: String,
+        within: Duration,
+    },
+    /// A signal to the primary.
+    Signal(Signal),
+    /// SIGKILL to the worker with this id.
+    KillWorker(u32),
+    /// Wait for the primary to exit.
+    WaitExit { within: Duration },
+    /// A check; `within` retries it until it holds or the time is up.
+    Expect { check: Check, within: Duration },
+}
+
+impl Action {
+    /// Actions change the cluster; `wait` counts events from the start of
+    /// the latest one.
+    pub fn is_action(&self) -> bool {
+        !matches!(
+            self,
+            Action::Say(_) | Action::Wait { .. } | Action::Expect { .. } | Action::Await { .. }
+        )
+    }
+}
+
+/// A mistake in a script, with the place it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptError {
+    pub path: PathBuf,
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ScriptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.path.display(), self.line, self.message)
+    }
+}
+
+impl std::error::Error for ScriptError {}
+
+/// The file as TOML sees it, before any step is understood.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScript {
+    title: String,
+    #[serde(default)]
+    args: Vec<String>,
+    step: Vec<Spanned<RawStep>>,
+}
+
+type RawStep = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
+
+/// The action keys, each with the options it takes.
+const ACTIONS: &[(&str, &[&str])] = &[
+    ("say", &[]),
+    ("wait", &["count", "matching", "within"]),
+    (
+        "load",
+        &[
+            "requests",
+            "connections",
+            "keep_alive",
+            "path",
+            "max_time",
+            "timeout",
+            "background",
+        ],
+    ),
+    ("await", &["within"]),
+    ("request", &["path", "within"]),
+    ("signal", &[]),
+    ("kill_worker", &[]),
+    ("wait_exit", &[]),
+    ("expect", &["within"]),
+];
+
+impl Script {
+    /// Reads and checks the script at `path`.
+    pub fn load(path: &Path) -> Result<Script, ScriptError> {
+        let source = std::fs::read_to_string(path).map_err(|error| ScriptError {
+            path: path.to_owned(),
+            line: 0,
+            message: format!("cannot read the script: {error}"),
+        })?;
+        Script::parse(path, &source)
+    }
+
+    /// Checks `source` as if it had been read from `path`.
+    pub fn parse(path: &Path, source: &str) -> Result<Script, ScriptError> {
+        let at = |span: std::ops::Range<usize>, message: String| ScriptError {
+            path: path.to_owned(),
+            line: line_of(source, span.start),
+            message,
+        };
+        let raw: RawScript = toml::from_str(source).map_err(|error| {
+            let span = error.span().unwrap_or(0..0);
+            at(span, error.message().trim().to_owned())
+        })?;
+        if raw.step.is_empty() {
+            return Err(at(0..0, "a script needs at least one [[step]]".into()));
+        }
+        let mut steps = Vec::with_capacity(raw.step.len());
+        for step in raw.step {
+            let span = step.span();
+            let action = read_step(step.into_inner(), span.clone())
+                .map_err(|(span, message)| at(span, message))?;
+            steps.push(Step {
+                line: line_of(source, span.start),
+                action,
+            });
+        }
+        Ok(Script {
+            path: path.to_owned(),
+            name: path
+                .file_stem()
+                .map(|stem| stem.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            title: raw.title,
+            args: raw.args,
+            steps,
+        })
+    }
+}
+
+/// 1-based line of byte `offset` in `source`.
+fn line_of(source: &str, offset: usize) -> usize {
+    source
+        .get(..offset)
+        .map_or(0, |before| before.matches('\n').count())
+        + 1
+}
+
+type StepError = (std::ops::Range<usize>, String);
+
+/// The options of one step, taken one by one; whatever is left at the end
+/// is an unknown key.
+struct Options {
+    action: &'static str,
+    values: BTreeMap<String, (std::ops::Range<usize>, Spanned<toml::Value>)>,
+}
+
+impl Options {
+    fn take(&mut self, key: &str) -> Option<Spanned<toml::Value>> {
+        self.values.remove(key).map(|(_, value)| value)
+    }
+
+    fn string(&mut self, key: &str) -> Result<Option<String>, StepError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(value) => match value.get_ref() {
+                toml::Value::String(s) => Ok(Some(s.clone())),
+                other => Err((
+                    value.span(),
+                    format!("`{key}` must be a string, not {}", other.type_str()),
+                )),
+            },
+        }
+    }
+
+    fn count(&mut self, key: &str) -> Result<Option<u64>, StepError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(value) => match value.get_ref() {
+                toml::Value::Integer(n) if *n >= 0 => Ok(Some(*n as u64)),
+                other => Err((
+                    value.span(),
+                    format!("`{key}` must be a whole number ≥ 0, not {other}"),
+                )),
+            },
+        }
+    }
+
+    fn flag(&mut self, key: &str) -> Result<Option<bool>, StepError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(value) => match value.get_ref() {
+                toml::Value::Boolean(b) => Ok(Some(*b)),
+                other => Err((
+                    value.span(),
+                    format!("`{key}` must be true or false, not {other}"),
+                )),
+            },
+        }
+    }
+
+    fn duration(&mut self, key: &str) -> Result<Option<Duration>, StepError> {
+        let span = self.values.get(key).map(|(_, value)| value.span());
+        match self.string(key)? {
+            None => Ok(None),
+            Some(text) => parse_duration(&text)
+                .map(Some)
+                .map_err(|message| (span.unwrap_or(0..0), format!("`{key}`: {message}"))),
+        }
+    }
+
+    /// Fails on the first key nobody took.
+    fn finish(self) -> Result<(), StepError> {
+        let allowed = ACTIONS
+            .iter()
+            .find(|(name, _)| *name == self.action)
+            .map(|(_, options)| *options)
+            .unwrap_or_default();
+        match self.values.into_iter().next() {
+            None => Ok(()),
+            Some((key, (span, _))) => Err((
+                span,
+                if allowed.is_empty() {
+                    format!(
+                        "unknown key `{key}`: a `{}` step takes no options",
+                        self.action
+                    )
+                } else {
+                    format!(
+                        "unknown key `{key}` in a `{}` step; it takes: {}",
+                        self.action,
+                        allowed.join(", ")
+                    )
+                },
+            )),
+        }
+    }
+}
+
+fn read_step(raw: RawStep, span: std::ops::Range<usize>) -> Result<Action, StepError> {
+    let kinds: Vec<&'static str> = ACTIONS
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| raw.keys().any(|key| key.get_ref() == name))
+        .collect();
+    let action = match kinds.as_slice() {
+        [one] => *one,
+        [] => {
+            let names: Vec<&str> = ACTIONS.iter().map(|(name, _)| *name).collect();
+            let first = raw.keys().next().map_or(span.clone(), |key| key.span());
+            return Err((
+                first,
+                format!("a step needs one action key: one of {}", names.join(", ")),
+            ));
+        }
+        [first, second, ..] => {
+            return Err((
+                span,
+                format!(
+                    "a step does one thing, but this one has both `{first}` and `{second}`: split it"
+                ),
+            ));
+        }
+    };
+    let mut options = Options {
+        action,
+        values: raw
+            .into_iter()
+            .map(|(key, value)| (key.get_ref().clone(), (key.span(), value)))
+            .collect(),
+    };
+    let action_span = options
+        .values
+        .get(action)
+        .map_or(span, |(key_span, _)| key_span.clone());
+
+    let parsed = match action {
+        "say" => Action::Say(required_string(&mut options, "say", &action_span)?),
+        "wait" => Action::Wait {
+            event: required_string(&mut options, "wait", &action_span)?,
+            count: options.count("count")?.unwrap_or(1),
+            matching: matching(&mut options)?,
+            within: options.duration("within")?.unwrap_or(DEFAULT_WITHIN),
+        },
+        "load" => {
+            let name = required_string(&mut options, "load", &action_span)?;
+            let defaults = LoadSpec::default();
+            let spec = LoadSpec {
+                requests: options.count("requests")?.unwrap_or(defaults.requests),
+                connections: options
+                    .count("connections")?
+                    .map_or(defaults.connections, |c| c.max(1) as usize),
+                keep_alive: options.flag("keep_alive")?.unwrap_or(defaults.keep_alive),
+                path: options.string("path")?.unwrap_or(defaults.path),
+                max_time: options.duration("max_time")?.unwrap_or(defaults.max_time),
+                timeout: options.duration("timeout")?.unwrap_or(defaults.timeout),
+            };
+            Action::Load {
+                name,
+                spec,
+                background: options.flag("background")?.unwrap_or(false),
+            }
+        }
+        "await" => Action::Await {
+            name: required_string(&mut options, "await", &action_span)?,
+            within: options.duration("within")?.unwrap_or(DEFAULT_WITHIN),
+        },
+        "request" => Action::Request {
+            name: required_string(&mut options, "request", &action_span)?,
+            path: options.string("path")?.unwrap_or_else(|| "/".into()),
+            within: options.duration("within")?.unwrap_or(DEFAULT_WITHIN),
+        },
+        "signal" => {
+            let name = required_string(&mut options, "signal", &action_span)?;
+            Action::Signal(parse_signal(&name).map_err(|message| (action_span.clone(), message))?)
+        }
+        "kill_worker" => match options.count("kill_worker")? {
+            Some(id) if id >= 1 && id <= u64::from(u32::MAX) => Action::KillWorker(id as u32),
+            _ => {
+                return Err((
+                    action_span,
+                    "`kill_worker` needs a worker id (1, 2, …)".into(),
+                ));
+            }
+        },
+        "wait_exit" => {
+            let text = required_string(&mut options, "wait_exit", &action_span)?;
+            Action::WaitExit {
+                within: parse_duration(&text)
+                    .map_err(|message| (action_span.clone(), format!("`wait_exit`: {message}")))?,
+            }
+        }
+        "expect" => {
+            let text = required_string(&mut options, "expect", &action_span)?;
+            Action::Expect {
+                check: Check::parse(&text).map_err(|message| (action_span.clone(), message))?,
+                within: options.duration("within")?.unwrap_or(Duration::ZERO),
+            }
+        }
+        other => unreachable!("ACTIONS lists {other} without a reader"),
+    };
+    options.finish()?;
+    Ok(parsed)
+}
+
+fn required_string(
+    options: &mut Options,
+    key: &str,
+    span: &std::ops::Range<usize>,
+) -> Result<String, StepError> {
+    options
+        .string(key)?
+        .ok_or_else(|| (span.clone(), format!("`{key}` needs a value")))
+}
+
+/// `matching = { exited_after_disconnect = true, "body.role" = "worker" }`
+fn matching(options: &mut Options) -> Result<Vec<(String, serde_json::Value)>, StepError> {
+    let Some(value) = options.take("matching") else {
+        return Ok(Vec::new());
+    };
+    let span = value.span();
+    let toml::Value::Table(table) = value.into_inner() else {
+        return Err((span, "`matching` must be a table of field = value".into()));
+    };
+    table
+        .into_iter()
+        .map(|(key, value)| {
+            serde_json::to_value(&value)
+                .map(|json| (key.clone(), json))
+                .map_err(|error| (span.clone(), format!("`matching.{key}`: {error}")))
+        })
+        .collect()
+}
+
+/// `"10s"`, `"500ms"`, `"1.5s"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = if let Some(ms) = text.strip_suffix("ms") {
+        (ms, 0.001)
+    } else if let Some(s) = text.strip_suffix('s') {
+        (s, 1.0)
+    } else {
+        return Err(format!(
+            "{text:?} is not a duration: write it like \"500ms\" or \"10s\""
+        ));
+    };
+    match number.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.0 && n * unit <= 3600.0 => {
+            Ok(Duration::from_secs_f64(n * unit))
+        }
+        _ => Err(format!(
+            "{text:?} is not a duration between 0 and one hour: write it like \"500ms\" or \"10s\""
+        )),
+    }
+}
+
+fn parse_signal(name: &str) -> Result<Signal, String> {
+    let full = if name.starts_with("SIG") {
+        name.to_owned()
+    } else {
+        format!("SIG{name}")
+    };
+    full.parse::<Signal>()
+        .map_err(|_| format!("unknown signal {name:?}: use a name like SIGTERM or SIGINT"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(source: &str) -> Result<Script, ScriptError> {
+        Script::parse(Path::new("scenarios/99-test.toml"), source)
+    }
+
+    fn error(source: &str) -> String {
+        match parse(source) {
+            Ok(script) => panic!("expected an error, got {script:?}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_good_script_reads_every_step() -> Result<(), ScriptError> {
+        let script = parse(
+            r#"title = "t"
+args = ["--workers", "2"]
+
+[[step]]
+wait = "listening"
+count = 2
+
+[[step]]
+load = "main"
+requests = 10
+keep_alive = true
+
+[[step]]
+expect = "load.main.failed == 0"
+within = "2s"
+
+[[step]]
+signal = "TERM"
+
+[[step]]
+wait_exit = "5s"
+"#,
+        )?;
+        assert_eq!(script.name, "99-test");
+        assert_eq!(script.args, ["--workers", "2"]);
+        let lines: Vec<usize> = script.steps.iter().map(|step| step.line).collect();
+        assert_eq!(lines, [4, 8, 13, 17, 20]);
+        assert!(matches!(
+            &script.steps[0].action,
+            Action::Wait { count: 2, .. }
+        ));
+        assert!(
+            matches!(&script.steps[1].action, Action::Load { spec, .. } if spec.requests == 10 && spec.keep_alive)
+        );
+        assert!(matches!(
+            script.steps[3].action,
+            Action::Signal(Signal::SIGTERM)
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn an_unknown_option_names_its_line() {
+        let message = error("title = \"t\"\n[[step]]\nload = \"x\"\nreqests = 3\n");
+        assert_eq!(
+            message,
+            "scenarios/99-test.toml:4: unknown key `reqests` in a `load` step; it takes: \
+             requests, connections, keep_alive, path, max_time, timeout, background"
+        );
+    }
+
+    #[test]
+    fn an_unknown_action_and_an_unknown_top_level_key_are_named() {
+        let message = error("title = \"t\"\n[[step]]\nsleep = \"1s\"\n");
+        assert!(
+            message.starts_with("scenarios/99-test.toml:3: a step needs one action key"),
+            "{message}"
+        );
+        let message = error("title = \"t\"\ntitel = \"u\"\n[[step]]\nsay = \"hi\"\n");
+        assert!(
+            message.starts_with("scenarios/99-test.toml:2: unknown field `titel`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn two_actions_in_one_step_are_refused() {
+        let message = error("title = \"t\"\n[[step]]\nsay = \"a\"\nsignal = \"TERM\"\n");
+        assert!(message.contains("both `say` and `signal`"), "{message}");
+    }
+
+    #[test]
+    fn bad_values_say_what_is_expected() {
+        let message = error("title = \"t\"\n[[step]]\nwait = \"fork\"\nwithin = \"ten\"\n");
+        assert!(
+            message.starts_with("scenarios/99-test.toml:4: `within`:"),
+            "{message}"
+        );
+        let message = error("title = \"t\"\n[[step]]\nsignal = \"SIGNOPE\"\n");
+        assert!(message.contains("unknown signal"), "{message}");
+        let message = error("title = \"t\"\n[[step]]\nexpect = \"load.x.ok =\"\n");
+        assert!(
+            message.starts_with("scenarios/99-test.toml:3:"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}
