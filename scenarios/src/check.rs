@@ -12,7 +12,7 @@
 //! operand  := JSON literal (3, "text", true, [1, 3]) | fact
 //! fact     := load.NAME.FIELD        ok failed sent refused distinct_workers
 //!                                    spread_pct p50_ms p99_ms status.CODE
-//!           | request.NAME.FIELD     status worker error body
+//!           | request.NAME.FIELD     status worker error body json.PATH
 //!           | exit.FIELD             code signal stderr
 //!           | workers.alive          forked worker processes still running
 //!           | FN(KIND[.PATH])        over the primary's events of one kind:
@@ -236,8 +236,13 @@ fn fact(text: &str) -> Result<Fact, String> {
             name: (*name).to_owned(),
             field: (*field).to_owned(),
         }),
+        // The body parsed as JSON, then a dotted path into it.
+        ["request", name, "json", path @ ..] if !path.is_empty() => Ok(Fact::Request {
+            name: (*name).to_owned(),
+            field: format!("json.{}", path.join(".")),
+        }),
         ["request", ..] => Err(format!(
-            "`{text}`: write request.NAME.FIELD with FIELD one of {}",
+            "`{text}`: write request.NAME.FIELD with FIELD one of {} or json.PATH",
             REQUEST_FIELDS.join(", ")
         )),
         ["exit", field] if EXIT_FIELDS.contains(field) => Ok(Fact::Exit((*field).to_owned())),
@@ -459,5 +464,7 @@ mod tests {
             assert!(Check::parse(bad).is_err(), "{bad} should not parse");
         }
         assert!(Check::parse("load.main.status.200 == 10").is_ok());
+        assert!(Check::parse("request.me.json.role == \"worker\"").is_ok());
+        assert!(Check::parse("request.me.json == 1").is_err());
     }
 }

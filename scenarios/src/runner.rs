@@ -417,6 +417,15 @@ fn lookup(fact: &Fact, lesson: &Lesson, facts: &Facts) -> Result<Value, String> 
                 (Ok(r), "worker") => r.worker.clone().map_or(Value::Null, Value::from),
                 (Ok(r), "body") => Value::from(r.body.clone()),
                 (Err(failure), "error") => Value::from(*failure),
+                (Ok(r), json) if json.starts_with("json.") => {
+                    let body: Value = serde_json::from_str(&r.body)
+                        .map_err(|error| format!("request {name}'s body is not JSON: {error}"))?;
+                    json.split('.')
+                        .skip(1)
+                        .try_fold(&body, |value, key| value.get(key))
+                        .cloned()
+                        .unwrap_or(Value::Null)
+                }
                 _ => Value::Null,
             })
         }
