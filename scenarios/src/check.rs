@@ -278,9 +278,18 @@ fn compare(lhs: &Value, op: Op, rhs: &Value) -> bool {
 pub fn matches(event: &Value, matching: &[(String, Value)]) -> bool {
     matching.iter().all(|(path, want)| {
         path.split('.')
-            .try_fold(event, |value, key| value.get(key))
+            .try_fold(event, field)
             .is_some_and(|got| equal(got, want))
     })
+}
+
+/// One step of a dotted path: a key of an object, or an index (`0`, `1` …)
+/// into an array.
+pub fn field<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
+    match (value, key.parse::<usize>()) {
+        (Value::Array(items), Ok(index)) => items.get(index),
+        _ => value.get(key),
+    }
 }
 
 /// JSON equality where `3` and `3.0` are the same number.
@@ -301,12 +310,10 @@ pub fn over_events(func: EventFn, path: &[String], events: &[&Value]) -> Result<
     }
     let mut values = Vec::with_capacity(events.len());
     for event in events {
-        let mut value = *event;
-        for key in path {
-            value = value
-                .get(key)
-                .ok_or_else(|| format!("an event has no field `{}`: {event}", path.join(".")))?;
-        }
+        let value = path
+            .iter()
+            .try_fold(*event, |value, key| field(value, key))
+            .ok_or_else(|| format!("an event has no field `{}`: {event}", path.join(".")))?;
         values.push(value.clone());
     }
     Ok(match func {
@@ -438,6 +445,9 @@ mod tests {
             Ok(json!([1, 2, 2]))
         );
         assert_eq!(over_events(EventFn::Last, &path, &refs), Ok(json!(2)));
+        let nested = [json!({"event":"gathered","missing":[{"id":2}]})];
+        let index = ["missing".to_owned(), "0".to_owned(), "id".to_owned()];
+        assert_eq!(over_events(EventFn::Last, &index, &[&nested[0]]), Ok(json!(2)));
         assert!(over_events(EventFn::Last, &path, &[]).is_err());
         assert!(over_events(EventFn::All, &["nope".to_owned()], &refs).is_err());
         assert_eq!(

@@ -422,7 +422,7 @@ fn lookup(fact: &Fact, lesson: &Lesson, facts: &Facts) -> Result<Value, String> 
                         .map_err(|error| format!("request {name}'s body is not JSON: {error}"))?;
                     json.split('.')
                         .skip(1)
-                        .try_fold(&body, |value, key| value.get(key))
+                        .try_fold(&body, crate::check::field)
                         .cloned()
                         .unwrap_or(Value::Null)
                 }
