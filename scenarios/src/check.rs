@@ -447,7 +447,10 @@ mod tests {
         assert_eq!(over_events(EventFn::Last, &path, &refs), Ok(json!(2)));
         let nested = [json!({"event":"gathered","missing":[{"id":2}]})];
         let index = ["missing".to_owned(), "0".to_owned(), "id".to_owned()];
-        assert_eq!(over_events(EventFn::Last, &index, &[&nested[0]]), Ok(json!(2)));
+        assert_eq!(
+            over_events(EventFn::Last, &index, &[&nested[0]]),
+            Ok(json!(2))
+        );
         assert!(over_events(EventFn::Last, &path, &[]).is_err());
         assert!(over_events(EventFn::All, &["nope".to_owned()], &refs).is_err());
         assert_eq!(

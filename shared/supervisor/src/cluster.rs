@@ -210,6 +210,10 @@ struct State {
     /// Reuseport strategy: the primary's bound, never-listening socket that
     /// holds the port while workers come and go.
     reserved_port: Option<socket2::Socket>,
+    /// Round-robin strategy: the task that owns the listening socket. The
+    /// stop waits for it to end, so that by the time the `shutdown` event is
+    /// out, the socket is closed and a new client is refused.
+    dispatcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 #[derive(Debug)]
@@ -331,7 +335,8 @@ impl Cluster {
                 .map_err(|source| ClusterError::Bind { addr, source })?;
             let listener = TcpListener::from_std(listener)
                 .map_err(|source| ClusterError::Bind { addr, source })?;
-            tokio::spawn(dispatch(cluster.clone(), listener));
+            let dispatcher = tokio::spawn(dispatch(cluster.clone(), listener));
+            cluster.state().dispatcher = Some(dispatcher);
         }
         tokio::spawn(supervise(
             cluster.clone(),
@@ -852,7 +857,7 @@ async fn supervise(
         };
         tokio::select! {
             Some(note) = notes.recv() => {
-                handle_note(&cluster, note, &mut budget, &mut stopping);
+                handle_note(&cluster, note, &mut budget, &mut stopping).await;
             }
             reason = interrupt => {
                 if let Some(stop) = &mut stopping {
@@ -862,12 +867,12 @@ async fn supervise(
                         kill_remaining(&cluster, stop);
                     }
                 } else {
-                    begin_stop(&cluster, &mut stopping, reason.to_string(), None);
+                    begin_stop(&cluster, &mut stopping, reason.to_string(), None).await;
                 }
             }
             Some(reason) = stop_requests.recv() => {
                 if stopping.is_none() {
-                    begin_stop(&cluster, &mut stopping, reason, None);
+                    begin_stop(&cluster, &mut stopping, reason, None).await;
                 }
             }
             () = sleep_until_opt(deadline) => {
@@ -909,7 +914,7 @@ fn publish(cluster: &Cluster, event: Event) {
     let _ = cluster.inner.subscribers.send(event);
 }
 
-fn handle_note(
+async fn handle_note(
     cluster: &Cluster,
     note: Note,
     budget: &mut Option<RestartBudget>,
@@ -1012,35 +1017,42 @@ fn handle_note(
                         stopping,
                         "crash loop".into(),
                         Some((restarts, window)),
-                    );
+                    )
+                    .await;
                 }
             }
         }
     }
 }
 
-fn begin_stop(
+async fn begin_stop(
     cluster: &Cluster,
     stopping: &mut Option<Stopping>,
     reason: String,
     gave_up: Option<(u32, Duration)>,
 ) {
-    publish(
-        cluster,
-        Event::Shutdown {
-            reason: reason.clone(),
-        },
-    );
-    let ids = {
+    let (ids, dispatcher) = {
         let mut state = cluster.state();
         state.stopping = true;
         // Shared strategy: our copy of the listening socket closes now; it
         // closes for good when the last worker lets go of its copy.
         state.shared_listener = None;
         state.reserved_port = None;
-        state.workers.keys().copied().collect::<Vec<_>>()
+        let ids = state.workers.keys().copied().collect::<Vec<_>>();
+        (ids, state.dispatcher.take())
     };
     cluster.inner.dispatch_changed.notify_waiters();
+    if let Some(dispatcher) = dispatcher {
+        // It returns as soon as it sees `stopping`; the bound only guards
+        // against a handle send stuck on a worker that stopped reading.
+        let _ = tokio::time::timeout(Duration::from_secs(1), dispatcher).await;
+    }
+    publish(
+        cluster,
+        Event::Shutdown {
+            reason: reason.clone(),
+        },
+    );
     for id in ids {
         // A worker whose channel is already closed is exiting anyway.
         let _ = cluster.disconnect(id);

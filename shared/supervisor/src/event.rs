@@ -73,7 +73,9 @@ pub enum Event {
     /// primary stops the cluster instead of forking in a loop.
     GaveUp { restarts: u32, window_ms: u64 },
     /// The primary began stopping the cluster; `reason` says why
-    /// (`SIGTERM`, `SIGINT`, `crash loop`).
+    /// (`SIGTERM`, `SIGINT`, `crash loop`). With round-robin the listening
+    /// socket is already closed when this is published: from here on a new
+    /// client is refused.
     Shutdown { reason: String },
 }
 
