@@ -357,8 +357,10 @@ mod tests {
 
     #[test]
     fn quantiles_pick_a_measured_time() {
-        let mut report = LoadReport::default();
-        report.latencies = (1..=100).map(Duration::from_millis).collect();
+        let report = LoadReport {
+            latencies: (1..=100).map(Duration::from_millis).collect(),
+            ..LoadReport::default()
+        };
         assert_eq!(report.quantile(0.5), Some(Duration::from_millis(51)));
         assert_eq!(report.quantile(0.99), Some(Duration::from_millis(99)));
         assert_eq!(LoadReport::default().quantile(0.5), None);
