@@ -44,6 +44,19 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         Ok(n @ 1..=12) => format!("{n:02}"),
         _ => bail!("no lesson {:?}: lessons are numbered 01 to 12", args.lesson),
     };
+    let scripts: Vec<PathBuf> = scenarios::scripts_for(&nn)
+        .with_context(|| format!("listing {}", scenarios::scripts_dir().display()))?
+        .into_iter()
+        .filter(|path| {
+            args.only
+                .as_deref()
+                .is_none_or(|only| path.to_string_lossy().contains(only))
+        })
+        .collect();
+    if scripts.is_empty() {
+        bail!("no scenario script scenarios/{nn}-*.toml matches: lesson {nn} has none yet, or --only matched nothing");
+    }
+
     let bin = match args.bin {
         Some(bin) => bin,
         None => std::env::current_exe()
@@ -56,19 +69,6 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             bin.display()
         );
     }
-    let scripts: Vec<PathBuf> = scenarios::scripts_for(&nn)
-        .with_context(|| format!("listing {}", scenarios::scripts_dir().display()))?
-        .into_iter()
-        .filter(|path| {
-            args.only
-                .as_deref()
-                .is_none_or(|only| path.to_string_lossy().contains(only))
-        })
-        .collect();
-    if scripts.is_empty() {
-        bail!("no scenario script scenarios/{nn}-*.toml matches");
-    }
-
     let mut all_passed = true;
     for path in scripts {
         let script = Script::load(&path)?;
