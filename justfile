@@ -62,6 +62,12 @@ ci: fmt-check clippy test book-build bench-build
 bench *ARGS:
     cargo bench --workspace "$@"
 
+# Measure lesson 04's strategies side by side (rr, shared, reuseport × new, keep-alive)
+[group('measure')]
+bench-lb *ARGS:
+    cargo build --release -q -p lesson-04 -p scenarios
+    target/release/bench-lb "$@"
+
 # Install what is missing: just, mdbook, and redis-server on Debian/Ubuntu
 [group('setup')]
 setup:

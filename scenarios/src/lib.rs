@@ -12,6 +12,7 @@
 //! own package's binaries being built, so the scenario tests live with the
 //! lessons and this crate is only their library.
 
+pub mod bench;
 pub mod check;
 pub mod lesson;
 pub mod load;

@@ -1,0 +1,285 @@
+//! The numbers `bench-lb` prints, and the markdown they are printed as.
+//!
+//! `bench-lb` runs lesson 04 under every strategy and connection shape and
+//! puts the results side by side. Driving the lesson is the binary's job;
+//! turning a [`LoadReport`] into a table row is here, apart from any
+//! process, so the arithmetic (shares, spread, the machine line) has tests
+//! and the book's measured page can be checked by reading this file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use crate::LoadReport;
+
+/// One cell of the benchmark: a strategy under one connection shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// `rr`, `shared` or `reuseport`, as `--sched` spells it.
+    pub strategy: String,
+    pub keep_alive: bool,
+    pub requests_per_second: f64,
+    pub p50: Option<Duration>,
+    pub p99: Option<Duration>,
+    pub failed: u64,
+    /// Why requests failed (`reset`, `status 503`, …), for the `failed` cell.
+    pub failures: BTreeMap<String, u64>,
+    /// Responses per worker, in worker-id order, including workers that
+    /// answered none: a worker the kernel never picked is the finding.
+    pub per_worker: Vec<(String, u64)>,
+}
+
+impl Row {
+    /// The row for `report`, measured on a cluster whose workers announced
+    /// themselves as `workers` (their `listening` events' ids).
+    pub fn new(strategy: &str, keep_alive: bool, report: &LoadReport, workers: &[u32]) -> Row {
+        let mut counts: BTreeMap<String, u64> =
+            workers.iter().map(|id| (id.to_string(), 0)).collect();
+        // Merged rather than looked up: a response from a worker that never
+        // said `listening` (a replacement, or no header: "?") still counts.
+        for (worker, &n) in &report.by_worker {
+            *counts.entry(worker.clone()).or_default() += n;
+        }
+        let mut per_worker: Vec<(String, u64)> = counts.into_iter().collect();
+        // "10" sorts before "2" as text; workers are numbered.
+        per_worker
+            .sort_by_key(|(worker, _)| (worker.parse::<u32>().unwrap_or(u32::MAX), worker.clone()));
+
+        let mut failures: BTreeMap<String, u64> = report
+            .errors
+            .iter()
+            .map(|(kind, &n)| ((*kind).to_owned(), n))
+            .collect();
+        for (&status, &n) in &report.statuses {
+            if !(200..300).contains(&status) {
+                failures.insert(format!("status {status}"), n);
+            }
+        }
+
+        Row {
+            strategy: strategy.to_owned(),
+            keep_alive,
+            requests_per_second: report.requests_per_second(),
+            p50: report.quantile(0.5),
+            p99: report.quantile(0.99),
+            failed: report.failed,
+            failures,
+            per_worker,
+        }
+    }
+
+    /// Each worker's percentage of the responses, `26/24/25/25 %`.
+    pub fn share(&self) -> String {
+        let total: u64 = self.per_worker.iter().map(|(_, n)| n).sum();
+        if total == 0 {
+            return "–".into();
+        }
+        let shares: Vec<String> = self
+            .per_worker
+            .iter()
+            .map(|(_, n)| format!("{:.0}", *n as f64 * 100.0 / total as f64))
+            .collect();
+        format!("{} %", shares.join("/"))
+    }
+
+    /// `(max - min) / mean` of responses per worker, in percent: the measure
+    /// lesson 04's own table and [`LoadReport::spread_pct`] use, but over
+    /// every worker, so one that got nothing pulls the minimum to zero
+    /// instead of vanishing from the count.
+    pub fn spread_pct(&self) -> f64 {
+        let counts: Vec<f64> = self.per_worker.iter().map(|&(_, n)| n as f64).collect();
+        let (Some(max), Some(min)) = (
+            counts.iter().copied().reduce(f64::max),
+            counts.iter().copied().reduce(f64::min),
+        ) else {
+            return 0.0;
+        };
+        let mean = counts.iter().sum::<f64>() / counts.len() as f64;
+        if mean == 0.0 {
+            0.0
+        } else {
+            (max - min) / mean * 100.0
+        }
+    }
+
+    fn failed_cell(&self) -> String {
+        if self.failures.is_empty() {
+            return self.failed.to_string();
+        }
+        let why: Vec<String> = self
+            .failures
+            .iter()
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect();
+        format!("{} ({})", self.failed, why.join(", "))
+    }
+}
+
+fn millis(time: Option<Duration>) -> String {
+    time.map_or_else(
+        || "–".into(),
+        |time| format!("{:.2}", time.as_secs_f64() * 1000.0),
+    )
+}
+
+/// The rows as one markdown table, with a line under it saying what the
+/// last two columns count.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| strategy | connections | requests/s | p50 ms | p99 ms | failed | per-worker share | max−min spread % |\n\
+         |----------|-------------|-----------:|-------:|-------:|-------:|------------------|-----------------:|\n",
+    );
+    for row in rows {
+        out.push_str(&format!(
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {:.0} |\n",
+            row.strategy,
+            if row.keep_alive { "keep-alive" } else { "new" },
+            row.requests_per_second,
+            millis(row.p50),
+            millis(row.p99),
+            row.failed_cell(),
+            row.share(),
+            row.spread_pct(),
+        ));
+    }
+    out.push_str(
+        "\nShare: each worker's part of the responses, in worker order. \
+         Spread: (most − fewest responses per worker) / mean, as lesson 04's own table computes it; \
+         0 % is perfectly even.\n",
+    );
+    out
+}
+
+/// What the numbers were measured on: they mean little without it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    pub cores: Option<usize>,
+    /// `uname -sr`: `Linux 6.8.0-45-generic`.
+    pub system: Option<String>,
+    /// `/proc/cpuinfo`'s first `model name`.
+    pub cpu: Option<String>,
+}
+
+impl fmt::Display for Machine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.cores {
+            Some(cores) => write!(f, "{cores} cores")?,
+            None => write!(f, "cores unknown")?,
+        }
+        if let Some(cpu) = &self.cpu {
+            write!(f, " ({cpu})")?;
+        }
+        write!(
+            f,
+            ", {}",
+            self.system.as_deref().unwrap_or("system unknown")
+        )
+    }
+}
+
+/// The CPU model in `/proc/cpuinfo`'s text, if it names one (x86 does;
+/// many ARM kernels don't).
+pub fn cpu_model(cpuinfo: &str) -> Option<String> {
+    cpuinfo
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(key, _)| key.trim() == "model name")
+        .map(|(_, value)| value.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|model| !model.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(by_worker: &[(&str, u64)]) -> LoadReport {
+        let mut report = LoadReport::default();
+        for &(worker, n) in by_worker {
+            report.by_worker.insert(worker.into(), n);
+            report.ok += n;
+            report.sent += n;
+        }
+        report
+    }
+
+    #[test]
+    fn a_worker_that_answered_nothing_is_still_a_column() {
+        let row = Row::new(
+            "shared",
+            false,
+            &report(&[("1", 60), ("2", 40)]),
+            &[1, 2, 3],
+        );
+        assert_eq!(row.share(), "60/40/0 %");
+        // Mean 33.3, max 60, min 0: the idle worker is what makes it 180 %.
+        assert_eq!(row.spread_pct().round(), 180.0);
+    }
+
+    #[test]
+    fn workers_are_in_number_order_not_text_order() {
+        let counts = [("10", 1), ("2", 1), ("1", 1), ("?", 1)];
+        let row = Row::new("rr", true, &report(&counts), &[]);
+        let order: Vec<&str> = row.per_worker.iter().map(|(w, _)| w.as_str()).collect();
+        assert_eq!(order, ["1", "2", "10", "?"]);
+    }
+
+    #[test]
+    fn an_even_spread_is_zero() {
+        let row = Row::new("rr", false, &report(&[("1", 25), ("2", 25)]), &[1, 2]);
+        assert_eq!((row.share(), row.spread_pct()), ("50/50 %".into(), 0.0));
+        let empty = Row::new("rr", false, &LoadReport::default(), &[]);
+        assert_eq!((empty.share(), empty.spread_pct()), ("–".into(), 0.0));
+    }
+
+    #[test]
+    fn failures_say_why() {
+        let mut failing = report(&[("1", 3)]);
+        failing.errors.insert("reset", 2);
+        failing.statuses.insert(200, 3);
+        failing.statuses.insert(503, 1);
+        failing.failed = 3;
+        let row = Row::new("reuseport", false, &failing, &[1]);
+        assert_eq!(row.failed_cell(), "3 (reset 2, status 503 1)");
+    }
+
+    #[test]
+    fn the_table_has_a_line_per_row() {
+        let mut measured = report(&[("1", 26), ("2", 24), ("3", 25), ("4", 25)]);
+        measured.latencies = vec![Duration::from_micros(1500); 3];
+        measured.elapsed = Duration::from_secs(1);
+        let row = Row::new("rr", true, &measured, &[1, 2, 3, 4]);
+        let table = table(&[row]);
+        assert!(
+            table.contains("| rr | keep-alive | 100 | 1.50 | 1.50 | 0 | 26/24/25/25 % | 8 |"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn the_cpu_model_is_the_first_model_name() {
+        let cpuinfo = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel\t\t: 85\n\
+                       model name\t: Intel(R) Xeon(R)   CPU @ 2.20GHz\n\nprocessor\t: 1\n\
+                       model name\t: something else\n";
+        assert_eq!(
+            cpu_model(cpuinfo).as_deref(),
+            Some("Intel(R) Xeon(R) CPU @ 2.20GHz")
+        );
+        assert_eq!(cpu_model("processor\t: 0\nFeatures\t: fp asimd\n"), None);
+    }
+
+    #[test]
+    fn the_machine_line_says_what_it_does_not_know() {
+        let known = Machine {
+            cores: Some(2),
+            system: Some("Linux 6.8.0".into()),
+            cpu: Some("AMD EPYC".into()),
+        };
+        assert_eq!(known.to_string(), "2 cores (AMD EPYC), Linux 6.8.0");
+        let unknown = Machine {
+            cores: None,
+            system: None,
+            cpu: None,
+        };
+        assert_eq!(unknown.to_string(), "cores unknown, system unknown");
+    }
+}

@@ -1,0 +1,276 @@
+//! `just bench-lb`: lesson 04's three strategies measured side by side.
+//!
+//! Lesson 04 claims that round-robin spreads connections evenly, that the
+//! kernel's choice (`shared`, Node's `SCHED_NONE`) can pile them on a few
+//! workers, and that keep-alive makes connection spreading say little about
+//! request spreading. One lesson run shows one strategy; this harness runs
+//! all six cells — `rr`, `shared`, `reuseport`, each with a new connection
+//! per request and with keep-alive — one after another with the same load,
+//! and prints one markdown table with the machine it ran on, so the claim
+//! can be checked and the numbers quoted.
+//!
+//! Every cell gets a fresh cluster (so one cell's connections and counters
+//! never leak into the next), a warm-up whose results are thrown away, and
+//! bounded waits everywhere: a lesson that never listens or never exits
+//! costs seconds, not a hung run, and is always killed before the next cell.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use nix::sys::signal::Signal;
+use scenarios::bench::{self, Machine, Row};
+use scenarios::lesson::Lesson;
+use scenarios::{LoadReport, LoadSpec};
+
+/// The strategies in the order the lesson introduces them.
+const STRATEGIES: [&str; 3] = ["rr", "shared", "reuseport"];
+
+/// How long a cluster may take to fork and listen before the run gives up.
+const LISTEN_WITHIN: Duration = Duration::from_secs(20);
+
+/// How long a SIGTERMed cluster may take to drain. The lesson's own grace
+/// is 10 s; past this the harness kills what is left and moves on.
+const EXIT_WITHIN: Duration = Duration::from_secs(20);
+
+/// Measure lesson 04's load-balancing strategies side by side.
+#[derive(Debug, Parser)]
+#[command(name = "bench-lb", version)]
+struct Args {
+    /// The lesson-04 binary; by default the one next to this program.
+    #[arg(long)]
+    bin: Option<PathBuf>,
+    /// Workers in every cluster.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: u16,
+    /// Clients sending at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    connections: u64,
+    /// Measured requests per cell, the same for new connections and keep-alive.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    requests: u64,
+    /// Seconds a cell's measured load may run before it stops short.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    max_time: u64,
+    /// Requests sent before each measurement and thrown away.
+    #[arg(long, default_value_t = 200)]
+    warmup: u64,
+    /// Also write the markdown to this file (its folder is created).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let bin = match &args.bin {
+        Some(bin) => bin.clone(),
+        None => std::env::current_exe()
+            .context("finding this program's folder")?
+            .with_file_name("lesson-04"),
+    };
+    if !bin.is_file() {
+        bail!(
+            "{} does not exist: build it with `cargo build --release -p lesson-04` (`just bench-lb` does that for you)",
+            bin.display()
+        );
+    }
+
+    // Checked before a minute of load, not after it.
+    if let Some(out) = &args.out
+        && let Some(folder) = out.parent().filter(|folder| !folder.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(folder)
+            .with_context(|| format!("creating {}", folder.display()))?;
+    }
+
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    for strategy in STRATEGIES {
+        for keep_alive in [false, true] {
+            let row = cell(&bin, &args, strategy, keep_alive)
+                .await
+                .with_context(|| format!("{strategy}, {}", shape(keep_alive)))?;
+            eprintln!(
+                "{strategy:>9}, {:<15} {:>6.0} requests/s, {} failed",
+                shape(keep_alive),
+                row.requests_per_second,
+                row.failed
+            );
+            rows.push(row);
+        }
+    }
+    eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
+
+    let markdown = format!("{}\n\n{}", header(&args), bench::table(&rows));
+    print!("{markdown}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &markdown).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}
+
+fn shape(keep_alive: bool) -> &'static str {
+    if keep_alive {
+        "keep-alive"
+    } else {
+        "new connections"
+    }
+}
+
+/// One cell: a fresh cluster, a warm-up, the measured load, a clean stop.
+async fn cell(bin: &Path, args: &Args, strategy: &str, keep_alive: bool) -> anyhow::Result<Row> {
+    let lesson_args = [
+        "--workers".to_owned(),
+        args.workers.to_string(),
+        "--sched".to_owned(),
+        strategy.to_owned(),
+    ];
+    let mut lesson = Lesson::start(bin, &lesson_args)?;
+    let measured = measure(&mut lesson, args, strategy, keep_alive).await;
+
+    // Stopped the way an operator would, whatever the measurement did;
+    // kill_all is the backstop, so no cluster outlives its cell.
+    let _ = lesson.signal(Signal::SIGTERM);
+    let exited = lesson.wait_exit(EXIT_WITHIN).await;
+    lesson.kill_all().await;
+    if exited.is_none() {
+        eprintln!(
+            "warning: {strategy} did not exit within {} s of SIGTERM; killed",
+            EXIT_WITHIN.as_secs()
+        );
+    }
+
+    // The lesson's own last word usually says why; one line keeps the
+    // error one line.
+    let (report, workers) = measured.map_err(|error| {
+        let stderr = lesson.stderr();
+        let last = stderr.lines().last().unwrap_or("(nothing)");
+        anyhow::anyhow!("{error:#} (the lesson's last stderr line: {last})")
+    })?;
+    Ok(Row::new(strategy, keep_alive, &report, &workers))
+}
+
+/// Waits for every worker, warms up, measures; returns the report and the
+/// ids of the workers that said `listening`.
+async fn measure(
+    lesson: &mut Lesson,
+    args: &Args,
+    strategy: &str,
+    keep_alive: bool,
+) -> anyhow::Result<(LoadReport, Vec<u32>)> {
+    let addr: SocketAddr = lesson.addr().await?;
+    let wanted = usize::from(args.workers);
+    let listening = |events: &[serde_json::Value]| {
+        events
+            .iter()
+            .filter(|event| event["event"] == "listening")
+            .filter_map(|event| event["id"].as_u64())
+            .filter_map(|id| u32::try_from(id).ok())
+            .collect::<Vec<u32>>()
+    };
+    if !lesson
+        .wait_until(LISTEN_WITHIN, |events| listening(events).len() >= wanted)
+        .await
+    {
+        bail!(
+            "only {} of {wanted} workers said `listening` within {} s",
+            listening(&lesson.events()).len(),
+            LISTEN_WITHIN.as_secs()
+        );
+    }
+    let workers = listening(&lesson.events());
+
+    let connections = usize::try_from(args.connections).context("--connections")?;
+    let spec = LoadSpec {
+        requests: args.requests,
+        connections,
+        keep_alive,
+        max_time: Duration::from_secs(args.max_time),
+        ..LoadSpec::default()
+    };
+    if args.warmup > 0 {
+        // Same shape as the measurement, so the first measured requests
+        // don't pay for lazily created pools, page faults or cold caches.
+        let warmup = LoadSpec {
+            requests: args.warmup,
+            ..spec.clone()
+        };
+        scenarios::load::run(addr, &warmup, &ProgressBar::hidden()).await?;
+    }
+    let progress = progress(args.requests, format!("{strategy}, {}", shape(keep_alive)));
+    let report = scenarios::load::run(addr, &spec, &progress).await?;
+    progress.finish_and_clear();
+    Ok((report, workers))
+}
+
+/// A bar on stderr while a cell runs, only on a terminal: stdout stays the
+/// markdown and nothing else, and a log file gets no bar noise.
+fn progress(len: u64, label: String) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg:>26} {bar:40} {pos}/{len} requests {elapsed}")
+    {
+        bar.set_style(style);
+    }
+    bar.set_message(label);
+    bar
+}
+
+/// The line above the table: the machine, the load, the date, the build.
+fn header(args: &Args) -> String {
+    let machine = Machine {
+        cores: std::thread::available_parallelism().ok().map(usize::from),
+        system: system(),
+        cpu: std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|text| bench::cpu_model(&text)),
+    };
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%F"])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .filter(|date| !date.is_empty())
+        .unwrap_or_else(|| "date unknown".into());
+    // A debug build measures the debug build; say so next to the numbers.
+    let build = if cfg!(debug_assertions) {
+        "debug build (not representative: use `just bench-lb`, which builds release)"
+    } else {
+        "release build"
+    };
+    format!(
+        "Machine: {machine}; {} workers, {} connections, {} requests per cell (at most {} s, after {} warm-up requests); {date}; {build}; load generator on the same machine.",
+        args.workers, args.connections, args.requests, args.max_time, args.warmup
+    )
+}
+
+/// `uname -sr`, read from the kernel's own copy in /proc: the same strings
+/// `uname(2)` returns, without another nix feature for one line of text.
+fn system() -> Option<String> {
+    let read = |name: &str| {
+        std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
+            .ok()
+            .map(|text| text.trim().to_owned())
+            .filter(|text| !text.is_empty())
+    };
+    Some(format!("{} {}", read("ostype")?, read("osrelease")?))
+}
