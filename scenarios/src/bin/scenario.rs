@@ -54,7 +54,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         })
         .collect();
     if scripts.is_empty() {
-        bail!("no scenario script scenarios/{nn}-*.toml matches: lesson {nn} has none yet, or --only matched nothing");
+        bail!(
+            "no scenario script scenarios/{nn}-*.toml matches: lesson {nn} has none yet, or --only matched nothing"
+        );
     }
 
     let bin = match args.bin {
