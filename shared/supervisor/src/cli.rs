@@ -25,7 +25,8 @@ pub struct ClusterArgs {
     #[arg(long, short = 'p', default_value_t = 3000)]
     pub port: u16,
 
-    /// Who accepts connections: rr (the primary, round-robin) or shared (the workers)
+    /// Who accepts connections: rr (the primary, round-robin), shared (the workers,
+    /// one inherited socket) or reuseport (the workers, one socket each, kernel hashing)
     #[arg(long, default_value_t = Sched::RoundRobin)]
     pub sched: Sched,
 

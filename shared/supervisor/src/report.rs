@@ -144,7 +144,10 @@ fn describe(event: &Event) -> String {
             addr,
             sched,
             workers,
-        } => format!("pid {pid}: starting {workers} workers on http://{addr} ({sched} scheduling)"),
+        } => format!(
+            "pid {pid}: starting {workers} worker{} on http://{addr} ({sched} scheduling)",
+            if *workers == 1 { "" } else { "s" }
+        ),
         Event::Fork { pid, .. } => format!("forked (pid {pid})"),
         Event::Online { .. } => "online".to_string(),
         Event::Listening { addr, .. } => format!("listening on {addr}"),
