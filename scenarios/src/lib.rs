@@ -27,9 +27,38 @@ pub use runner::{Outcome, run};
 pub use script::{Script, ScriptError};
 pub use transcript::Transcript;
 
+/// The workspace's top folder, found when the program runs.
+///
+/// Cargo sets `CARGO_MANIFEST_DIR` both when it compiles and when it runs a
+/// test or `cargo run`. The compile-time value is not enough: two clones that
+/// share one `CARGO_TARGET_DIR` (as `ci-from-clean-clone` does) reuse each
+/// other's test binaries, and a path baked in at compile time would then
+/// read the other clone's scripts — or a folder that is gone. So the run-time
+/// value comes first, then the current folder, and the compile-time value
+/// only as the last resort; from each, the nearest ancestor holding
+/// `scenarios/` and `lessons/` wins.
+pub fn workspace_root() -> PathBuf {
+    let compiled = Path::new(env!("CARGO_MANIFEST_DIR")).to_owned();
+    let candidates = [
+        std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from),
+        std::env::current_dir().ok(),
+        Some(compiled.clone()),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find_map(|start| {
+            start
+                .ancestors()
+                .find(|dir| dir.join("scenarios").is_dir() && dir.join("lessons").is_dir())
+                .map(Path::to_owned)
+        })
+        .unwrap_or_else(|| compiled.join(".."))
+}
+
 /// The folder that holds the scripts.
 pub fn scripts_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_owned()
+    workspace_root().join("scenarios")
 }
 
 /// The scripts of lesson `nn` (`"08"`), sorted by name.

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 /// The workspace root: this crate lives in `<root>/scenarios`.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    scenarios::workspace_root()
 }
 
 /// The names of the entries in `dir`, sorted; empty if `dir` cannot be read.
