@@ -25,9 +25,13 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// The flags every scenario run adds to the script's own.
 pub const RUNNER_FLAGS: [&str; 6] = ["--port", "0", "--host", "127.0.0.1", "--events", "json"];
+
+/// How long to wait, once the primary has exited, for the last of its output.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 
 /// Why a lesson could not be started or driven.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +71,9 @@ pub struct Lesson {
     /// Bumped on every new line and at end-of-file, to wake waiters.
     changed: watch::Receiver<u64>,
     stderr: Arc<Mutex<String>>,
+    /// The tasks reading stdout and stderr; awaited after the exit so that a
+    /// check on `exit.stderr` sees the last lines, not a race with the pipe.
+    readers: Vec<JoinHandle<()>>,
     exit: Option<ExitStatus>,
 }
 
@@ -99,9 +106,10 @@ impl Lesson {
         let (tick, changed) = watch::channel(0u64);
         let stderr = Arc::new(Mutex::new(String::new()));
 
+        let mut readers = Vec::new();
         if let Some(stdout) = child.stdout.take() {
             let log = log.clone();
-            tokio::spawn(async move {
+            readers.push(tokio::spawn(async move {
                 let mut lines = BufReader::new(stdout).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     if let Ok(mut log) = log.lock() {
@@ -116,11 +124,11 @@ impl Lesson {
                     log.closed = true;
                 }
                 tick.send_modify(|n| *n += 1);
-            });
+            }));
         }
         if let Some(pipe) = child.stderr.take() {
             let stderr = stderr.clone();
-            tokio::spawn(async move {
+            readers.push(tokio::spawn(async move {
                 let mut lines = BufReader::new(pipe).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     if let Ok(mut text) = stderr.lock() {
@@ -128,7 +136,7 @@ impl Lesson {
                         text.push('\n');
                     }
                 }
-            });
+            }));
         }
 
         Ok(Lesson {
@@ -138,6 +146,7 @@ impl Lesson {
             log,
             changed,
             stderr,
+            readers,
             exit: None,
         })
     }
@@ -262,9 +271,20 @@ impl Lesson {
         if self.exit.is_none() {
             if let Ok(Ok(status)) = tokio::time::timeout(within, self.child.wait()).await {
                 self.exit = Some(status);
+                self.drain_output().await;
             }
         }
         self.exit
+    }
+
+    /// Reads what the primary wrote before it exited. The pipes reach
+    /// end-of-file once every process holding them is gone — workers inherit
+    /// them too — so the wait is bounded: a worker that outlives the primary
+    /// is the no-orphans check's to report, not a reason to hang here.
+    async fn drain_output(&mut self) {
+        for reader in self.readers.drain(..) {
+            let _ = tokio::time::timeout(OUTPUT_DRAIN, reader).await;
+        }
     }
 
     /// The primary's exit status, if it has exited and been waited for.
@@ -296,6 +316,7 @@ impl Lesson {
             self.exit = self.child.wait().await.ok();
         }
         self.kill_workers();
+        self.drain_output().await;
     }
 
     fn kill_workers(&self) {
