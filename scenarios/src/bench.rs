@@ -87,19 +87,7 @@ impl Row {
     /// every worker, so one that got nothing pulls the minimum to zero
     /// instead of vanishing from the count.
     pub fn spread_pct(&self) -> f64 {
-        let counts: Vec<f64> = self.per_worker.iter().map(|&(_, n)| n as f64).collect();
-        let (Some(max), Some(min)) = (
-            counts.iter().copied().reduce(f64::max),
-            counts.iter().copied().reduce(f64::min),
-        ) else {
-            return 0.0;
-        };
-        let mean = counts.iter().sum::<f64>() / counts.len() as f64;
-        if mean == 0.0 {
-            0.0
-        } else {
-            (max - min) / mean * 100.0
-        }
+        supervisor::spread::spread_pct(self.per_worker.iter().map(|&(_, n)| n))
     }
 
     fn failed_cell(&self) -> String {

@@ -116,19 +116,7 @@ impl LoadReport {
     /// `(max - min) / mean` of responses per worker, in percent — the same
     /// measure lesson 04's table prints. 0 % is a perfectly even spread.
     pub fn spread_pct(&self) -> f64 {
-        let counts: Vec<f64> = self.by_worker.values().map(|&n| n as f64).collect();
-        let (Some(max), Some(min)) = (
-            counts.iter().copied().reduce(f64::max),
-            counts.iter().copied().reduce(f64::min),
-        ) else {
-            return 0.0;
-        };
-        let mean = counts.iter().sum::<f64>() / counts.len() as f64;
-        if mean == 0.0 {
-            0.0
-        } else {
-            (max - min) / mean * 100.0
-        }
+        supervisor::spread::spread_pct(self.by_worker.values().copied())
     }
 
     pub fn requests_per_second(&self) -> f64 {

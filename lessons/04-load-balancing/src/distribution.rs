@@ -47,16 +47,7 @@ impl Distribution {
 
     /// `(max - min) / mean` of requests per worker, in percent.
     pub fn spread(&self) -> f64 {
-        let requests: Vec<u64> = self.workers.values().map(|c| c.requests).collect();
-        let (Some(&max), Some(&min)) = (requests.iter().max(), requests.iter().min()) else {
-            return 0.0;
-        };
-        let mean = requests.iter().sum::<u64>() as f64 / requests.len() as f64;
-        if mean == 0.0 {
-            0.0
-        } else {
-            100.0 * (max - min) as f64 / mean
-        }
+        supervisor::spread::spread_pct(self.workers.values().map(|c| c.requests))
     }
 
     /// The table as JSON, for `--events json`.

@@ -22,6 +22,7 @@
 //! | [`http`]    | serve an accept stream with hyper, with graceful shutdown         | `http.createServer`  |
 //! | [`inherit`] | pass descriptors across exec, and only to the worker              |                      |
 //! | [`cli`]     | the flags every lesson shares (`--workers`, `--port`, `--events`) |                      |
+//! | [`spread`]  | how unevenly work was spread over workers: one formula for all   |                      |
 //!
 //! # A lesson in ten lines
 //!
@@ -55,6 +56,7 @@ pub mod listen;
 pub mod report;
 pub mod restart;
 pub mod role;
+pub mod spread;
 pub mod worker;
 
 pub use cli::ClusterArgs;
