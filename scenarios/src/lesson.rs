@@ -36,17 +36,14 @@ const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 /// Why a lesson could not be started or driven.
 #[derive(Debug, thiserror::Error)]
 pub enum LessonError {
-    #[error("cannot start {bin}: {source} (was it built? `cargo build -p lesson-NN`)")]
-    Spawn {
-        bin: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot start {bin}: {cause} (was it built? `cargo build -p lesson-NN`)")]
+    Spawn { bin: PathBuf, cause: std::io::Error },
     #[error("the primary exited before it said where it listens (no `start` event)")]
     NoStart,
     #[error("the `start` event has no usable `addr`: {0}")]
     BadAddr(String),
-    #[error("cannot signal pid {pid}: {source}")]
-    Signal { pid: i32, source: nix::Error },
+    #[error("cannot signal pid {pid}: {cause}")]
+    Signal { pid: i32, cause: nix::Error },
     #[error("no worker {0} was ever forked")]
     NoSuchWorker(u32),
 }
@@ -95,9 +92,9 @@ impl Lesson {
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
             });
         }
-        let mut child = command.spawn().map_err(|source| LessonError::Spawn {
+        let mut child = command.spawn().map_err(|cause| LessonError::Spawn {
             bin: bin.to_owned(),
-            source,
+            cause,
         })?;
         let pid = child.id().unwrap_or_default();
         let bin = std::fs::canonicalize(bin).unwrap_or_else(|_| bin.to_owned());
@@ -239,7 +236,7 @@ impl Lesson {
     /// Sends `signal` to the primary.
     pub fn signal(&self, signal: Signal) -> Result<(), LessonError> {
         let pid = self.pid as i32;
-        kill(Pid::from_raw(pid), signal).map_err(|source| LessonError::Signal { pid, source })
+        kill(Pid::from_raw(pid), signal).map_err(|cause| LessonError::Signal { pid, cause })
     }
 
     /// The pid of worker `id`, from its `fork` event.
@@ -256,10 +253,10 @@ impl Lesson {
     pub fn kill_worker(&self, id: u32) -> Result<u32, LessonError> {
         let pid = self.worker_pid(id)?;
         if self.is_ours(pid) {
-            kill(Pid::from_raw(pid as i32), Signal::SIGKILL).map_err(|source| {
+            kill(Pid::from_raw(pid as i32), Signal::SIGKILL).map_err(|cause| {
                 LessonError::Signal {
                     pid: pid as i32,
-                    source,
+                    cause,
                 }
             })?;
         }

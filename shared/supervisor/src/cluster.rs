@@ -90,21 +90,25 @@ impl Default for ClusterOptions {
 
 /// What can go wrong running a cluster.
 #[derive(Debug, thiserror::Error)]
+///
+/// The underlying OS error is a field called `cause`, shown in the message,
+/// not a `source`: anyhow prints a chain of sources after the message, and
+/// the same "Address already in use" would otherwise appear twice.
 pub enum ClusterError {
-    #[error("cannot listen on {addr}: {source}{}", bind_hint(source))]
-    Bind { addr: SocketAddr, source: io::Error },
+    #[error("cannot listen on {addr}: {cause}{}", bind_hint(cause))]
+    Bind { addr: SocketAddr, cause: io::Error },
     #[error("cannot find this program's own executable to start workers: {0}")]
     CurrentExe(io::Error),
-    #[error("cannot start worker {id}: {source}")]
-    Spawn { id: WorkerId, source: io::Error },
+    #[error("cannot start worker {id}: {cause}")]
+    Spawn { id: WorkerId, cause: io::Error },
     #[error("cannot watch for SIGINT/SIGTERM: {0}")]
     Signals(io::Error),
     #[error("worker {0} is not running")]
     NoSuchWorker(WorkerId),
     #[error(transparent)]
     Send(#[from] SendError),
-    #[error("cannot signal worker {id}: {source}")]
-    Kill { id: WorkerId, source: nix::Error },
+    #[error("cannot signal worker {id}: {cause}")]
+    Kill { id: WorkerId, cause: nix::Error },
     #[error(
         "gave up: workers crashed {restarts} times within {}s, so the cluster stopped instead of restarting them in a loop; fix the crash reported above and start again",
         window.as_secs()
@@ -255,10 +259,10 @@ impl Cluster {
     /// watch the events (or [`Cluster::subscribe`]) for that.
     pub async fn start(options: ClusterOptions) -> Result<Cluster, ClusterError> {
         let exe = std::env::current_exe().map_err(ClusterError::CurrentExe)?;
-        let bind = |addr| listen::bind(addr).map_err(|source| ClusterError::Bind { addr, source });
-        let bind_error = |source| ClusterError::Bind {
+        let bind = |addr| listen::bind(addr).map_err(|cause| ClusterError::Bind { addr, cause });
+        let bind_error = |cause| ClusterError::Bind {
             addr: options.addr,
-            source,
+            cause,
         };
         // Round-robin and shared: one listening socket, the primary's. Reuseport:
         // a bound socket that never listens, to hold the port (see `listen`).
@@ -332,9 +336,9 @@ impl Cluster {
         if let Some(listener) = dispatch_from {
             listener
                 .set_nonblocking(true)
-                .map_err(|source| ClusterError::Bind { addr, source })?;
+                .map_err(|cause| ClusterError::Bind { addr, cause })?;
             let listener = TcpListener::from_std(listener)
-                .map_err(|source| ClusterError::Bind { addr, source })?;
+                .map_err(|cause| ClusterError::Bind { addr, cause })?;
             let dispatcher = tokio::spawn(dispatch(cluster.clone(), listener));
             cluster.state().dispatcher = Some(dispatcher);
         }
@@ -370,7 +374,7 @@ impl Cluster {
             state.next_id += 1;
             WorkerId(state.next_id)
         };
-        let spawn_error = |source| ClusterError::Spawn { id, source };
+        let spawn_error = |cause| ClusterError::Spawn { id, cause };
 
         let (primary_ipc, worker_ipc) =
             std::os::unix::net::UnixStream::pair().map_err(spawn_error)?;
@@ -587,7 +591,7 @@ impl Cluster {
     /// Node's `worker.kill(signal)` / `process.kill(pid, signal)`.
     pub fn kill(&self, id: WorkerId, signal: Signal) -> Result<(), ClusterError> {
         let pid = self.pid(id).ok_or(ClusterError::NoSuchWorker(id))?;
-        kill(Pid::from_raw(pid as i32), signal).map_err(|source| ClusterError::Kill { id, source })
+        kill(Pid::from_raw(pid as i32), signal).map_err(|cause| ClusterError::Kill { id, cause })
     }
 
     /// A stream of events. The first call gets every event since

@@ -37,11 +37,11 @@ pub enum InheritError {
     Missing { var: &'static str },
     #[error("{var}={value:?} is not a file descriptor number")]
     NotANumber { var: &'static str, value: String },
-    #[error("{var}={fd} is not an open file descriptor in this process: {source}")]
+    #[error("{var}={fd} is not an open file descriptor in this process: {cause}")]
     NotOpen {
         var: &'static str,
         fd: RawFd,
-        source: io::Error,
+        cause: io::Error,
     },
 }
 
@@ -55,8 +55,8 @@ pub(crate) fn take_inherited(var: &'static str) -> Result<OwnedFd, InheritError>
     // SAFETY: fcntl on a number is harmless; it tells us whether it is open.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
     if flags < 0 {
-        let source = io::Error::last_os_error();
-        return Err(InheritError::NotOpen { var, fd, source });
+        let cause = io::Error::last_os_error();
+        return Err(InheritError::NotOpen { var, fd, cause });
     }
     // SAFETY: the descriptor is open, and the primary gave it to this process
     // alone; nothing else in this process owns it (we take each variable once).
