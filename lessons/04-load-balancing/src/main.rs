@@ -70,7 +70,7 @@ async fn primary(args: Args) -> anyhow::Result<()> {
     let cluster = Cluster::start(args.cluster.options())
         .await
         .context("starting the cluster")?;
-    // The first subscriber sees every event since start.
+    // From now on: the workers' final counts arrive as messages at the end.
     let mut events = cluster.subscribe();
 
     // On demand: ask every worker for its counts right now.
@@ -94,7 +94,7 @@ async fn primary(args: Args) -> anyhow::Result<()> {
     // At exit: every worker sent its final counts just before it exited,
     // after its last request; they are in the event stream.
     let mut table = Distribution::default();
-    while let Ok(event) = events.try_recv() {
+    while let Some(event) = events.try_next() {
         if let Event::Message { id, body } = event
             && let Ok(counts) = serde_json::from_value::<Counts>(body["final"].clone())
         {

@@ -44,7 +44,8 @@ use messages::{FromPrimary, FromWorker, Stats};
 use supervisor::http::{serve, text};
 use supervisor::{Cluster, ClusterArgs, Event, Role, Worker, WorkerId};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{RwLock, broadcast};
+use tokio::sync::RwLock;
+use tokio::time::Instant;
 
 /// Lesson 05: typed messages, broadcast, request/response, a peer that is gone.
 #[derive(Debug, Parser)]
@@ -81,20 +82,23 @@ async fn primary(args: Args) -> anyhow::Result<()> {
     let cluster = Cluster::start(options)
         .await
         .context("starting the cluster")?;
-    let mut events = cluster.subscribe();
 
     let demo = cluster.clone();
     let timeout = args.answer_timeout;
     let mut usr1 = signal(SignalKind::user_defined1()).context("watching SIGUSR1")?;
     tokio::spawn(async move {
-        if wait_ready(&mut events, workers).await {
+        if demo
+            .wait_ready(workers, Duration::from_secs(30))
+            .await
+            .is_ok()
+        {
             let mut version = 1;
-            broadcast_config(&demo, &mut events, version).await;
+            broadcast_config(&demo, version).await;
             gather_stats(&demo, timeout).await;
-            send_to_a_gone_worker(&demo, &mut events).await;
+            send_to_a_gone_worker(&demo).await;
             while usr1.recv().await.is_some() {
                 version += 1;
-                broadcast_config(&demo, &mut events, version).await;
+                broadcast_config(&demo, version).await;
                 gather_stats(&demo, timeout).await;
             }
         }
@@ -104,27 +108,11 @@ async fn primary(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits (bounded) until `count` workers said they are ready.
-async fn wait_ready(events: &mut broadcast::Receiver<Event>, count: usize) -> bool {
-    let mut ready = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while ready < count {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Ok(Event::Ready { .. })) => ready += 1,
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) | Err(_) => return false,
-        }
-    }
-    true
-}
-
 // ANCHOR: broadcast
 /// Sends a new configuration to every worker and counts the acknowledgements.
-async fn broadcast_config(
-    cluster: &Cluster,
-    events: &mut broadcast::Receiver<Event>,
-    version: u32,
-) {
+async fn broadcast_config(cluster: &Cluster, version: u32) {
+    // Listen for the acknowledgements before anything is sent.
+    let mut events = cluster.subscribe();
     let config = FromPrimary::Config {
         version,
         greeting: format!("hello (config v{version})"),
@@ -138,19 +126,20 @@ async fn broadcast_config(
         }
     }
     // Acks come back in whatever order the workers get to them.
+    let is_ack = |event: &Event| match event {
+        Event::Message { body, .. } => {
+            serde_json::from_value::<FromWorker>(body.clone()).ok()
+                == Some(FromWorker::ConfigApplied { version })
+        }
+        _ => false,
+    };
     let mut acked = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(5);
     while acked.len() < sent {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Ok(Event::Message { id, body })) => {
-                if serde_json::from_value::<FromWorker>(body).ok()
-                    == Some(FromWorker::ConfigApplied { version })
-                {
-                    acked.push(id);
-                }
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) | Err(_) => break,
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.wait_for(left, is_ack).await {
+            Ok(Event::Message { id, .. }) => acked.push(id),
+            _ => break, // the rest did not answer in time
         }
     }
     acked.sort();
@@ -202,20 +191,22 @@ fn list(ids: &[WorkerId]) -> String {
 
 // ANCHOR: gone
 /// Retires the newest worker, then tries to send to it anyway.
-async fn send_to_a_gone_worker(cluster: &Cluster, events: &mut broadcast::Receiver<Event>) {
+async fn send_to_a_gone_worker(cluster: &Cluster) {
     let Some(&last) = cluster.workers().last() else {
         return;
     };
+    let mut events = cluster.subscribe();
     if cluster.disconnect(last).is_err() {
         return;
     }
     // Wait for its exit, so the send below is certain to find it gone.
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
-            Ok(Ok(Event::Exit { id, .. })) if id == last => break,
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) | Err(_) => return,
-        }
+    let exited = |event: &Event| matches!(event, Event::Exit { id, .. } if *id == last);
+    if events
+        .wait_for(Duration::from_secs(10), exited)
+        .await
+        .is_err()
+    {
+        return;
     }
     let error = match cluster.send(
         last,

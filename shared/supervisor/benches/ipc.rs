@@ -18,9 +18,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use supervisor::http::{serve, text};
-use supervisor::{Cluster, ClusterOptions, Event, EventsFormat, Role, Worker, WorkerId};
+use supervisor::{Cluster, ClusterOptions, Event, Events, EventsFormat, Role, Worker, WorkerId};
 use tokio::runtime::Runtime;
-use tokio::sync::broadcast;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -69,23 +68,19 @@ fn options(workers: usize) -> ClusterOptions {
     }
 }
 
+/// The next event that matches, or an error after ten seconds.
 async fn next_matching(
-    events: &mut broadcast::Receiver<Event>,
+    events: &mut Events,
     pred: impl Fn(&Event) -> bool,
 ) -> Result<Event, BoxError> {
-    loop {
-        let event = tokio::time::timeout(Duration::from_secs(10), events.recv()).await??;
-        if pred(&event) {
-            return Ok(event);
-        }
-    }
+    Ok(events.wait_for(Duration::from_secs(10), pred).await?)
 }
 
 fn round_trip(criterion: &mut Criterion, runtime: &Runtime) -> Result<(), BoxError> {
     let (cluster, mut events) = runtime.block_on(async {
         let cluster = Cluster::start(options(1)).await?;
-        let mut events = cluster.subscribe();
-        next_matching(&mut events, |e| matches!(e, Event::Ready { .. })).await?;
+        cluster.wait_ready(1, Duration::from_secs(10)).await?;
+        let events = cluster.subscribe();
         Ok::<_, BoxError>((cluster, events))
     })?;
     let id = WorkerId(1);
@@ -122,7 +117,7 @@ fn round_trip(criterion: &mut Criterion, runtime: &Runtime) -> Result<(), BoxErr
     }
     group.finish();
     runtime.block_on(async {
-        cluster.shutdown("bench over");
+        cluster.shutdown();
         cluster.run().await
     })?;
     Ok(())
@@ -168,7 +163,7 @@ fn fork_to_listening(criterion: &mut Criterion, runtime: &Runtime) -> Result<(),
     });
     group.finish();
     runtime.block_on(async {
-        cluster.shutdown("bench over");
+        cluster.shutdown();
         cluster.run().await
     })?;
     Ok(())

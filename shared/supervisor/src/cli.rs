@@ -37,6 +37,10 @@ pub struct ClusterArgs {
     /// Seconds a stopping worker may take before it is killed
     #[arg(long, default_value = "10", value_parser = parse_seconds)]
     pub grace: Duration,
+
+    /// Seconds a new worker may take to say it is ready before it is killed
+    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    pub ready_timeout: Duration,
 }
 
 impl ClusterArgs {
@@ -51,15 +55,23 @@ impl ClusterArgs {
             sched: self.sched,
             events: self.events,
             grace: self.grace,
+            ready_timeout: self.ready_timeout,
             ..ClusterOptions::default()
         }
     }
 }
 
-/// Parses seconds as a number (`10`, `0.5`) or with a unit (`10s`, `500ms`).
+/// The longest duration a flag takes: a day. Longer is a typo, and a
+/// deadline that far out would overflow the clock it is added to.
+pub const MAX_SECONDS: f64 = 86_400.0;
+
+/// Parses seconds as a number (`10`, `0.5`) or with a unit (`10s`, `500ms`),
+/// from 0 to a day.
 pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     let bad = || {
-        format!("{text:?} is not a duration: write seconds (10, 0.5) or use a unit (10s, 500ms)")
+        format!(
+            "{text:?} is not a duration from 0 to a day: write seconds (10, 0.5) or use a unit (10s, 500ms)"
+        )
     };
     let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
         (ms, 0.001)
@@ -69,7 +81,7 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
         (text, 1.0)
     };
     let value: f64 = number.trim().parse().map_err(|_| bad())?;
-    if !value.is_finite() || value < 0.0 {
+    if !value.is_finite() || value < 0.0 || value * scale > MAX_SECONDS {
         return Err(bad());
     }
     Duration::try_from_secs_f64(value * scale).map_err(|_| bad())
@@ -87,5 +99,6 @@ mod tests {
         assert_eq!(parse_seconds("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_seconds("-1").is_err());
         assert!(parse_seconds("soon").is_err());
+        assert!(parse_seconds("1e19").is_err());
     }
 }

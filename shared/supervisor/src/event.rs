@@ -1,4 +1,5 @@
-//! The lifecycle events a primary sees, in the order Node names them.
+//! The lifecycle events a primary sees, in the order Node names them, and
+//! the ones Node leaves to you (rollouts, scaling, health).
 //!
 //! One stream serves two readers: the lesson's human log and the scenario
 //! runner, which starts a lesson with `--events json` and reads these as JSON
@@ -12,22 +13,10 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::listen::Sched;
-
-/// A worker's id: 1 for the first fork, then 2, 3 … in fork order, never
-/// reused (Node's `worker.id`). A replacement gets a new id, so "worker 3
-/// died and worker 5 took its place" stays unambiguous in every log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct WorkerId(pub u32);
-
-impl fmt::Display for WorkerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+pub use crate::role::WorkerId;
 
 /// Something that happened to the cluster. Serialised with an `"event"` tag,
-/// for example `{"event":"fork","id":1,"pid":4242}`.
+/// for example `{"event":"fork","id":1,"pid":4242,"generation":1}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
@@ -38,14 +27,22 @@ pub enum Event {
         sched: Sched,
         workers: usize,
     },
-    /// A worker process was spawned (Node: `fork`).
-    Fork { id: WorkerId, pid: u32 },
+    /// A worker process was spawned (Node: `fork`). `generation` counts
+    /// releases: 1 at start, one more for each rolling restart, so a
+    /// transcript tells old workers from new ones.
+    Fork {
+        id: WorkerId,
+        pid: u32,
+        generation: u32,
+    },
     /// The worker's code is running and its channel is up (Node: `online`).
     Online { id: WorkerId },
-    /// The worker can take connections on `addr` (Node: `listening`).
+    /// The worker holds its way to connections on `addr` (Node:
+    /// `listening`). It takes none yet: see [`Event::Ready`].
     Listening { id: WorkerId, addr: SocketAddr },
     /// The worker said it is ready for traffic — more than listening: caches
     /// warm, connections to its dependencies open (PM2's `wait_ready`).
+    /// Only from here on does it get connections, whatever the strategy.
     Ready { id: WorkerId },
     /// The worker sent the primary a message (Node: `message`).
     Message {
@@ -62,21 +59,194 @@ pub enum Event {
         pid: u32,
         code: Option<i32>,
         signal: Option<String>,
-        /// True when somebody asked it to go ([`crate::Cluster::disconnect`]
-        /// or [`crate::Worker::disconnect`]): such an exit is not a crash and
-        /// is never restarted. Node: `worker.exitedAfterDisconnect`.
+        /// True when the primary had told it to disconnect before it ended,
+        /// as Node's `worker.exitedAfterDisconnect` (only `disconnect()` sets
+        /// it; a kill does not).
         exited_after_disconnect: bool,
+        /// Why it ended. Only [`ExitReason::Crashed`] (and a start that
+        /// never got ready) counts against the restart budget.
+        reason: ExitReason,
     },
-    /// A crashed worker will be replaced after `delay_ms` (backoff).
+    /// A crashed worker's place will be filled after `delay_ms` (backoff).
     RestartScheduled { after: WorkerId, delay_ms: u64 },
-    /// Workers crashed more than the budget allows in the window: the
-    /// primary stops the cluster instead of forking in a loop.
-    GaveUp { restarts: u32, window_ms: u64 },
-    /// The primary began stopping the cluster; `reason` says why
-    /// (`SIGTERM`, `SIGINT`, `crash loop`). With round-robin the listening
-    /// socket is already closed when this is published: from here on a new
-    /// client is refused.
-    Shutdown { reason: String },
+    /// Workers failed more often than the budget allows in the window: the
+    /// primary stops the cluster instead of replacing them in a loop.
+    GaveUp {
+        restarts: u32,
+        window_ms: u64,
+        cause: GaveUpCause,
+    },
+    /// The desired number of workers changed (SIGTTIN, SIGTTOU,
+    /// [`crate::Cluster::scale`], or a worker that left for good).
+    Scale { from: usize, to: usize },
+    /// A worker failed a check and will be replaced (or, if it never became
+    /// ready, killed). `detail` says what was measured.
+    Unhealthy {
+        id: WorkerId,
+        reason: HealthReason,
+        detail: String,
+    },
+    /// A rolling restart began: every worker of an older generation will be
+    /// replaced, one at a time, by one of `generation`.
+    RolloutStarted { generation: u32, workers: usize },
+    /// `new` is ready and `old` has left: one replacement done.
+    Replaced {
+        old: WorkerId,
+        new: WorkerId,
+        reason: ExitReason,
+        ready_ms: u64,
+        drained_ms: u64,
+    },
+    /// The replacement `new` failed (`why`), so it was stopped and `old`
+    /// kept serving: the rollout ends here and changes nothing else.
+    RolledBack {
+        old: WorkerId,
+        new: WorkerId,
+        why: String,
+    },
+    /// The end of a rolling restart, with its report.
+    RolloutFinished {
+        generation: u32,
+        outcome: RolloutOutcome,
+        /// `[old, new]` pairs, in the order they were replaced.
+        replaced: Vec<[WorkerId; 2]>,
+        took_ms: u64,
+    },
+    /// A rolling restart was asked for while one was running: ignored.
+    RolloutIgnored { running: u32 },
+    /// The primary began stopping the cluster. With round-robin the
+    /// listening socket is already closed when this is published: from here
+    /// on a new client is refused.
+    Shutdown { reason: StopReason },
+}
+
+/// Why a worker process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitReason {
+    /// Nobody asked it to go: a crash (an exit, a panic, a signal).
+    Crashed,
+    /// It asked to leave, or was asked ([`crate::Cluster::disconnect`]):
+    /// not replaced, and the desired count shrinks by one.
+    Left,
+    /// A rolling restart replaced it with a newer worker.
+    Replaced,
+    /// The desired count went down.
+    ScaledDown,
+    /// The cluster stopped.
+    Shutdown,
+    /// It stopped answering heartbeats; replaced, then killed if it could
+    /// not drain.
+    Hung,
+    /// Its memory stayed over the limit; replaced.
+    OverMemory,
+    /// It did not become ready in time: killed, never served.
+    NotReady,
+}
+
+impl ExitReason {
+    /// The worker left because of a failed check, not because somebody
+    /// decided it should.
+    pub fn is_health(self) -> bool {
+        matches!(
+            self,
+            ExitReason::Hung | ExitReason::OverMemory | ExitReason::NotReady
+        )
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ExitReason::Crashed => "a crash",
+            ExitReason::Left => "asked to leave: not replaced",
+            ExitReason::Replaced => "replaced",
+            ExitReason::ScaledDown => "scaled down",
+            ExitReason::Shutdown => "shutdown",
+            ExitReason::Hung => "hung: it stopped answering heartbeats",
+            ExitReason::OverMemory => "over its memory limit",
+            ExitReason::NotReady => "not ready in time",
+        })
+    }
+}
+
+/// The check a worker failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthReason {
+    NotReady,
+    Hung,
+    OverMemory,
+}
+
+impl From<HealthReason> for ExitReason {
+    fn from(reason: HealthReason) -> Self {
+        match reason {
+            HealthReason::NotReady => ExitReason::NotReady,
+            HealthReason::Hung => ExitReason::Hung,
+            HealthReason::OverMemory => ExitReason::OverMemory,
+        }
+    }
+}
+
+/// What the primary gave up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GaveUpCause {
+    /// Workers kept crashing (or never getting ready) at start.
+    Crashes,
+    /// Workers kept failing their health checks.
+    Health,
+}
+
+/// How a rolling restart ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutOutcome {
+    /// Every worker runs the new generation.
+    Completed,
+    /// A replacement failed; the workers not yet replaced keep serving.
+    RolledBack,
+    /// The cluster began to stop during the rollout.
+    Aborted,
+}
+
+/// Why the cluster stopped. Serialised as the name a person would say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StopReason {
+    #[serde(rename = "SIGINT")]
+    Sigint,
+    #[serde(rename = "SIGTERM")]
+    Sigterm,
+    /// SIGQUIT: stop now, without a drain.
+    #[serde(rename = "SIGQUIT")]
+    Sigquit,
+    /// [`crate::Cluster::shutdown`] was called.
+    #[serde(rename = "requested")]
+    Requested,
+    /// The crash budget was spent.
+    #[serde(rename = "crash loop")]
+    CrashLoop,
+    /// The health-restart budget was spent.
+    #[serde(rename = "health budget")]
+    HealthBudget,
+    /// A worker could not be started at all.
+    #[serde(rename = "start failed")]
+    StartFailed,
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StopReason::Sigint => "SIGINT",
+            StopReason::Sigterm => "SIGTERM",
+            StopReason::Sigquit => "SIGQUIT",
+            StopReason::Requested => "requested",
+            StopReason::CrashLoop => "crash loop",
+            StopReason::HealthBudget => "health budget",
+            StopReason::StartFailed => "start failed",
+        })
+    }
 }
 
 impl Event {
@@ -89,9 +259,17 @@ impl Event {
             | Event::Ready { id }
             | Event::Message { id, .. }
             | Event::Disconnect { id }
-            | Event::Exit { id, .. } => Some(*id),
+            | Event::Exit { id, .. }
+            | Event::Unhealthy { id, .. } => Some(*id),
             Event::RestartScheduled { after, .. } => Some(*after),
-            Event::Start { .. } | Event::GaveUp { .. } | Event::Shutdown { .. } => None,
+            Event::Replaced { new, .. } | Event::RolledBack { new, .. } => Some(*new),
+            Event::Start { .. }
+            | Event::GaveUp { .. }
+            | Event::Scale { .. }
+            | Event::RolloutStarted { .. }
+            | Event::RolloutFinished { .. }
+            | Event::RolloutIgnored { .. }
+            | Event::Shutdown { .. } => None,
         }
     }
 }
@@ -108,18 +286,19 @@ mod tests {
             code: None,
             signal: Some("SIGKILL".into()),
             exited_after_disconnect: false,
+            reason: ExitReason::Crashed,
         };
         let json = serde_json::to_string(&exit)?;
         assert_eq!(
             json,
-            r#"{"event":"exit","id":3,"pid":42,"code":null,"signal":"SIGKILL","exited_after_disconnect":false}"#
+            r#"{"event":"exit","id":3,"pid":42,"code":null,"signal":"SIGKILL","exited_after_disconnect":false,"reason":"crashed"}"#
         );
         assert_eq!(serde_json::from_str::<Event>(&json)?, exit);
         Ok(())
     }
 
     #[test]
-    fn restart_scheduled_is_snake_case() -> Result<(), serde_json::Error> {
+    fn names_are_snake_case_and_stop_reasons_read_as_said() -> Result<(), serde_json::Error> {
         let json = serde_json::to_string(&Event::RestartScheduled {
             after: WorkerId(1),
             delay_ms: 200,
@@ -128,6 +307,11 @@ mod tests {
             json,
             r#"{"event":"restart_scheduled","after":1,"delay_ms":200}"#
         );
+        let json = serde_json::to_string(&Event::Shutdown {
+            reason: StopReason::CrashLoop,
+        })?;
+        assert_eq!(json, r#"{"event":"shutdown","reason":"crash loop"}"#);
+        assert_eq!(StopReason::Sigterm.to_string(), "SIGTERM");
         Ok(())
     }
 }

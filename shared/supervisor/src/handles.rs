@@ -13,6 +13,12 @@
 //! boundaries: one `recvmsg` returns exactly one connection — its descriptor
 //! and, as the payload, the client's address. The JSON channel stays plain
 //! text.
+//!
+//! The same socket carries acknowledgements back: the worker answers each
+//! connection it takes with one byte. The primary counts what is handed out
+//! and not yet acknowledged, and skips a worker at its bound (see
+//! [`crate::cluster`]'s dispatcher): a worker that is stopped, blocked or
+//! slow holds at most that many connections, and never the dispatcher.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
@@ -38,7 +44,7 @@ pub(crate) fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
     )?)
 }
 
-/// The primary's end: sends connections.
+/// The primary's end: sends connections, reads acknowledgements.
 #[derive(Debug)]
 pub struct HandleSender {
     fd: AsyncFd<OwnedFd>,
@@ -49,27 +55,63 @@ impl HandleSender {
     pub(crate) fn new(fd: OwnedFd) -> io::Result<Self> {
         // SAFETY: we own `fd` and never close or replace it while the
         // AsyncFd holds it (it is dropped with the AsyncFd).
-        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::WRITABLE)? };
+        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE)? };
         Ok(HandleSender { fd })
     }
 
-    /// Sends `conn` (and the client's address) to the worker. The caller
-    /// closes its own copy afterwards. Fails when the worker is gone.
-    pub async fn send(&self, conn: RawFd, peer: SocketAddr) -> io::Result<()> {
-        let payload = peer.to_string();
+    /// Sends `conn` (and the client's address) to the worker without
+    /// waiting: `WouldBlock` when its queue is full, another error when it
+    /// is gone. The caller closes its own copy of `conn` afterwards.
+    pub fn try_send(&self, conn: RawFd, peer: SocketAddr) -> io::Result<()> {
+        let mut payload = [0u8; 64];
+        let len = {
+            use std::io::Write;
+            let mut cursor = io::Cursor::new(&mut payload[..]);
+            // An address always fits in 64 bytes; a failure would only
+            // shorten the text, which the worker then reads as unknown.
+            let _ = write!(cursor, "{peer}");
+            cursor.position() as usize
+        };
         let fds = [conn];
+        let iov = [IoSlice::new(&payload[..len])];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
+        sendmsg::<()>(self.fd.as_raw_fd(), &iov, &cmsg, flags, None)
+            .map(drop)
+            .map_err(io::Error::from)
+    }
+
+    /// Waits for acknowledgements and returns how many arrived (at least
+    /// one); `Ok(0)` once the worker has closed its end.
+    pub async fn acks(&self) -> io::Result<u32> {
         loop {
-            let mut guard = self.fd.writable().await?;
-            let sent = guard.try_io(|inner| {
-                let iov = [IoSlice::new(payload.as_bytes())];
-                let cmsg = [ControlMessage::ScmRights(&fds)];
-                sendmsg::<()>(inner.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)
-                    .map_err(io::Error::from)
-            });
-            match sent {
-                Ok(result) => return result.map(drop),
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|inner| read_acks(inner.as_raw_fd())) {
+                Ok(result) => return result,
                 Err(_would_block) => continue,
             }
+        }
+    }
+
+    /// Tells the worker no more connections will come: it reads
+    /// end-of-stream after the ones already queued. Acknowledgements can
+    /// still arrive.
+    pub fn close(&self) {
+        // An error means the worker is gone already: nothing to tell.
+        let _ = nix::sys::socket::shutdown(self.fd.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+    }
+}
+
+/// Reads every acknowledgement waiting (one byte each, one per message).
+fn read_acks(fd: RawFd) -> io::Result<u32> {
+    let mut count = 0;
+    let mut buf = [0u8; 16];
+    loop {
+        match nix::sys::socket::recv(fd, &mut buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => return Ok(count),
+            Ok(_) => count += 1,
+            Err(nix::errno::Errno::EAGAIN) if count > 0 => return Ok(count),
+            Err(error) => return Err(error.into()),
         }
     }
 }
@@ -105,11 +147,16 @@ impl HandleReceiver {
     }
 }
 
-fn receive_one(fd: RawFd) -> io::Result<Option<(std::net::TcpStream, SocketAddr)>> {
+fn receive_one(channel: RawFd) -> io::Result<Option<(std::net::TcpStream, SocketAddr)>> {
     let mut payload = [0u8; 128];
     let mut space = cmsg_space!([RawFd; 1]);
     let mut iov = [IoSliceMut::new(&mut payload)];
-    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let msg = recvmsg::<()>(
+        channel,
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
     let mut received = None;
     for cmsg in msg.cmsgs()? {
         if let ControlMessageOwned::ScmRights(fds) = cmsg {
@@ -137,6 +184,13 @@ fn receive_one(fd: RawFd) -> io::Result<Option<(std::net::TcpStream, SocketAddr)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let stream = std::net::TcpStream::from(fd);
     stream.set_nonblocking(true)?;
+    // Acknowledge: one more free place in our queue. If it cannot be sent
+    // (the primary is gone), the primary has no count to keep anyway.
+    let _ = nix::sys::socket::send(
+        channel,
+        &[1],
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+    );
     Ok(Some((stream, peer)))
 }
 
@@ -154,7 +208,7 @@ mod tests {
         let (primary_end, worker_end) = pair()?;
         let sender = HandleSender::new(primary_end)?;
         let receiver = HandleReceiver::new(worker_end)?;
-        sender.send(accepted.as_raw_fd(), peer).await?;
+        sender.try_send(accepted.as_raw_fd(), peer)?;
         drop(accepted); // the primary's copy closes; the worker's lives on
 
         let (stream, got_peer) = receiver
@@ -168,8 +222,14 @@ mod tests {
         client.read_exact(&mut buf).await?;
         assert_eq!(&buf, b"ping");
 
-        drop(sender);
+        // The worker acknowledged the one connection it took.
+        assert_eq!(sender.acks().await?, 1);
+        // Closing says "no more": the worker reads end-of-stream, and the
+        // primary sees the worker's end close when it lets go.
+        sender.close();
         assert!(receiver.recv().await?.is_none());
+        drop(receiver);
+        assert_eq!(sender.acks().await?, 0);
         Ok(())
     }
 }

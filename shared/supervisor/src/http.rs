@@ -21,6 +21,14 @@
 //! early end of stream. Telling the client `Connection: close` on a response
 //! cannot race; the idle timeout only catches clients that have gone quiet.
 //!
+//! Heartbeats ([`crate::ipc::ToWorker::Heartbeat`]) are answered here, not
+//! by the IPC reader: the server serves one `GET` of [`HEALTH_PATH`] to
+//! itself, over an in-memory pipe, through the same hyper connection code
+//! and the lesson's own handler, and reports the status it got. A worker
+//! whose runtime is blocked, or whose handler hangs, cannot answer — which
+//! is exactly what a health check should find out. The probe is not counted
+//! in [`Stats`].
+//!
 //! In round-robin mode the primary may have handed us connections an instant
 //! before it told us to stop. We keep accepting after the shutdown signal
 //! until the primary closes our handle channel, and serve those stragglers
@@ -37,12 +45,13 @@ use http_body_util::Full;
 use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::listen::Listener;
+use crate::ipc::ToPrimary;
+use crate::listen::{Listener, Probes};
 
 /// A request as the handler sees it.
 pub type Request = hyper::Request<hyper::body::Incoming>;
@@ -51,6 +60,11 @@ pub type Response = hyper::Response<Full<Bytes>>;
 
 /// The header naming the worker that answered.
 pub const WORKER_ID_HEADER: &str = "x-worker-id";
+
+/// The path a heartbeat requests from the worker's own handler. A handler
+/// that answers it with a 2xx status (any unknown path's "hello" does) says
+/// the request path works; a handler may check its dependencies here.
+pub const HEALTH_PATH: &str = "/_cluster/health";
 
 /// A plain-text response.
 pub fn text(status: u16, body: impl Into<String>) -> Response {
@@ -134,9 +148,10 @@ impl Server {
 
     /// Serves `handler` on every connection from `listener` until `shutdown`
     /// resolves, then drains (see the module doc) and returns.
+    // ANCHOR: serve
     pub async fn serve<H, F>(
         self,
-        listener: Listener,
+        mut listener: Listener,
         handler: H,
         shutdown: impl Future<Output = ()>,
     ) where
@@ -151,6 +166,7 @@ impl Server {
         let (drain_tx, drain) = watch::channel(false);
         let mut connections = JoinSet::new();
         let mut draining = false;
+        let mut probes = listener.take_probes();
         tokio::pin!(shutdown);
 
         loop {
@@ -158,7 +174,7 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok(Some((stream, _peer))) => {
                         self.stats.connections.fetch_add(1, Ordering::Relaxed);
-                        connections.spawn(conn.clone().run(stream, handler.clone(), drain.clone(), draining));
+                        connections.spawn(conn.clone().run(stream, handler.clone(), drain.clone(), draining, true));
                     }
                     // Round-robin: the primary will send nothing more.
                     Ok(None) => break,
@@ -169,6 +185,10 @@ impl Server {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 },
+                Some(seq) = next_probe(&mut probes) => {
+                    let reply = probes.as_ref().map(|p| p.reply.clone());
+                    connections.spawn(probe(conn.clone(), handler.clone(), drain.clone(), seq, reply));
+                }
                 () = &mut shutdown, if !draining => {
                     draining = true;
                     let _ = drain_tx.send(true);
@@ -185,7 +205,64 @@ impl Server {
         let _ = drain_tx.send(true);
         while connections.join_next().await.is_some() {}
     }
+    // ANCHOR_END: serve
 }
+
+/// The next heartbeat, or never if there is no queue (a worker that is not
+/// in a cluster, or whose queue closed).
+async fn next_probe(probes: &mut Option<Probes>) -> Option<u64> {
+    match probes {
+        Some(probes) => match probes.queue.recv().await {
+            Some(seq) => Some(seq),
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Answers heartbeat `seq`: one GET of [`HEALTH_PATH`] served by this
+/// server to itself over an in-memory pipe, then the status and counters
+/// to the primary.
+async fn probe<H, F>(
+    conn: Conn,
+    handler: H,
+    drain: watch::Receiver<bool>,
+    seq: u64,
+    reply: Option<crate::ipc::Sender<ToPrimary>>,
+) where
+    H: Fn(Request) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response> + Send + 'static,
+{
+    let stats = Arc::clone(&conn.stats);
+    let (client_end, server_end) = tokio::io::duplex(16 * 1024);
+    let server = conn.run(server_end, handler, drain, true, false);
+    let client = async {
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(client_end)).await?;
+        tokio::spawn(connection);
+        let request = hyper::Request::get(HEALTH_PATH)
+            .header(hyper::header::HOST, "localhost")
+            .header(CONNECTION, "close")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(|_| ProbeFailed)?;
+        let response = sender.send_request(request).await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(response.status().as_u16())
+    };
+    let (_, status) = tokio::join!(server, client);
+    let body = serde_json::json!({
+        "status": status.unwrap_or(0),
+        "requests": stats.requests(),
+        "connections": stats.connections(),
+    });
+    if let Some(reply) = reply {
+        let _ = reply.send(&ToPrimary::Reply { seq, body });
+    }
+}
+
+/// The probe's request could not even be built.
+#[derive(Debug, thiserror::Error)]
+#[error("the heartbeat request could not be built")]
+struct ProbeFailed;
 
 /// Serves `handler` with the default [`Server`] settings.
 pub async fn serve<H, F>(listener: Listener, handler: H, shutdown: impl Future<Output = ()>)
@@ -206,15 +283,19 @@ struct Conn {
 
 // ANCHOR: drain
 impl Conn {
-    async fn run<H, F>(
+    /// Serves one connection (a TCP stream, or a heartbeat's in-memory
+    /// pipe); `counted` is false for heartbeats, which are not traffic.
+    async fn run<H, F, S>(
         self,
-        stream: TcpStream,
+        stream: S,
         handler: H,
         mut drain: watch::Receiver<bool>,
         late: bool,
+        counted: bool,
     ) where
         H: Fn(Request) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response> + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Conn {
             worker_id,
@@ -235,11 +316,17 @@ impl Conn {
                     // hyper closes the connection after this response.
                     headers.insert(CONNECTION, HeaderValue::from_static("close"));
                 }
-                stats.requests.fetch_add(1, Ordering::Relaxed);
+                if counted {
+                    stats.requests.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok::<_, Infallible>(response)
             }
         });
         let conn = http1::Builder::new()
+            // Without a timer hyper silently disables its header read
+            // timeout, and a client that sends half a request holds its
+            // connection for ever.
+            .timer(TokioTimer::new())
             // A connection that arrives after the stop signal gets one answer.
             .keep_alive(!late)
             .serve_connection(TokioIo::new(stream), service);

@@ -65,6 +65,10 @@ pub enum ToWorker {
     /// Stop accepting, finish what is in flight, exit 0. No new connections
     /// will be sent after this one.
     Disconnect,
+    /// Prove the request path is alive: the worker's HTTP server serves one
+    /// request to itself and answers with a [`ToPrimary::Reply`] carrying
+    /// `seq` and its counters. A blocked runtime cannot answer.
+    Heartbeat { seq: u64 },
 }
 
 /// Sending failed because the other side is gone.

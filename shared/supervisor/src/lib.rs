@@ -11,18 +11,21 @@
 //! | module      | its one job                                                       | Node name            |
 //! |-------------|-------------------------------------------------------------------|----------------------|
 //! | [`role`]    | tell a primary from a worker (an environment variable)           | `cluster.isPrimary`  |
-//! | [`cluster`] | the primary: fork, registry, restarts, shutdown, one event stream | `cluster.fork()`     |
+//! | [`cluster`] | the primary: desired state, fork, events, replace, roll, health   | `cluster.fork()`     |
 //! | [`worker`]  | the worker's side of the channel: listen, ready, send, disconnect | `cluster.worker`     |
 //! | [`event`]   | the lifecycle events, as JSON for machines                        | `cluster.on('exit')` |
 //! | [`report`]  | print events for people (colours) or machines (`--events json`)   |                      |
 //! | [`ipc`]     | newline-delimited JSON over an inherited Unix socketpair          | `process.send()`     |
-//! | [`handles`] | pass accepted sockets to workers with `SCM_RIGHTS`                | round-robin handles  |
+//! | [`handles`] | pass accepted sockets to workers with `SCM_RIGHTS`, acknowledged  | round-robin handles  |
 //! | [`listen`]  | the scheduling strategies behind one `listen()`                   | `schedulingPolicy`   |
 //! | [`restart`] | restart backoff and the crash-loop budget, as a pure policy       |                      |
-//! | [`http`]    | serve an accept stream with hyper, with graceful shutdown         | `http.createServer`  |
+//! | [`http`]    | serve an accept stream with hyper; drain; answer heartbeats       | `http.createServer`  |
 //! | [`inherit`] | pass descriptors across exec, and only to the worker              |                      |
 //! | [`cli`]     | the flags every lesson shares (`--workers`, `--port`, `--events`) |                      |
 //! | [`spread`]  | how unevenly work was spread over workers: one formula for all   |                      |
+//!
+//! Modules depend one way: `role` ← `listen` ← `event` ← `cluster`, and
+//! `worker` beside it; nothing below imports what is above it.
 //!
 //! # A lesson in ten lines
 //!
@@ -32,7 +35,7 @@
 //! match supervisor::role()? {
 //!     Role::Primary => {
 //!         let cluster = Cluster::start(ClusterOptions::default()).await?;
-//!         cluster.wait().await?;
+//!         cluster.run().await?;
 //!     }
 //!     Role::Worker(_) => {
 //!         let worker = supervisor::Worker::connect().await?;
@@ -60,13 +63,16 @@ pub mod spread;
 pub mod worker;
 
 pub use cli::ClusterArgs;
-pub use cluster::{AskError, Cluster, ClusterError, ClusterOptions, Gathered, Stopped};
-pub use event::{Event, WorkerId};
+pub use cluster::{
+    AskError, Cluster, ClusterError, ClusterOptions, Events, Gathered, HealthPolicy, ReplaceError,
+    ReplaceStep, RolloutError, RolloutReport, Stopped, Vitals, WaitError, WorkerState,
+};
+pub use event::{Event, ExitReason, GaveUpCause, HealthReason, RolloutOutcome, StopReason};
 pub use http::{Request, Response};
 pub use listen::{Listener, Sched};
 pub use report::{EventsFormat, exit_code};
 pub use restart::RestartPolicy;
-pub use role::{Role, role};
+pub use role::{Role, WorkerId, role};
 pub use worker::{Question, Worker};
 
 /// How many workers "one per core" means here: the CPUs this process may

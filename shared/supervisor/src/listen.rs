@@ -13,17 +13,41 @@
 //!   calls `accept` on it; the kernel decides who wins each connection, and on
 //!   Linux it tends to favour a few processes.
 //!
-//! * [`Sched::ReusePort`] — every worker binds its *own* listening socket
-//!   to the same port with `SO_REUSEPORT`, and the kernel hashes each new
-//!   connection to one of them. What nginx and most Rust servers use; Node
-//!   does not offer it.
+//! A third is not a `cluster` policy at all:
+//!
+//! * [`Sched::ReusePort`] — every worker accepts on its *own* socket, all
+//!   bound to the same port with `SO_REUSEPORT`, and the kernel hashes each
+//!   new connection to one of them. nginx offers it as an opt-in
+//!   (`listen … reuseport`; its default is one inherited socket), and Node's
+//!   `net` has `listen({ reusePort: true })` since v22.12/v23.1, but
+//!   `cluster` has no such scheduling policy.
 //!
 //! All three distribute *connections*, not requests: a keep-alive client
 //! stays with the worker that accepted it. The primary binds the address
 //! itself before forking, so port 0 resolves to one port that every worker
-//! shares, and the strategy cannot change afterwards. (For `SO_REUSEPORT` the
-//! primary's socket is bound but never listens: it reserves the port, and
-//! the kernel only hands connections to sockets that listen.)
+//! shares, and the strategy cannot change afterwards.
+//!
+//! # Who owns the reuseport sockets
+//!
+//! With `SO_REUSEPORT`, closing a listening socket resets every connection
+//! still queued on it (unless `net.ipv4.tcp_migrate_req` is set, Linux 5.14+,
+//! which needs root). If each worker bound its own socket, a worker that
+//! dies or is replaced would take its queue with it. So the primary binds
+//! one socket per worker *slot* and keeps its copy; the worker in the slot
+//! inherits it, and so does its replacement. The queue outlives any one
+//! worker, and a replacement drains it.
+//!
+//! # Ready gates accepting
+//!
+//! A worker takes no connection before it says it is ready
+//! ([`crate::Worker::ready`]): its [`Listener::accept`] waits until then.
+//! What that buys differs by strategy. Round-robin: the primary hands
+//! connections only to ready workers, so none waits on a worker that is
+//! still warming up. Shared: connections wait in the one queue, where ready
+//! workers take them. Reuseport: a slot's socket starts *listening* only
+//! when its first worker is ready — the kernel never hashes a connection to
+//! a socket that does not listen — but once it listens, connections hashed
+//! to it wait for whichever worker of that slot accepts.
 
 use std::fmt;
 use std::io;
@@ -33,11 +57,15 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OnceCell, mpsc, watch};
 
-use crate::event::WorkerId;
 use crate::handles::HandleReceiver;
 use crate::inherit::{InheritError, take_inherited};
-use crate::role::{HANDLES_FD_VAR, LISTEN_FD_VAR};
+use crate::ipc::{self, ToPrimary};
+use crate::role::{HANDLES_FD_VAR, LISTEN_FD_VAR, WorkerId};
+
+/// The accept queue of every listening socket we make.
+const BACKLOG: i32 = 1024;
 
 // ANCHOR: sched
 /// Who accepts connections.
@@ -88,14 +116,14 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(1024)?;
+    socket.listen(BACKLOG)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
 }
 
 /// `SO_REUSEPORT`: a socket bound to `addr` with the option set. The primary
-/// keeps one that never listens, to resolve port 0 and hold the port; each
-/// worker makes one and listens on it.
+/// keeps one that never listens, to resolve port 0 and hold the port, and
+/// binds one per worker slot, which the slot's worker listens on once ready.
 pub(crate) fn bind_reuse_port(addr: SocketAddr) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -110,14 +138,29 @@ pub struct Listener {
     id: WorkerId,
     addr: SocketAddr,
     source: Source,
+    /// Becomes true when the worker says it is ready; no accept before.
+    ready: watch::Receiver<bool>,
+    /// Heartbeats from the primary, answered by [`crate::http::Server`].
+    probes: Option<Probes>,
 }
 
 #[derive(Debug)]
 enum Source {
     /// Connections passed by the primary (round-robin).
     Handles(HandleReceiver),
-    /// A listening socket: a copy of the shared one, or our own (reuseport).
-    Socket(TcpListener),
+    /// A listening socket: the shared one, or our slot's (reuseport). Made
+    /// a tokio listener, and made to listen, at the first accept after ready.
+    Socket {
+        inherited: std::sync::Mutex<Option<Socket>>,
+        listener: OnceCell<TcpListener>,
+    },
+}
+
+/// Heartbeats waiting to be answered: each is a correlation id to reply to.
+#[derive(Debug)]
+pub(crate) struct Probes {
+    pub(crate) queue: mpsc::Receiver<u64>,
+    pub(crate) reply: ipc::Sender<ToPrimary>,
 }
 
 /// The worker could not set up its listener.
@@ -136,25 +179,27 @@ impl Listener {
         id: WorkerId,
         sched: Sched,
         addr: SocketAddr,
+        ready: watch::Receiver<bool>,
+        probes: Option<Probes>,
     ) -> Result<Self, ListenError> {
         let source = match sched {
             Sched::RoundRobin => {
                 Source::Handles(HandleReceiver::new(take_inherited(HANDLES_FD_VAR)?)?)
             }
-            Sched::Shared => {
-                let std_listener = std::net::TcpListener::from(take_inherited(LISTEN_FD_VAR)?);
-                // from_std requires non-blocking mode (else a blocked runtime).
-                std_listener.set_nonblocking(true)?;
-                Source::Socket(TcpListener::from_std(std_listener)?)
-            }
-            Sched::ReusePort => {
-                let socket = bind_reuse_port(addr)?;
-                socket.listen(1024)?;
-                socket.set_nonblocking(true)?;
-                Source::Socket(TcpListener::from_std(socket.into())?)
-            }
+            Sched::Shared | Sched::ReusePort => Source::Socket {
+                inherited: std::sync::Mutex::new(Some(Socket::from(take_inherited(
+                    LISTEN_FD_VAR,
+                )?))),
+                listener: OnceCell::new(),
+            },
         };
-        Ok(Listener { id, addr, source })
+        Ok(Listener {
+            id,
+            addr,
+            source,
+            ready,
+            probes,
+        })
     }
 
     /// The worker this listener belongs to.
@@ -168,14 +213,28 @@ impl Listener {
     }
 
     /// The next connection; `Ok(None)` when no more will come (round-robin:
-    /// the primary closed our handle channel).
+    /// the primary closed our handle channel). Waits until the worker is
+    /// ready before taking the first.
     pub async fn accept(&self) -> io::Result<Option<(TcpStream, SocketAddr)>> {
+        let mut ready = self.ready.clone();
+        // An error means the worker is going away; accepting then is moot.
+        if ready.wait_for(|&yes| yes).await.is_err() {
+            return Ok(None);
+        }
         match &self.source {
-            Source::Socket(listener) => listener.accept().await.map(Some),
             Source::Handles(handles) => match handles.recv().await? {
                 None => Ok(None),
                 Some((stream, peer)) => Ok(Some((TcpStream::from_std(stream)?, peer))),
             },
+            Source::Socket {
+                inherited,
+                listener,
+            } => {
+                let listener = listener
+                    .get_or_try_init(|| async { start_listening(inherited) })
+                    .await?;
+                listener.accept().await.map(Some)
+            }
         }
     }
 
@@ -185,4 +244,24 @@ impl Listener {
     pub fn is_handed_connections(&self) -> bool {
         matches!(self.source, Source::Handles(_))
     }
+
+    /// The heartbeat queue, for the server that answers it. Taken once.
+    pub(crate) fn take_probes(&mut self) -> Option<Probes> {
+        self.probes.take()
+    }
+}
+
+/// Makes the inherited socket listen (a shared socket listens already; a
+/// reuseport slot's socket starts here, which puts it in the kernel's
+/// hashing group) and hands it to tokio.
+fn start_listening(inherited: &std::sync::Mutex<Option<Socket>>) -> io::Result<TcpListener> {
+    let socket = inherited
+        .lock()
+        .map_err(|_| io::Error::other("listener lock poisoned"))?
+        .take()
+        .ok_or_else(|| io::Error::other("the inherited socket was already taken"))?;
+    socket.listen(BACKLOG)?;
+    // from_std requires non-blocking mode (else a blocked runtime).
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
 }

@@ -13,7 +13,8 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::event::{Event, WorkerId};
+use crate::event::{Event, GaveUpCause, HealthReason, RolloutOutcome};
+use crate::role::WorkerId;
 
 /// How the primary prints its events (`--events human|json`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -146,18 +147,20 @@ fn describe(event: &Event) -> String {
             workers,
         } => format!(
             "pid {pid}: starting {workers} worker{} on http://{addr} ({sched} scheduling)",
-            if *workers == 1 { "" } else { "s" }
+            plural(*workers)
         ),
-        Event::Fork { pid, .. } => format!("forked (pid {pid})"),
+        Event::Fork {
+            pid, generation, ..
+        } => format!("forked (pid {pid}, generation {generation})"),
         Event::Online { .. } => "online".to_string(),
         Event::Listening { addr, .. } => format!("listening on {addr}"),
-        Event::Ready { .. } => "ready".to_string(),
+        Event::Ready { .. } => "ready: takes connections".to_string(),
         Event::Message { body, .. } => format!("message: {body}"),
         Event::Disconnect { .. } => "disconnected".to_string(),
         Event::Exit {
             code,
             signal,
-            exited_after_disconnect,
+            reason,
             ..
         } => {
             let how = match (code, signal) {
@@ -165,11 +168,7 @@ fn describe(event: &Event) -> String {
                 (Some(code), None) => format!("exited with code {code}"),
                 (None, None) => "exited".to_string(),
             };
-            if *exited_after_disconnect {
-                format!("{how} (asked to leave: not restarted)")
-            } else {
-                format!("{how} — a crash")
-            }
+            format!("{how} ({reason})")
         }
         Event::RestartScheduled { delay_ms, .. } => {
             format!("will be replaced in {delay_ms} ms")
@@ -177,12 +176,78 @@ fn describe(event: &Event) -> String {
         Event::GaveUp {
             restarts,
             window_ms,
+            cause,
+        } => {
+            let what = match cause {
+                GaveUpCause::Crashes => "workers keep crashing",
+                GaveUpCause::Health => "workers keep failing their health checks",
+            };
+            format!(
+                "gave up: {restarts} restarts within {} s — {what}, fix the cause and start again",
+                window_ms / 1000
+            )
+        }
+        Event::Scale { from, to } => format!("desired workers: {from} → {to}"),
+        Event::Unhealthy { reason, detail, .. } => {
+            let what = match reason {
+                HealthReason::NotReady => "not ready",
+                HealthReason::Hung => "hung",
+                HealthReason::OverMemory => "over memory",
+            };
+            format!("unhealthy ({what}): {detail}")
+        }
+        Event::RolloutStarted {
+            generation,
+            workers,
         } => format!(
-            "gave up: {restarts} restarts within {} s — workers keep crashing, fix the cause and start again",
-            window_ms / 1000
+            "rolling restart to generation {generation}: {workers} worker{} to replace, one at a time",
+            plural(*workers)
         ),
+        Event::Replaced {
+            old,
+            reason,
+            ready_ms,
+            drained_ms,
+            ..
+        } => format!(
+            "replaced worker {old} ({reason}): ready after {ready_ms} ms, worker {old} drained in {drained_ms} ms"
+        ),
+        Event::RolledBack { old, why, .. } => {
+            format!("rolled back: {why}; worker {old} keeps serving")
+        }
+        Event::RolloutFinished {
+            generation,
+            outcome,
+            replaced,
+            took_ms,
+        } => {
+            let pairs: Vec<String> = replaced
+                .iter()
+                .map(|[old, new]| format!("{old}→{new}"))
+                .collect();
+            let outcome = match outcome {
+                RolloutOutcome::Completed => "completed",
+                RolloutOutcome::RolledBack => "rolled back",
+                RolloutOutcome::Aborted => "aborted (the cluster is stopping)",
+            };
+            format!(
+                "rolling restart to generation {generation} {outcome} in {took_ms} ms; replaced {}",
+                if pairs.is_empty() {
+                    "none".to_string()
+                } else {
+                    pairs.join(", ")
+                }
+            )
+        }
+        Event::RolloutIgnored { running } => {
+            format!("rolling restart refused: the one to generation {running} is still running")
+        }
         Event::Shutdown { reason } => format!("shutting down ({reason})"),
     }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 /// Turns a lesson's result into its exit status, printing an error as one

@@ -9,15 +9,35 @@
 //! safe, so the primary re-executes its own binary and the environment tells
 //! the new process what it is.
 
-use crate::event::WorkerId;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A worker's id: 1 for the first fork, then 2, 3 … in fork order, never
+/// reused (Node's `worker.id`). A replacement gets a new id, so "worker 3
+/// died and worker 5 took its place" stays unambiguous in every log. It
+/// lives here, with the role, because it is what makes a process a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WorkerId(pub u32);
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// Set by the primary in each worker's environment: the worker's id.
 pub const WORKER_ID_VAR: &str = "CLUSTER_WORKER_ID";
+/// The generation the worker belongs to: 1 at start, one more for each
+/// rolling restart (see [`crate::Cluster::rolling_restart`]).
+pub const GENERATION_VAR: &str = "CLUSTER_GENERATION";
 /// The worker's end of its IPC socketpair (newline-delimited JSON).
 pub const IPC_FD_VAR: &str = "CLUSTER_IPC_FD";
 /// Which scheduling strategy the primary chose (`rr`, `shared`).
 pub const SCHED_VAR: &str = "CLUSTER_SCHED";
-/// Shared strategy: the inherited listening socket.
+/// Shared strategy: the inherited listening socket. Reuseport: the socket
+/// of the worker's slot, bound by the primary (see [`crate::listen`]).
 pub const LISTEN_FD_VAR: &str = "CLUSTER_LISTEN_FD";
 /// Round-robin strategy: the socket accepted connections arrive on.
 pub const HANDLES_FD_VAR: &str = "CLUSTER_HANDLES_FD";

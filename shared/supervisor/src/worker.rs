@@ -2,8 +2,8 @@
 //!
 //! A worker connects to the channel its primary left it, reports `online`,
 //! builds its listener with [`Worker::listen`] (reporting `listening`), says
-//! [`Worker::ready`] when it can take traffic, and serves until
-//! [`Worker::disconnected`] fires. If the primary dies — even by `kill -9`,
+//! [`Worker::ready`] when it can take traffic — its listener accepts nothing
+//! before that — and serves until [`Worker::disconnected`] fires. If the primary dies — even by `kill -9`,
 //! which runs no cleanup — the channel reaches end-of-file and the worker
 //! exits at once: a worker never outlives its primary. (`PR_SET_PDEATHSIG`,
 //! set at spawn, is the backstop for a worker stuck where this task cannot
@@ -18,11 +18,14 @@ use tokio::net::UnixStream;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
-use crate::event::WorkerId;
 use crate::inherit::{InheritError, take_inherited};
 use crate::ipc::{self, Incoming, SendError, ToPrimary, ToWorker};
-use crate::listen::{ListenError, Listener, Sched};
-use crate::role::{ADDR_VAR, BadWorkerId, IPC_FD_VAR, Role, SCHED_VAR, role};
+use crate::listen::{ListenError, Listener, Probes, Sched};
+use crate::role::{ADDR_VAR, BadWorkerId, IPC_FD_VAR, Role, SCHED_VAR, WorkerId, role};
+
+/// Heartbeats queued for the server; more than this waiting means the
+/// server is not answering, and the primary's timeout will say so.
+const PROBE_QUEUE: usize = 8;
 
 /// Why a worker could not join its cluster.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +52,8 @@ pub struct Worker {
     id: WorkerId,
     to_primary: ipc::Sender<ToPrimary>,
     disconnect: watch::Receiver<bool>,
+    ready: watch::Sender<bool>,
+    probes: Mutex<Option<mpsc::Receiver<u64>>>,
     messages: Mutex<Option<mpsc::UnboundedReceiver<serde_json::Value>>>,
     questions: Mutex<Option<mpsc::UnboundedReceiver<Question>>>,
 }
@@ -80,6 +85,7 @@ impl Worker {
         let (disconnect_tx, disconnect) = watch::channel(false);
         let (messages_tx, messages) = mpsc::unbounded_channel();
         let (questions_tx, questions) = mpsc::unbounded_channel();
+        let (probes_tx, probes) = mpsc::channel(PROBE_QUEUE);
         tokio::spawn(async move {
             loop {
                 match from_primary.recv().await {
@@ -91,6 +97,13 @@ impl Worker {
                     }
                     Ok(Some(Incoming::Message(ToWorker::Disconnect))) => {
                         let _ = disconnect_tx.send(true);
+                    }
+                    Ok(Some(Incoming::Message(ToWorker::Heartbeat { seq }))) => {
+                        // Not answered here: the HTTP server answers, after
+                        // serving a request to itself (see `http`). A full
+                        // queue or no server yet means no answer, which is
+                        // the truth the primary should see.
+                        let _ = probes_tx.try_send(seq);
                     }
                     Ok(Some(Incoming::Malformed { reason })) => {
                         eprintln!(
@@ -126,6 +139,8 @@ impl Worker {
             id,
             to_primary,
             disconnect,
+            ready: watch::Sender::new(false),
+            probes: Mutex::new(Some(probes)),
             messages: Mutex::new(Some(messages)),
             questions: Mutex::new(Some(questions)),
         })
@@ -136,18 +151,41 @@ impl Worker {
         self.id
     }
 
-    /// Starts accepting connections the way the primary chose, and reports
-    /// `listening` with the address.
+    /// The release this worker runs: 1 at start, one more after each
+    /// rolling restart. A lesson can behave differently per generation (a
+    /// "bad release" that never gets ready, say).
+    pub fn generation(&self) -> u32 {
+        std::env::var(crate::role::GENERATION_VAR)
+            .ok()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(1)
+    }
+
+    /// Takes this worker's way to connections, the way the primary chose,
+    /// and reports `listening` with the address. Nothing is accepted until
+    /// [`Worker::ready`].
     pub async fn listen(&self) -> Result<Listener, WorkerError> {
         let sched = env_parsed::<Sched>(SCHED_VAR)?;
         let addr = env_parsed::<SocketAddr>(ADDR_VAR)?;
-        let listener = Listener::from_env(self.id, sched, addr)?;
+        let probes = self
+            .probes
+            .lock()
+            .ok()
+            .and_then(|mut probes| probes.take())
+            .map(|queue| Probes {
+                queue,
+                reply: self.to_primary.clone(),
+            });
+        let listener = Listener::from_env(self.id, sched, addr, self.ready.subscribe(), probes)?;
         self.to_primary.send(&ToPrimary::Listening { addr })?;
         Ok(listener)
     }
 
-    /// Tells the primary this worker is ready for traffic.
+    /// Tells the primary this worker is ready for traffic, and lets its
+    /// listener start accepting. Call it once warm: caches loaded,
+    /// connections to what it depends on open.
     pub fn ready(&self) -> Result<(), SendError> {
+        self.ready.send_replace(true);
         self.to_primary.send(&ToPrimary::Ready)
     }
 

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use supervisor::http::{serve, text};
 use supervisor::{
-    Cluster, ClusterError, ClusterOptions, Event, EventsFormat, Role, Sched, Worker, WorkerId,
+    Cluster, ClusterError, ClusterOptions, Event, EventsFormat, ExitReason, Role, Sched, Worker,
+    WorkerId,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::broadcast;
 
 const MODE: &str = "TEST_WORKER_MODE";
 
@@ -91,27 +91,8 @@ fn options(workers: usize, mode: &str) -> ClusterOptions {
     }
 }
 
-/// Waits (bounded) until `count` events match `pred`.
-async fn wait_for(
-    events: &mut broadcast::Receiver<Event>,
-    count: usize,
-    pred: impl Fn(&Event) -> bool,
-) -> Result<Vec<Event>, String> {
-    let mut seen = Vec::new();
-    let deadline = tokio::time::sleep(Duration::from_secs(20));
-    tokio::pin!(deadline);
-    while seen.len() < count {
-        tokio::select! {
-            event = events.recv() => match event {
-                Ok(event) if pred(&event) => seen.push(event),
-                Ok(_) => {}
-                Err(error) => return Err(format!("event stream ended: {error}")),
-            },
-            () = &mut deadline => return Err(format!("only {} of {count} events within 20 s: {seen:?}", seen.len())),
-        }
-    }
-    Ok(seen)
-}
+/// Long enough for a slow CI machine; a bound, so no test can hang.
+const WITHIN: Duration = Duration::from_secs(20);
 
 async fn get(addr: std::net::SocketAddr) -> io::Result<String> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
@@ -127,15 +108,14 @@ async fn get(addr: std::net::SocketAddr) -> io::Result<String> {
 async fn garbage_on_the_channel_does_not_take_the_primary_down()
 -> Result<(), Box<dyn std::error::Error>> {
     let cluster = Cluster::start(options(1, "garbage")).await?;
-    let mut events = cluster.subscribe();
     // The worker wrote three bad lines before its first good one; the
     // primary dropped them and still sees it come up.
-    wait_for(&mut events, 1, |e| matches!(e, Event::Ready { .. })).await?;
+    cluster.wait_ready(1, WITHIN).await?;
     let response = get(cluster.addr()).await?;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("x-worker-id: 1"), "{response}");
 
-    cluster.shutdown("test over");
+    cluster.shutdown();
     let stopped = cluster.wait().await?;
     assert!(stopped.forced.is_empty());
     Ok(())
@@ -148,8 +128,7 @@ async fn round_robin_spreads_new_connections_evenly() -> Result<(), Box<dyn std:
         ..options(3, "plain")
     })
     .await?;
-    let mut events = cluster.subscribe();
-    wait_for(&mut events, 3, |e| matches!(e, Event::Listening { .. })).await?;
+    cluster.wait_ready(3, WITHIN).await?;
 
     let mut per_worker = [0usize; 3];
     for _ in 0..30 {
@@ -161,11 +140,11 @@ async fn round_robin_spreads_new_connections_evenly() -> Result<(), Box<dyn std:
             .ok_or("no worker id in the body")?;
         per_worker[id - 1] += 1;
     }
-    // Sequential new connections, three workers all listening: exactly even.
+    // Sequential new connections, three workers all ready: exactly even.
     assert_eq!(per_worker, [10, 10, 10]);
     assert_eq!(cluster.connections_handed_out(), 30);
 
-    cluster.shutdown("test over");
+    cluster.shutdown();
     cluster.run().await?;
     Ok(())
 }
@@ -178,17 +157,20 @@ async fn a_disconnected_worker_is_not_restarted_and_a_gone_one_cannot_be_sent_to
         ..options(2, "plain")
     })
     .await?;
+    cluster.wait_ready(2, WITHIN).await?;
     let mut events = cluster.subscribe();
-    wait_for(&mut events, 2, |e| matches!(e, Event::Listening { .. })).await?;
 
     cluster.disconnect(WorkerId(1))?;
-    let exits = wait_for(&mut events, 1, |e| matches!(e, Event::Exit { .. })).await?;
+    let exit = events
+        .wait_for(WITHIN, |e| matches!(e, Event::Exit { .. }))
+        .await?;
     assert!(matches!(
-        exits[0],
+        exit,
         Event::Exit {
             id: WorkerId(1),
             code: Some(0),
             exited_after_disconnect: true,
+            reason: ExitReason::Left,
             ..
         }
     ));
@@ -198,11 +180,11 @@ async fn a_disconnected_worker_is_not_restarted_and_a_gone_one_cannot_be_sent_to
         Err(ClusterError::NoSuchWorker(WorkerId(1)))
     ));
 
-    cluster.shutdown("test over");
+    cluster.shutdown();
     cluster.run().await?;
     // Everything the stream carried after the disconnect: no restart, no fork.
     let mut rest = Vec::new();
-    while let Ok(event) = events.try_recv() {
+    while let Some(event) = events.try_next() {
         rest.push(event);
     }
     assert!(
@@ -234,8 +216,7 @@ async fn a_port_in_use_is_a_clear_error() -> Result<(), Box<dyn std::error::Erro
 async fn ask_all_gathers_answers_and_names_the_worker_that_stalled()
 -> Result<(), Box<dyn std::error::Error>> {
     let cluster = Cluster::start(options(3, "stall")).await?;
-    let mut events = cluster.subscribe();
-    wait_for(&mut events, 3, |e| matches!(e, Event::Ready { .. })).await?;
+    cluster.wait_ready(3, WITHIN).await?;
 
     let timeout = Duration::from_millis(300);
     let gathered = cluster.ask_all(&"stats?", timeout).await;
@@ -257,7 +238,7 @@ async fn ask_all_gathers_answers_and_names_the_worker_that_stalled()
         )]
     );
 
-    cluster.shutdown("test over");
+    cluster.shutdown();
     cluster.run().await?;
     Ok(())
 }

@@ -1,0 +1,108 @@
+//! Request/response over IPC: a question, and the answer to *that* question.
+//!
+//! Node has no built-in for this: it is `worker.send` plus a correlation id
+//! that the reply carries back, so that answers cannot be mixed up when
+//! several questions are out at once. Each question waits on its own
+//! one-shot channel, found by its id when the reply arrives (the worker's
+//! watcher delivers it directly, without queueing behind events). A worker
+//! that exits fails its questions at once; one that never answers fails
+//! them at the timeout.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::{Cluster, lock};
+use crate::ipc::ToWorker;
+use crate::role::WorkerId;
+
+/// Why a question got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AskError {
+    #[error("worker {id} did not answer within {}ms", after.as_millis())]
+    Timeout { id: WorkerId, after: Duration },
+    #[error("worker {id} is gone")]
+    Gone { id: WorkerId },
+}
+
+/// The answers to [`Cluster::ask_all`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Gathered {
+    /// Who answered, and what.
+    pub answers: BTreeMap<WorkerId, serde_json::Value>,
+    /// Who did not, and why.
+    pub missing: BTreeMap<WorkerId, AskError>,
+}
+
+impl Cluster {
+    /// Asks one worker a question and waits, at most `timeout`, for its
+    /// answer ([`crate::Worker::questions`] and [`crate::Worker::reply`] on
+    /// the other side).
+    pub async fn ask(
+        &self,
+        id: WorkerId,
+        body: &impl serde::Serialize,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, AskError> {
+        let body = serde_json::to_value(body).map_err(|_| AskError::Gone { id })?;
+        self.ask_with(id, |seq| ToWorker::Request { seq, body }, timeout)
+            .await
+    }
+
+    /// Sends what `message` builds from a fresh correlation id, and waits
+    /// for the reply that carries it back.
+    pub(super) async fn ask_with(
+        &self,
+        id: WorkerId,
+        message: impl FnOnce(u64) -> ToWorker,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, AskError> {
+        let seq = self
+            .inner
+            .next_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (answer_tx, answer) = oneshot::channel();
+        lock(&self.inner.pending).insert(seq, (id, answer_tx));
+        let to_worker = self.view(|r| r.workers.get(&id).map(|e| e.to_worker.clone()));
+        let sent = to_worker.is_some_and(|to_worker| to_worker.send(&message(seq)).is_ok());
+        if !sent {
+            lock(&self.inner.pending).remove(&seq);
+            return Err(AskError::Gone { id });
+        }
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(body)) => Ok(body),
+            // The worker exited; its questions were dropped.
+            Ok(Err(_)) => Err(AskError::Gone { id }),
+            Err(_) => {
+                lock(&self.inner.pending).remove(&seq);
+                Err(AskError::Timeout { id, after: timeout })
+            }
+        }
+    }
+
+    /// Asks every running worker the same question at once and gathers the
+    /// answers that arrive within `timeout`; the rest are listed as missing,
+    /// with the reason.
+    pub async fn ask_all(&self, body: &impl serde::Serialize, timeout: Duration) -> Gathered {
+        let body = serde_json::to_value(body).unwrap_or(serde_json::Value::Null);
+        let mut asks = tokio::task::JoinSet::new();
+        for id in self.workers() {
+            let cluster = self.clone();
+            let body = body.clone();
+            asks.spawn(async move { (id, cluster.ask(id, &body, timeout).await) });
+        }
+        let mut gathered = Gathered::default();
+        while let Some(Ok((id, answer))) = asks.join_next().await {
+            match answer {
+                Ok(body) => {
+                    gathered.answers.insert(id, body);
+                }
+                Err(error) => {
+                    gathered.missing.insert(id, error);
+                }
+            }
+        }
+        gathered
+    }
+}

@@ -1,0 +1,221 @@
+//! Round-robin: the primary accepts every connection and hands it to the
+//! next ready worker that has room.
+//!
+//! Two rules keep one worker from hurting the others:
+//!
+//! * **Only ready workers.** The registry publishes the set of ready
+//!   workers ([`Routes`]) whenever it changes; the dispatcher reads that set
+//!   without taking the registry's lock, once per change, not once per
+//!   connection.
+//! * **A bound on what a worker has not taken yet.** Every hand-off is
+//!   counted until the worker acknowledges it (see [`crate::handles`]). A
+//!   worker with [`MAX_UNACKED`] connections waiting is skipped. This is
+//!   Node's rule too (its `RoundRobinHandle` gives a worker one connection at
+//!   a time), with a little more room, so that the acknowledgement's round
+//!   trip does not limit throughput. A stopped or blocked worker therefore
+//!   holds at most that many connections, and hands never block the
+//!   dispatcher: a full worker is skipped, not waited for.
+//!
+//! When no worker has room, the dispatcher stops accepting: clients wait in
+//! the kernel's accept queue, not in the primary's memory.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::Cluster;
+use crate::handles::HandleSender;
+
+/// Connections a worker may have been handed and not yet taken.
+pub(crate) const MAX_UNACKED: u32 = 4;
+
+/// One worker, as the dispatcher sees it.
+#[derive(Debug)]
+pub(crate) struct Target {
+    sender: HandleSender,
+    unacked: AtomicU32,
+}
+
+impl Target {
+    pub fn new(fd: OwnedFd) -> io::Result<Self> {
+        Ok(Target {
+            sender: HandleSender::new(fd)?,
+            unacked: AtomicU32::new(0),
+        })
+    }
+
+    fn has_room(&self) -> bool {
+        self.unacked.load(Ordering::Relaxed) < MAX_UNACKED
+    }
+
+    /// No more connections for this worker: it reads end-of-stream after
+    /// the ones already sent, and drains.
+    pub fn close(&self) {
+        self.sender.close();
+    }
+
+    /// Counts the worker's acknowledgements until it closes its end; each
+    /// one frees a place and wakes the dispatcher.
+    pub async fn count_acks(self: Arc<Self>, cluster: Cluster) {
+        while let Ok(acks @ 1..) = self.sender.acks().await {
+            let _ = self
+                .unacked
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(acks))
+                });
+            cluster.inner.capacity.notify_one();
+        }
+    }
+}
+
+/// The workers that take connections now, in id order.
+#[derive(Debug, Default)]
+pub(crate) struct Routes {
+    targets: Vec<Arc<Target>>,
+}
+
+impl Routes {
+    /// Takes `targets` if they are not the same workers as now; true if so.
+    pub fn replace_if_changed(&mut self, targets: Vec<Arc<Target>>) -> bool {
+        let same = targets.len() == self.targets.len()
+            && targets
+                .iter()
+                .zip(&self.targets)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        if !same {
+            self.targets = targets;
+        }
+        !same
+    }
+}
+
+// ANCHOR: dispatch
+/// Accepts every connection and passes it to the next ready worker with room.
+pub(super) async fn dispatch(cluster: Cluster, listener: TcpListener) {
+    let mut view = View::new(&cluster);
+    // Later stops are seen as changes; one that came before we subscribed
+    // is seen here.
+    if cluster.view(|registry| registry.stopping) {
+        return;
+    }
+    loop {
+        // Accept only when some worker can take the connection; until then
+        // clients wait in the kernel's accept queue.
+        while !view.targets.iter().any(|t| t.has_room()) {
+            if !view.wait_for_change(&cluster).await {
+                return;
+            }
+        }
+        // Race the accept with the stop: once the cluster stops, the
+        // listening socket must close at once, so new clients are refused
+        // instead of queueing for a primary that will never accept them.
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = until_stopping(&cluster, &mut view.registry) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Usually EMFILE: nothing to wait for, so pause briefly.
+                cluster.note_line(&format!("accept failed: {error}"));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        // Hand it over; if every worker filled up since we looked, wait for
+        // room with this one connection in hand.
+        while !view.hand_over(&cluster, &stream, peer) {
+            if !view.wait_for_change(&cluster).await {
+                return; // stopping: dropping `stream` closes it
+            }
+        }
+        // `stream` drops here: the worker holds the connection now.
+    }
+}
+
+/// The dispatcher's copy of the ready workers, and where the turn is.
+struct View {
+    routes: watch::Receiver<Routes>,
+    registry: watch::Receiver<u64>,
+    targets: Vec<Arc<Target>>,
+    next: usize,
+}
+
+impl View {
+    fn new(cluster: &Cluster) -> Self {
+        let mut routes = cluster.inner.routes.subscribe();
+        let targets = routes.borrow_and_update().targets.clone();
+        View {
+            routes,
+            registry: cluster.inner.changed.subscribe(),
+            targets,
+            next: 0,
+        }
+    }
+
+    /// Waits until a worker acknowledged a connection or the ready set
+    /// changed; false once the cluster is stopping.
+    async fn wait_for_change(&mut self, cluster: &Cluster) -> bool {
+        tokio::select! {
+            () = cluster.inner.capacity.notified() => true,
+            changed = self.routes.changed() => match changed {
+                Ok(()) => {
+                    self.targets = self.routes.borrow_and_update().targets.clone();
+                    true
+                }
+                Err(_) => false,
+            },
+            () = until_stopping(cluster, &mut self.registry) => false,
+        }
+    }
+
+    /// Tries each worker once, starting after the last one served; true
+    /// once one took the connection.
+    fn hand_over(&mut self, cluster: &Cluster, stream: &TcpStream, peer: SocketAddr) -> bool {
+        if self.routes.has_changed().unwrap_or(false) {
+            self.targets = self.routes.borrow_and_update().targets.clone();
+        }
+        let count = self.targets.len();
+        for offset in 0..count {
+            let index = (self.next + offset) % count;
+            let target = &self.targets[index];
+            if !target.has_room() {
+                continue;
+            }
+            // Count first: the acknowledgement may come back before
+            // `try_send` returns.
+            target.unacked.fetch_add(1, Ordering::Relaxed);
+            match target.sender.try_send(stream.as_raw_fd(), peer) {
+                Ok(()) => {
+                    self.next = index + 1;
+                    cluster.inner.handed_out.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                // Full, or gone (its exit will be reported): try the next.
+                Err(_) => {
+                    target.unacked.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+        false
+    }
+}
+// ANCHOR_END: dispatch
+
+/// Resolves once the cluster has begun to stop. It looks at the registry
+/// only when the registry changed since the last look, so the accept loop
+/// takes no lock per connection.
+async fn until_stopping(cluster: &Cluster, changes: &mut tokio::sync::watch::Receiver<u64>) {
+    loop {
+        if changes.changed().await.is_err() || cluster.view(|registry| registry.stopping) {
+            return;
+        }
+    }
+}

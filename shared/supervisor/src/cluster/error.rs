@@ -1,0 +1,69 @@
+//! What can go wrong running a cluster, each failure named for what
+//! happened and saying what to do about it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::ipc::SendError;
+use crate::role::WorkerId;
+
+/// What can go wrong running a cluster.
+///
+/// The underlying OS error is a field called `cause`, shown in the message,
+/// not a `source`: anyhow prints a chain of sources after the message, and
+/// the same "Address already in use" would otherwise appear twice.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot listen on {addr}: {cause}{}", bind_hint(cause))]
+    Bind { addr: SocketAddr, cause: io::Error },
+    #[error("cannot find this program's own executable to start workers: {0}")]
+    CurrentExe(io::Error),
+    #[error("cannot start worker {id}: {cause}")]
+    Spawn { id: WorkerId, cause: io::Error },
+    #[error("cannot watch for signals: {0}")]
+    Signals(io::Error),
+    #[error("worker {0} is not running")]
+    NoSuchWorker(WorkerId),
+    #[error("the cluster is stopping")]
+    Stopping,
+    #[error(transparent)]
+    Send(#[from] SendError),
+    #[error("cannot signal worker {id}: {cause}")]
+    Kill { id: WorkerId, cause: nix::Error },
+    #[error(
+        "gave up: workers crashed {restarts} times within {}s, so the cluster stopped instead of restarting them in a loop; fix the crash reported above and start again",
+        window.as_secs()
+    )]
+    CrashLoop { restarts: u32, window: Duration },
+    #[error(
+        "gave up: workers failed their health checks {restarts} times within {}s, so the cluster stopped instead of replacing them in a loop; see the unhealthy lines above",
+        window.as_secs()
+    )]
+    HealthLoop { restarts: u32, window: Duration },
+    #[error("{} within the {}s grace period: killed (a request took longer than the grace allows)", forced(ids), grace.as_secs_f32())]
+    ForcedStop { ids: Vec<WorkerId>, grace: Duration },
+    #[error("the supervising task ended unexpectedly")]
+    SupervisorGone,
+}
+
+fn bind_hint(source: &io::Error) -> &'static str {
+    match source.kind() {
+        io::ErrorKind::AddrInUse => {
+            " (another process uses this port: choose another with --port, or --port 0 for any free port)"
+        }
+        io::ErrorKind::PermissionDenied => {
+            " (ports below 1024 need privileges: choose a port above 1024, or --port 0)"
+        }
+        io::ErrorKind::AddrNotAvailable => " (this machine has no such address: use 127.0.0.1)",
+        _ => "",
+    }
+}
+
+fn forced(ids: &[WorkerId]) -> String {
+    let names: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+    match ids {
+        [_] => format!("worker {} did not stop", names.join(", ")),
+        _ => format!("workers {} did not stop", names.join(", ")),
+    }
+}

@@ -1,0 +1,369 @@
+//! The primary: Node's `cluster.fork()`, `cluster.workers` and the events,
+//! plus what Node leaves to you — a desired worker count, readiness,
+//! graceful replacement, rolling restarts and health checks.
+//!
+//! [`Cluster::start`] binds the address, forks the workers and spawns one
+//! supervising task that owns the cluster's life. Like Gunicorn's arbiter,
+//! that task does not "fork once per crash": every path (a crash, a scale
+//! signal, a replacement that failed) changes either the *desired* state —
+//! the worker slots — or the *actual* one — the running workers — and one
+//! reconcile step closes the gap.
+//!
+//! # Layout
+//!
+//! | file          | its one job                                                   |
+//! |---------------|---------------------------------------------------------------|
+//! | `registry`    | the slots and workers, each worker's [`WorkerState`]          |
+//! | `spawn`       | start a worker process in a slot, and watch it                |
+//! | `dispatch`    | round-robin: accept and hand connections to ready workers     |
+//! | `supervise`   | the one loop: notes, commands, timers, reconcile              |
+//! | `exits`       | what a worker's exit means: budget, backoff, refill           |
+//! | `signals`     | the signal table: stop, fast stop, roll, scale                |
+//! | `stop`        | one worker leaving, or the whole cluster, with a deadline     |
+//! | `ask`         | request/response over IPC, with correlation ids               |
+//! | `bus`         | publish events in one order; subscribe and wait for them      |
+//! | `rollout`     | replace one worker safely; a rolling restart of all of them   |
+//! | `health`      | heartbeats, memory and CPU, and replacing a sick worker       |
+//!
+//! # Invariants
+//!
+//! * A worker gets connections only once it is ready ([`WorkerState::Ready`]).
+//! * Every exit says why ([`ExitReason`]); only crashes (and starts that
+//!   never got ready) spend the restart budget.
+//! * One rollout at a time; a replacement is ready before its predecessor
+//!   is taken out of service, and a failed replacement changes nothing.
+//! * A worker never outlives the primary: it exits when its channel reaches
+//!   end-of-file, and `PR_SET_PDEATHSIG` kills it if the primary dies while
+//!   the worker cannot run that code.
+
+mod ask;
+mod bus;
+mod dispatch;
+mod error;
+mod exits;
+mod health;
+mod options;
+mod registry;
+mod rollout;
+mod signals;
+mod spawn;
+mod stop;
+mod supervise;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
+
+pub use self::ask::{AskError, Gathered};
+pub use self::bus::{Events, WaitError};
+pub use self::error::ClusterError;
+pub use self::health::{HealthPolicy, Vitals};
+pub use self::options::ClusterOptions;
+use self::registry::Registry;
+pub use self::registry::WorkerState;
+use self::registry::lock;
+pub use self::rollout::{ReplaceError, ReplaceStep, RolloutError, RolloutReport};
+pub use self::stop::Stopped;
+use self::supervise::{Command, Note};
+use crate::event::{Event, ExitReason, StopReason};
+use crate::ipc::{SendError, ToWorker};
+use crate::listen::{self, Sched};
+use crate::report::Reporter;
+use crate::role::WorkerId;
+
+/// A handle to the running cluster. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    options: ClusterOptions,
+    addr: SocketAddr,
+    exe: PathBuf,
+    reporter: Reporter,
+    registry: Mutex<Registry>,
+    /// Bumped after every change to the registry; state-based waits watch it.
+    changed: watch::Sender<u64>,
+    /// Watchers, the rollout and the health monitor → the supervising task.
+    notes: mpsc::UnboundedSender<Note>,
+    /// Stop and scale requests → the supervising task.
+    commands: mpsc::UnboundedSender<Command>,
+    /// Events for anyone who subscribed.
+    bus: broadcast::Sender<Event>,
+    /// Round-robin: the workers that take connections now.
+    routes: watch::Sender<dispatch::Routes>,
+    /// Round-robin: a worker acknowledged a connection (it has room again).
+    capacity: Notify,
+    /// Questions waiting for their reply, by correlation id.
+    pending: Mutex<HashMap<u64, (WorkerId, oneshot::Sender<serde_json::Value>)>>,
+    next_seq: AtomicU64,
+    /// Connections the primary accepted and handed to a worker (round-robin).
+    handed_out: AtomicU64,
+    /// What the health monitor last measured, by worker.
+    vitals: Mutex<BTreeMap<WorkerId, Vitals>>,
+    /// The outcome, once the cluster has stopped.
+    outcome: watch::Receiver<Option<Result<Stopped, Arc<ClusterError>>>>,
+}
+
+impl Cluster {
+    /// Binds `options.addr`, forks `options.workers` workers, and starts
+    /// supervising them. Returns once they are forked, not once they are
+    /// ready: see [`Cluster::wait_ready`].
+    pub async fn start(options: ClusterOptions) -> Result<Cluster, ClusterError> {
+        let exe = std::env::current_exe().map_err(ClusterError::CurrentExe)?;
+        let bind_error = |cause| ClusterError::Bind {
+            addr: options.addr,
+            cause,
+        };
+        // Round-robin and shared: one listening socket, the primary's. Reuseport:
+        // a bound socket that never listens, to hold the port (see `listen`).
+        let (listener, reserved) = match options.sched {
+            Sched::RoundRobin | Sched::Shared => {
+                (Some(listen::bind(options.addr).map_err(bind_error)?), None)
+            }
+            Sched::ReusePort => (
+                None,
+                Some(listen::bind_reuse_port(options.addr).map_err(bind_error)?),
+            ),
+        };
+        let local = match (&listener, &reserved) {
+            (Some(listener), _) => listener.local_addr(),
+            (None, Some(socket)) => socket.local_addr().and_then(|a| {
+                a.as_socket()
+                    .ok_or_else(|| io::Error::other("not an IP socket"))
+            }),
+            (None, None) => Err(io::Error::other("nothing bound")),
+        };
+        let addr = local.map_err(bind_error)?;
+
+        // Register signal handlers before the first fork, so a Ctrl-C during
+        // start-up stops the cluster instead of killing the primary alone.
+        let signals = if options.handle_signals {
+            Some(supervise::Signals::new().map_err(ClusterError::Signals)?)
+        } else {
+            None
+        };
+
+        let (notes, notes_rx) = mpsc::unbounded_channel();
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (outcome_tx, outcome) = watch::channel(None);
+        let (dispatch_from, shared_listener) = match options.sched {
+            Sched::RoundRobin => (listener, None),
+            Sched::Shared => (None, listener.map(OwnedFd::from)),
+            Sched::ReusePort => (None, None),
+        };
+        let workers = options.workers;
+        let cluster = Cluster {
+            inner: Arc::new(Inner {
+                reporter: Reporter::new(options.events),
+                registry: Mutex::new(Registry::new(shared_listener, reserved)),
+                options,
+                addr,
+                exe,
+                changed: watch::Sender::new(0),
+                notes,
+                commands,
+                bus: broadcast::Sender::new(bus::CAPACITY),
+                routes: watch::Sender::new(dispatch::Routes::default()),
+                capacity: Notify::new(),
+                pending: Mutex::default(),
+                next_seq: AtomicU64::new(1),
+                handed_out: AtomicU64::new(0),
+                vitals: Mutex::default(),
+                outcome,
+            }),
+        };
+
+        cluster.publish(Event::Start {
+            pid: std::process::id(),
+            addr,
+            sched: cluster.inner.options.sched,
+            workers,
+        });
+        let dispatcher = match dispatch_from {
+            Some(listener) => {
+                let bind = |cause| ClusterError::Bind { addr, cause };
+                listener.set_nonblocking(true).map_err(bind)?;
+                let listener = TcpListener::from_std(listener).map_err(bind)?;
+                Some(tokio::spawn(dispatch::dispatch(cluster.clone(), listener)))
+            }
+            None => None,
+        };
+        tokio::spawn(supervise::supervise(
+            cluster.clone(),
+            notes_rx,
+            commands_rx,
+            signals,
+            dispatcher,
+            outcome_tx,
+        ));
+        if let Some(policy) = cluster.inner.options.health.clone() {
+            tokio::spawn(health::monitor(cluster.clone(), policy));
+        }
+
+        for _ in 0..workers {
+            if let Err(error) = cluster.fork() {
+                // Leave nothing half-started behind: stop what did start.
+                cluster.stop(StopReason::StartFailed);
+                let _ = cluster.wait().await;
+                return Err(error);
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// The address the cluster serves on (port 0 resolved).
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// Node's `cluster.fork()`: one more worker, in a new slot, so the
+    /// desired count grows by one. Returns its id.
+    pub fn fork(&self) -> Result<WorkerId, ClusterError> {
+        self.update(|registry| {
+            if registry.stopping {
+                return Err(ClusterError::Stopping);
+            }
+            let slot = self.new_slot(registry)?;
+            self.spawn_into(registry, slot)
+        })
+    }
+
+    /// The ids of the worker processes running now, in every state (Node's
+    /// `cluster.workers` drops a worker as soon as it is told to disconnect;
+    /// see [`Cluster::state`] for where each one is).
+    pub fn workers(&self) -> Vec<WorkerId> {
+        self.view(|registry| registry.workers.keys().copied().collect())
+    }
+
+    /// Where worker `id` is in its life, if it is still running.
+    pub fn state(&self, id: WorkerId) -> Option<WorkerState> {
+        self.view(|registry| registry.workers.get(&id).map(|entry| entry.state))
+    }
+
+    /// The pid of a running worker.
+    pub fn pid(&self, id: WorkerId) -> Option<u32> {
+        self.view(|registry| registry.workers.get(&id).map(|entry| entry.pid))
+    }
+
+    /// The workers that take traffic now.
+    pub fn ready_workers(&self) -> Vec<WorkerId> {
+        self.view(|registry| registry.ready().collect())
+    }
+
+    /// How many workers the cluster wants running.
+    pub fn desired(&self) -> usize {
+        self.view(|registry| registry.slots.len())
+    }
+
+    /// Waits until at least `count` workers are ready, at most `within`.
+    /// It looks at the workers' state, not at events, so it cannot miss a
+    /// `ready` that happened before the call.
+    pub async fn wait_ready(&self, count: usize, within: Duration) -> Result<(), WaitError> {
+        self.wait_until(within, |registry| {
+            (registry.ready().count() >= count).then_some(())
+        })
+        .await
+    }
+
+    /// How many connections the primary itself accepted and handed to a
+    /// worker. Zero with [`Sched::Shared`]; every connection with
+    /// [`Sched::RoundRobin`], where the primary is on the path of all traffic.
+    pub fn connections_handed_out(&self) -> u64 {
+        self.inner.handed_out.load(Ordering::Relaxed)
+    }
+
+    /// Sends a message to one worker (Node's `worker.send`). The body is
+    /// serialised: the worker gets a copy.
+    pub fn send(&self, id: WorkerId, body: &impl serde::Serialize) -> Result<(), ClusterError> {
+        let body = serde_json::to_value(body).map_err(|_| SendError {
+            peer: format!("worker {id}"),
+        })?;
+        let to_worker = self
+            .view(|registry| registry.workers.get(&id).map(|e| e.to_worker.clone()))
+            .ok_or(ClusterError::NoSuchWorker(id))?;
+        Ok(to_worker.send(&ToWorker::Message { body })?)
+    }
+
+    /// Node's `worker.disconnect()`: stop sending the worker connections,
+    /// then tell it to finish and exit. It is not replaced: the desired
+    /// count shrinks by one.
+    pub fn disconnect(&self, id: WorkerId) -> Result<(), ClusterError> {
+        self.depart(id, ExitReason::Left)
+    }
+
+    /// Node's `worker.kill(signal)` / `process.kill(pid, signal)`. A worker
+    /// killed this way was not asked to leave: its exit is a crash.
+    pub fn kill(&self, id: WorkerId, signal: Signal) -> Result<(), ClusterError> {
+        let pid = self.pid(id).ok_or(ClusterError::NoSuchWorker(id))?;
+        kill(Pid::from_raw(pid as i32), signal).map_err(|cause| ClusterError::Kill { id, cause })
+    }
+
+    /// Sets the desired number of workers (at least one): new slots are
+    /// filled at once; surplus workers, newest first, drain and leave.
+    pub fn scale(&self, workers: usize) {
+        let _ = self.inner.commands.send(Command::Scale(workers.max(1)));
+    }
+
+    /// A stream of the events from now on. A subscriber that falls more
+    /// than [`bus::CAPACITY`] events behind misses the oldest and is told so.
+    pub fn subscribe(&self) -> Events {
+        Events::new(self.inner.bus.subscribe())
+    }
+
+    /// What the health monitor last measured, one row per worker (empty
+    /// without [`ClusterOptions::health`]).
+    pub fn vitals(&self) -> Vec<Vitals> {
+        lock(&self.inner.vitals).values().cloned().collect()
+    }
+
+    /// Prints a lesson's own event the way this cluster prints events: as
+    /// `{"event": kind, ...fields}` with `--events json`, as `human` for
+    /// people. It goes out in order with the cluster's own events.
+    pub fn report(&self, kind: &str, fields: &impl serde::Serialize, human: &str) {
+        let note = Note::Report {
+            kind: kind.to_owned(),
+            fields: serde_json::to_value(fields).unwrap_or(serde_json::Value::Null),
+            human: human.to_owned(),
+        };
+        // After the cluster stopped nobody orders events: print directly.
+        if let Err(mpsc::error::SendError(Note::Report {
+            kind,
+            fields,
+            human,
+        })) = self.inner.notes.send(note)
+        {
+            self.inner.reporter.custom(&kind, &fields, &human);
+        }
+    }
+
+    /// Prints a line for people (stderr in JSON mode).
+    pub fn note_line(&self, text: &str) {
+        self.inner.reporter.note(text);
+    }
+
+    /// Hands a note to the supervising task. It holds the receiver for the
+    /// cluster's whole life; a failed send means it is gone, and nobody is
+    /// left to tell.
+    fn note(&self, note: Note) {
+        let _ = self.inner.notes.send(note);
+    }
+
+    /// Publishes an event in order with every other (through the
+    /// supervising task).
+    fn publish(&self, event: Event) {
+        self.note(Note::Publish(event));
+    }
+}

@@ -1,0 +1,62 @@
+//! How to run a cluster: the knobs, and the defaults a lesson starts from.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::HealthPolicy;
+use crate::listen::Sched;
+use crate::report::EventsFormat;
+use crate::restart::RestartPolicy;
+
+/// How to run a cluster. Start from `Default` and set what the lesson needs.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// How many workers to run: the desired count at start.
+    pub workers: usize,
+    /// Where to listen; port 0 picks a free port that all workers share.
+    pub addr: SocketAddr,
+    /// Who accepts connections; fixed before the first fork.
+    pub sched: Sched,
+    /// How events are printed.
+    pub events: EventsFormat,
+    /// Replace crashed workers (with backoff and a budget), or not at all:
+    /// without a policy a crashed worker's place stays empty.
+    pub restart: Option<RestartPolicy>,
+    /// How long a departing worker may take to drain before it is killed —
+    /// at a full stop and at every single departure (a replacement, a
+    /// scale-down, a disconnect).
+    pub grace: Duration,
+    /// A worker that has not said it is ready this long after its fork is
+    /// killed and reported.
+    pub ready_timeout: Duration,
+    /// Heartbeats and memory checks; `None` checks nothing.
+    pub health: Option<HealthPolicy>,
+    /// React to signals: SIGINT/SIGTERM stop gracefully, SIGQUIT stops at
+    /// once, SIGHUP/SIGUSR2 roll every worker, SIGTTIN/SIGTTOU add or
+    /// remove one. Off only in tests that drive the cluster themselves.
+    pub handle_signals: bool,
+    /// The arguments workers are started with; by default the primary's own,
+    /// as Node does, so a worker sees the same flags.
+    pub worker_args: Option<Vec<OsString>>,
+    /// Extra environment for workers.
+    pub worker_env: Vec<(String, String)>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            workers: crate::default_workers(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            sched: Sched::default(),
+            events: EventsFormat::default(),
+            restart: None,
+            grace: Duration::from_secs(10),
+            ready_timeout: Duration::from_secs(10),
+            health: None,
+            handle_signals: true,
+            worker_args: None,
+            worker_env: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! Replacing a worker without losing a request, and a rolling restart of all
+//! of them.
+//!
+//! [`Cluster::replace`] is the one safe way to swap a worker, used by the
+//! rolling restart and by the health monitor alike:
+//!
+//! 1. fork the replacement into the old worker's slot;
+//! 2. wait until it is *ready* (not merely listening) — or until it fails:
+//!    it exits, or the supervisor kills it at `ready_timeout`;
+//! 3. only then take the old worker out of rotation and drain it (lesson
+//!    06's drain: `Connection: close` on each connection's next response,
+//!    idle connections closed after a short timeout, killed at `grace`);
+//! 4. if the replacement failed, the old worker was never touched: it keeps
+//!    serving, and one line says why the replacement failed (a rollback).
+//!
+//! At every moment at least as many workers are ready as before the swap.
+//! With reuseport the slot's socket belongs to the slot, so connections
+//! queued on it when the old worker stops accepting are taken by the new
+//! one, never reset.
+//!
+//! A rolling restart ([`Cluster::rolling_restart`], SIGHUP, SIGUSR2) raises
+//! the generation and replaces every older worker, one at a time. Only one
+//! runs at a time: a second request is reported and ignored. The first
+//! failed replacement ends it, and the generation goes back, so that a
+//! crashed worker is replaced by the release that works.
+
+use std::time::{Duration, Instant};
+
+use super::registry::WorkerState;
+use super::{Cluster, ClusterError};
+use crate::event::{Event, ExitReason, RolloutOutcome};
+use crate::role::WorkerId;
+
+/// One worker replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplaceStep {
+    pub old: WorkerId,
+    pub new: WorkerId,
+    /// Why the old one went.
+    pub reason: ExitReason,
+    /// From the fork to the replacement's `ready`.
+    pub ready_after: Duration,
+    /// From taking the old worker out of rotation to its exit.
+    pub drained_after: Duration,
+}
+
+/// Why a worker could not be replaced.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplaceError {
+    #[error("worker {0} is not in service (gone, or already leaving)")]
+    NotInService(WorkerId),
+    #[error("worker {0} is already being replaced")]
+    AlreadyReplacing(WorkerId),
+    #[error("the cluster is stopping")]
+    Stopping,
+    #[error("cannot start a replacement: {0}")]
+    Spawn(ClusterError),
+    #[error("replacement worker {new} failed ({why}); worker {old} keeps serving")]
+    Failed {
+        old: WorkerId,
+        new: WorkerId,
+        why: String,
+    },
+}
+
+/// Why a rolling restart did not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RolloutError {
+    #[error("a rolling restart to generation {running} is running already: this one is ignored")]
+    AlreadyRunning { running: u32 },
+    #[error("the cluster is stopping")]
+    Stopping,
+    #[error("the rollout task ended unexpectedly")]
+    Lost,
+}
+
+/// How a rolling restart went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutReport {
+    /// The generation it installed (or tried to).
+    pub generation: u32,
+    pub outcome: RolloutOutcome,
+    /// The replacements done, in order.
+    pub steps: Vec<ReplaceStep>,
+    /// Why it stopped early, if it did.
+    pub failure: Option<String>,
+    pub took: Duration,
+}
+
+impl Cluster {
+    /// Replaces worker `old` with a new one in its slot, safely (see the
+    /// module doc); `reason` is what the old worker's exit will say.
+    pub async fn replace(
+        &self,
+        old: WorkerId,
+        reason: ExitReason,
+    ) -> Result<ReplaceStep, ReplaceError> {
+        let begun = Instant::now();
+        let new = self.update(|registry| {
+            if registry.stopping {
+                return Err(ReplaceError::Stopping);
+            }
+            let slot = registry
+                .workers
+                .get(&old)
+                .filter(|entry| entry.in_service())
+                .map(|entry| entry.slot)
+                .filter(|slot| registry.slots.contains_key(slot))
+                .ok_or(ReplaceError::NotInService(old))?;
+            let busy = registry
+                .workers
+                .iter()
+                .any(|(id, e)| *id != old && e.slot == slot && e.departure.is_none());
+            if busy {
+                return Err(ReplaceError::AlreadyReplacing(old));
+            }
+            self.spawn_into(registry, slot).map_err(ReplaceError::Spawn)
+        })?;
+
+        // The supervisor kills a replacement that is not ready in time; the
+        // extra margin only guards against a wait that could never end.
+        let options = &self.inner.options;
+        let ready = self
+            .wait_until(options.ready_timeout + Duration::from_secs(5), |r| {
+                if r.stopping {
+                    return Some(Err(None));
+                }
+                match r.workers.get(&new) {
+                    Some(e) if e.state == WorkerState::Ready && e.departure.is_none() => {
+                        Some(Ok(()))
+                    }
+                    Some(_) => None,
+                    None => Some(Err(Some(r.ended.get(&new).map_or_else(
+                        || "it exited before it was ready".to_string(),
+                        |ended| why_it_failed(ended, options.ready_timeout),
+                    )))),
+                }
+            })
+            .await;
+        let why = match ready {
+            Ok(Ok(())) => None,
+            Ok(Err(None)) => return Err(ReplaceError::Stopping),
+            Ok(Err(Some(why))) => Some(why),
+            Err(_) => {
+                let _ = self.kill(new, nix::sys::signal::Signal::SIGKILL);
+                Some("it never became ready".to_string())
+            }
+        };
+        if let Some(why) = why {
+            self.publish(Event::RolledBack {
+                old,
+                new,
+                why: why.clone(),
+            });
+            return Err(ReplaceError::Failed { old, new, why });
+        }
+        let ready_after = begun.elapsed();
+
+        // The new one serves: now, and only now, the old one goes. It may
+        // have crashed meanwhile; then there is nothing to drain.
+        let drain_begun = Instant::now();
+        let _ = self.depart(old, reason);
+        let _ = self
+            .wait_until(options.grace + Duration::from_secs(5), |r| {
+                (!r.workers.contains_key(&old)).then_some(())
+            })
+            .await;
+        let step = ReplaceStep {
+            old,
+            new,
+            reason,
+            ready_after,
+            drained_after: drain_begun.elapsed(),
+        };
+        self.publish(Event::Replaced {
+            old,
+            new,
+            reason,
+            ready_ms: millis(step.ready_after),
+            drained_ms: millis(step.drained_after),
+        });
+        Ok(step)
+    }
+
+    // ANCHOR: rolling_restart
+    /// Replaces every worker, one at a time, with one of a new generation,
+    /// and reports how it went. Node: the loop you write on SIGUSR2.
+    pub async fn rolling_restart(&self) -> Result<RolloutReport, RolloutError> {
+        // The work runs in its own task: dropping this future does not
+        // leave a rollout half-done and marked as running.
+        self.start_rollout()?.await.map_err(|_| RolloutError::Lost)
+    }
+
+    /// Starts a rolling restart in the background; SIGHUP and SIGUSR2 call
+    /// this. A second one while the first runs is published and refused.
+    pub fn start_rollout(&self) -> Result<tokio::task::JoinHandle<RolloutReport>, RolloutError> {
+        let started = self.update(|registry| {
+            if registry.stopping {
+                return Err(RolloutError::Stopping);
+            }
+            if let Some(running) = registry.rollout {
+                return Err(RolloutError::AlreadyRunning { running });
+            }
+            let previous = registry.generation;
+            registry.generation += 1;
+            registry.rollout = Some(registry.generation);
+            let olds: Vec<WorkerId> = registry
+                .workers
+                .iter()
+                .filter(|(_, e)| e.in_service() && e.generation < registry.generation)
+                .map(|(id, _)| *id)
+                .collect();
+            Ok((registry.generation, previous, olds))
+        });
+        let (generation, previous, olds) = match started {
+            Ok(started) => started,
+            Err(RolloutError::AlreadyRunning { running }) => {
+                self.publish(Event::RolloutIgnored { running });
+                return Err(RolloutError::AlreadyRunning { running });
+            }
+            Err(error) => return Err(error),
+        };
+        self.publish(Event::RolloutStarted {
+            generation,
+            workers: olds.len(),
+        });
+        let cluster = self.clone();
+        Ok(tokio::spawn(async move {
+            cluster.roll(generation, previous, olds).await
+        }))
+    }
+
+    async fn roll(&self, generation: u32, previous: u32, olds: Vec<WorkerId>) -> RolloutReport {
+        let begun = Instant::now();
+        let mut steps = Vec::new();
+        let mut outcome = RolloutOutcome::Completed;
+        let mut failure = None;
+        for old in olds {
+            match self.replace(old, ExitReason::Replaced).await {
+                Ok(step) => steps.push(step),
+                // It crashed meanwhile, and its slot was refilled with the
+                // new generation already: nothing to do.
+                Err(ReplaceError::NotInService(_) | ReplaceError::AlreadyReplacing(_)) => {}
+                Err(ReplaceError::Stopping) => {
+                    outcome = RolloutOutcome::Aborted;
+                    break;
+                }
+                Err(error @ (ReplaceError::Failed { .. } | ReplaceError::Spawn(_))) => {
+                    outcome = RolloutOutcome::RolledBack;
+                    failure = Some(error.to_string());
+                    break;
+                }
+            }
+        }
+        self.update(|registry| {
+            registry.rollout = None;
+            if outcome == RolloutOutcome::RolledBack {
+                registry.generation = previous;
+            }
+        });
+        let took = begun.elapsed();
+        self.publish(Event::RolloutFinished {
+            generation,
+            outcome,
+            replaced: steps.iter().map(|s| [s.old, s.new]).collect(),
+            took_ms: millis(took),
+        });
+        RolloutReport {
+            generation,
+            outcome,
+            steps,
+            failure,
+            took,
+        }
+    }
+    // ANCHOR_END: rolling_restart
+}
+
+fn why_it_failed(ended: &super::registry::Ended, ready_timeout: Duration) -> String {
+    match (ended.reason, ended.code, &ended.signal) {
+        (ExitReason::NotReady, _, _) => format!(
+            "not ready within {:.1}s: killed",
+            ready_timeout.as_secs_f64()
+        ),
+        (_, _, Some(signal)) => format!("killed by {signal} before it was ready"),
+        (_, Some(code), None) => format!("exited with code {code} before it was ready"),
+        (_, None, None) => "it exited before it was ready".to_string(),
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

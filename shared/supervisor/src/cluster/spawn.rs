@@ -1,0 +1,233 @@
+//! Starting a worker process in a slot, and watching it until it ends.
+//!
+//! Workers are started by re-executing this binary (see [`crate::role`] for
+//! why not `fork()`). Each child gets, across exec: its id and generation,
+//! its end of the IPC socketpair, and its way to connections (the handle
+//! channel, the shared listening socket, or its slot's reuseport socket).
+//! A watcher task per worker turns its channel and its exit status into
+//! notes for the supervising task, in order: everything the worker said,
+//! then (at end-of-file) `disconnect`, then `exit`.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+
+use nix::sys::signal::Signal;
+use tokio::net::UnixStream;
+use tokio::time::Instant;
+
+use super::dispatch::Target;
+use super::registry::{Entry, Registry, Slot, SlotId, WorkerState};
+use super::supervise::Note;
+use super::{Cluster, ClusterError, lock};
+use crate::event::Event;
+use crate::handles;
+use crate::inherit::keep_across_exec;
+use crate::ipc::{self, Incoming, ToPrimary, ToWorker};
+use crate::listen::{self, Sched};
+use crate::role::{
+    ADDR_VAR, GENERATION_VAR, HANDLES_FD_VAR, IPC_FD_VAR, LISTEN_FD_VAR, SCHED_VAR, WORKER_ID_VAR,
+    WorkerId,
+};
+
+/// What the child must refuse to start with: a message built before the
+/// fork, because nothing may allocate between fork and exec.
+const PRIMARY_GONE: &str = "the primary exited during the fork";
+
+impl Cluster {
+    /// A new, empty slot (reuseport: with its own socket bound).
+    pub(super) fn new_slot(&self, registry: &mut Registry) -> Result<SlotId, ClusterError> {
+        let socket = match self.inner.options.sched {
+            Sched::ReusePort => {
+                let addr = self.inner.addr;
+                let socket = listen::bind_reuse_port(addr)
+                    .map_err(|cause| ClusterError::Bind { addr, cause })?;
+                Some(OwnedFd::from(socket))
+            }
+            Sched::RoundRobin | Sched::Shared => None,
+        };
+        Ok(registry.add_slot(Slot {
+            socket,
+            ..Slot::default()
+        }))
+    }
+
+    /// Starts a worker of the current generation in `slot`. Runs with the
+    /// registry locked, so the worker is registered before anything it says
+    /// can arrive.
+    pub(super) fn spawn_into(
+        &self,
+        registry: &mut Registry,
+        slot: SlotId,
+    ) -> Result<WorkerId, ClusterError> {
+        let options = &self.inner.options;
+        let id = registry.next_worker_id();
+        let generation = registry.generation;
+        let spawn_error = |cause| ClusterError::Spawn { id, cause };
+        if registry.stopping {
+            return Err(ClusterError::Stopping);
+        }
+
+        let (primary_ipc, worker_ipc) =
+            std::os::unix::net::UnixStream::pair().map_err(spawn_error)?;
+        let (handles_primary, handles_worker) = match options.sched {
+            Sched::RoundRobin => {
+                let (p, w) = handles::pair().map_err(spawn_error)?;
+                (Some(p), Some(w))
+            }
+            Sched::Shared | Sched::ReusePort => (None, None),
+        };
+        let listening_socket: Option<RawFd> = match options.sched {
+            Sched::Shared => registry.shared_listener.as_ref().map(AsRawFd::as_raw_fd),
+            Sched::ReusePort => registry
+                .slots
+                .get(&slot)
+                .and_then(|slot| slot.socket.as_ref())
+                .map(AsRawFd::as_raw_fd),
+            Sched::RoundRobin => None,
+        };
+
+        let mut command = tokio::process::Command::new(&self.inner.exe);
+        match &options.worker_args {
+            Some(args) => command.args(args),
+            None => command.args(std::env::args_os().skip(1)),
+        };
+        command
+            .env(WORKER_ID_VAR, id.to_string())
+            .env(GENERATION_VAR, generation.to_string())
+            .env(IPC_FD_VAR, worker_ipc.as_raw_fd().to_string())
+            .env(SCHED_VAR, options.sched.to_string())
+            .env(ADDR_VAR, self.inner.addr.to_string())
+            .envs(options.worker_env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            // stdout is the primary's event stream (JSON in --events json):
+            // a worker's prints go to stderr so they cannot corrupt it.
+            .stdout(Stdio::from(io::stderr()))
+            .kill_on_drop(false);
+        let mut inherited = vec![worker_ipc.as_raw_fd()];
+        if let Some(fd) = &handles_worker {
+            command.env(HANDLES_FD_VAR, fd.as_raw_fd().to_string());
+            inherited.push(fd.as_raw_fd());
+        }
+        if let Some(fd) = listening_socket {
+            command.env(LISTEN_FD_VAR, fd.to_string());
+            inherited.push(fd);
+        }
+        let parent = nix::unistd::getpid();
+        // SAFETY: the closure runs in the child between fork and exec, and
+        // calls only async-signal-safe functions (fcntl, prctl, getppid,
+        // signal); it allocates nothing: the Vec was built before the fork,
+        // and its one error is a static message.
+        unsafe {
+            command.pre_exec(move || {
+                for &fd in &inherited {
+                    keep_across_exec(fd)?;
+                }
+                // Backstop for "no orphans": the kernel kills us when the
+                // primary dies. It fires when the *thread* that spawned us
+                // exits; we spawn from runtime worker threads, which live as
+                // long as the primary does.
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+                // The primary may have died before prctl took effect.
+                if nix::unistd::getppid() != parent {
+                    return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+                }
+                // Ctrl-C (and a closing terminal's SIGHUP) signal the whole
+                // process group. The primary decides how workers stop, so
+                // they ignore both (an ignored signal stays ignored across
+                // exec).
+                nix::sys::signal::signal(Signal::SIGINT, nix::sys::signal::SigHandler::SigIgn)?;
+                nix::sys::signal::signal(Signal::SIGHUP, nix::sys::signal::SigHandler::SigIgn)?;
+                Ok(())
+            });
+        }
+
+        let child = command.spawn().map_err(|cause| {
+            if cause.kind() == io::ErrorKind::BrokenPipe {
+                spawn_error(io::Error::other(PRIMARY_GONE))
+            } else {
+                spawn_error(cause)
+            }
+        })?;
+        // The child has its copies; ours close now.
+        drop(worker_ipc);
+        drop(handles_worker);
+        let pid = child.id().unwrap_or(0);
+        primary_ipc.set_nonblocking(true).map_err(spawn_error)?;
+        let stream = UnixStream::from_std(primary_ipc).map_err(spawn_error)?;
+        let (from_worker, to_worker) =
+            ipc::channel::<ToPrimary, ToWorker>(stream, format!("worker {id}"));
+        let target = match handles_primary {
+            Some(fd) => {
+                let target = Arc::new(Target::new(fd).map_err(spawn_error)?);
+                tokio::spawn(Arc::clone(&target).count_acks(self.clone()));
+                Some(target)
+            }
+            None => None,
+        };
+        registry.workers.insert(
+            id,
+            Entry {
+                pid,
+                slot,
+                generation,
+                state: WorkerState::Starting,
+                departure: None,
+                told_to_disconnect: false,
+                to_worker,
+                target,
+                forked_at: Instant::now(),
+                drain_deadline: None,
+                killed: false,
+            },
+        );
+        if let Some(slot) = registry.slots.get_mut(&slot) {
+            slot.refill_at = None;
+        }
+        // Sent while holding the lock, so `fork` precedes anything the
+        // watcher reports about this worker.
+        self.publish(Event::Fork {
+            id,
+            pid,
+            generation,
+        });
+        tokio::spawn(watch_worker(self.clone(), id, pid, child, from_worker));
+        Ok(id)
+    }
+}
+
+/// Turns one worker's channel and exit into notes, in order. Replies to
+/// questions skip the queue: they go straight to whoever asked.
+async fn watch_worker(
+    cluster: Cluster,
+    id: WorkerId,
+    pid: u32,
+    mut child: tokio::process::Child,
+    mut from_worker: ipc::Receiver<ToPrimary>,
+) {
+    loop {
+        let note = match from_worker.recv().await {
+            Ok(Some(Incoming::Message(message))) => match message {
+                ToPrimary::Online => Note::Worker(Event::Online { id }),
+                ToPrimary::Listening { addr } => Note::Worker(Event::Listening { id, addr }),
+                ToPrimary::Ready => Note::Worker(Event::Ready { id }),
+                ToPrimary::Message { body } => Note::Worker(Event::Message { id, body }),
+                ToPrimary::Disconnect => Note::WantsToLeave(id),
+                ToPrimary::Reply { seq, body } => {
+                    // No waiter means the question timed out already: drop it.
+                    if let Some((_, answer)) = lock(&cluster.inner.pending).remove(&seq) {
+                        let _ = answer.send(body);
+                    }
+                    continue;
+                }
+            },
+            Ok(Some(Incoming::Malformed { reason })) => Note::Malformed { id, reason },
+            Ok(None) | Err(_) => break,
+        };
+        cluster.note(note);
+    }
+    cluster.note(Note::Worker(Event::Disconnect { id }));
+    let status: io::Result<ExitStatus> = child.wait().await;
+    cluster.note(Note::Exited { id, pid, status });
+}

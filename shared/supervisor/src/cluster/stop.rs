@@ -1,0 +1,208 @@
+//! Departures: one worker leaving, or the whole cluster stopping.
+//!
+//! A worker leaves the same way whatever the reason ([`Cluster::depart`]):
+//! out of rotation first, then told to disconnect, with `grace` to finish
+//! before it is killed. The reason is recorded once, the first time, and
+//! its exit reports it.
+//!
+//! Stopping the cluster is every worker leaving, after the door is shut.
+//! The order matters. First no new connection may reach a worker: the
+//! primary closes its listening sockets (round-robin: the dispatcher stops
+//! and the socket closes, so a new client is refused at once). Only then is
+//! `shutdown` published, and every worker told to disconnect, each with the
+//! `grace` deadline after which it is killed. The primary is done when the
+//! last worker has exited — not after a fixed sleep — and it reports the
+//! workers it had to kill, so a failed drain cannot pass for a clean one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use nix::sys::signal::Signal;
+use tokio::time::Instant;
+
+use super::registry::WorkerState;
+use super::supervise::Command;
+use super::{Cluster, ClusterError};
+use crate::event::{Event, ExitReason, GaveUpCause, StopReason};
+use crate::ipc::ToWorker;
+use crate::role::WorkerId;
+
+/// How a cluster ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stopped {
+    /// Why it stopped.
+    pub reason: StopReason,
+    /// Workers that were still running at the deadline and were killed.
+    pub forced: Vec<WorkerId>,
+    /// How long the stop took, from the signal to the last exit.
+    pub took: Duration,
+}
+
+impl Cluster {
+    /// Starts stopping the cluster, as SIGTERM would. Returns at once; await
+    /// [`Cluster::wait`] for the end.
+    pub fn shutdown(&self) {
+        self.stop(StopReason::Requested);
+    }
+
+    pub(super) fn stop(&self, reason: StopReason) {
+        let _ = self.inner.commands.send(Command::Stop(reason));
+    }
+
+    /// Waits until the cluster has stopped. `Ok` says how (check
+    /// [`Stopped::forced`], or use [`Cluster::run`]); `Err` when it gave up.
+    pub async fn wait(&self) -> Result<Stopped, Arc<ClusterError>> {
+        let mut outcome = self.inner.outcome.clone();
+        let result = match outcome.wait_for(Option::is_some).await {
+            Ok(done) => done.clone(),
+            Err(_) => None,
+        };
+        result.unwrap_or_else(|| Err(Arc::new(ClusterError::SupervisorGone)))
+    }
+
+    /// Waits for the cluster to stop, and turns a stop that had to kill
+    /// workers into an error: a failed drain must not exit 0.
+    pub async fn run(&self) -> Result<Stopped, Arc<ClusterError>> {
+        let stopped = self.wait().await?;
+        if stopped.forced.is_empty() {
+            Ok(stopped)
+        } else {
+            Err(Arc::new(ClusterError::ForcedStop {
+                ids: stopped.forced.clone(),
+                grace: self.inner.options.grace,
+            }))
+        }
+    }
+}
+
+/// A stop in progress.
+#[derive(Debug)]
+pub(super) struct Stopping {
+    pub reason: StopReason,
+    pub since: std::time::Instant,
+    /// Workers killed because they overran the deadline (or a fast stop).
+    pub forced: Vec<WorkerId>,
+    /// Set when the stop is the primary giving up.
+    pub gave_up: Option<(u32, Duration, GaveUpCause)>,
+}
+
+/// Begins stopping the cluster, once; a second call changes nothing.
+pub(super) async fn begin_stop(
+    cluster: &Cluster,
+    stopping: &mut Option<Stopping>,
+    dispatcher: &mut Option<JoinHandle<()>>,
+    reason: StopReason,
+    gave_up: Option<(u32, Duration, GaveUpCause)>,
+) {
+    if stopping.is_some() {
+        return;
+    }
+    let ids = cluster.update(|registry| {
+        registry.stopping = true;
+        // Shared and reuseport: our copies of the listening sockets close
+        // now; each closes for good when the last worker lets go of its copy.
+        registry.shared_listener = None;
+        registry.reserved_port = None;
+        for slot in registry.slots.values_mut() {
+            slot.socket = None;
+        }
+        registry.workers.keys().copied().collect::<Vec<_>>()
+    });
+    if let Some(dispatcher) = dispatcher.take() {
+        // It returns as soon as it sees `stopping`; the bound is a backstop.
+        let _ = tokio::time::timeout(Duration::from_secs(1), dispatcher).await;
+    }
+    cluster.publish_now(Event::Shutdown { reason });
+    for id in ids {
+        // A worker whose channel is already closed is exiting anyway.
+        let _ = cluster.depart(id, ExitReason::Shutdown);
+    }
+    *stopping = Some(Stopping {
+        reason,
+        since: std::time::Instant::now(),
+        forced: Vec::new(),
+        gave_up,
+    });
+}
+
+/// Kills every worker still running (a second Ctrl-C, SIGQUIT).
+pub(super) fn kill_all(cluster: &Cluster, stop: &mut Stopping) {
+    let pids = cluster.update(|registry| {
+        registry
+            .workers
+            .iter_mut()
+            .filter(|(_, entry)| !entry.killed)
+            .map(|(id, entry)| {
+                entry.killed = true;
+                (*id, entry.pid)
+            })
+            .collect::<Vec<_>>()
+    });
+    for (id, pid) in pids {
+        sigkill(pid);
+        stop.forced.push(id);
+    }
+}
+
+pub(super) fn sigkill(pid: u32) {
+    // An error means it is gone already: its exit is on its way.
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+}
+
+impl Cluster {
+    /// Prints and broadcasts an event. Only the supervising task calls it,
+    /// which is what gives every reader the same order.
+    pub(super) fn publish_now(&self, event: Event) {
+        self.inner.reporter.event(&event);
+        let _ = self.inner.bus.send(event);
+    }
+
+    /// Asks worker `id` to go, for `reason`: out of rotation first, then
+    /// told to disconnect, with a deadline of `grace` to finish. The first
+    /// reason given is the one its exit reports.
+    pub(super) fn depart(&self, id: WorkerId, reason: ExitReason) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + self.inner.options.grace;
+        let (to_worker, target, scaled) = self.update(|registry| {
+            let entry = registry
+                .workers
+                .get_mut(&id)
+                .ok_or(ClusterError::NoSuchWorker(id))?;
+            let first = entry.departure.is_none();
+            entry.departure.get_or_insert(reason);
+            if entry.state <= WorkerState::Ready {
+                entry.state = WorkerState::Draining;
+            }
+            entry.told_to_disconnect = true;
+            entry.drain_deadline.get_or_insert(deadline);
+            let (slot, to_worker, target) =
+                (entry.slot, entry.to_worker.clone(), entry.target.clone());
+            // Leaving for good gives up its place in the desired count at
+            // once (Node drops it from `cluster.workers` at once, too),
+            // unless a replacement already holds that place.
+            let mut scaled = None;
+            if first && reason == ExitReason::Left {
+                let taken = registry
+                    .workers
+                    .values()
+                    .any(|e| e.slot == slot && e.departure.is_none());
+                if !taken && registry.slots.contains_key(&slot) {
+                    let from = registry.slots.len();
+                    registry.slots.remove(&slot);
+                    scaled = Some((from, registry.slots.len()));
+                }
+            }
+            Ok::<_, ClusterError>((to_worker, target, scaled))
+        })?;
+        if let Some((from, to)) = scaled {
+            self.publish(Event::Scale { from, to });
+        }
+        // `update` took it out of the dispatcher's routes; now tell it that
+        // no more connections will come, then to finish.
+        if let Some(target) = target {
+            target.close();
+        }
+        Ok(to_worker.send(&ToWorker::Disconnect)?)
+    }
+}

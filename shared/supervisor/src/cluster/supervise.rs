@@ -1,0 +1,387 @@
+//! The supervising task: the one loop that owns the cluster's life.
+//!
+//! It reads as Gunicorn's arbiter does: take what happened (a worker's
+//! note, a signal, a command, a timer), bring the registry up to date, then
+//! *reconcile* — fork into every slot that has no worker and whose backoff
+//! has passed. Nothing else forks on its own, so there is one answer to "how
+//! many workers should be running", and a crash, a failed replacement and a
+//! scale-up all end in the same place.
+//!
+//! What an exit means lives in `exits`, what a signal means in `signals`,
+//! and how a worker leaves in `stop`.
+//!
+//! Timers, all derived from the registry each time round: a worker not
+//! ready within `ready_timeout` is killed; a departing worker still running
+//! at its drain deadline (`grace`) is killed; an empty slot is filled when
+//! its backoff ends.
+
+use std::io;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::registry::{Registry, SlotId, WorkerState};
+pub(super) use super::signals::Signals;
+use super::stop::{Stopping, begin_stop, kill_all, sigkill};
+use super::{Cluster, ClusterError, Stopped};
+use crate::event::{Event, ExitReason, GaveUpCause, HealthReason, StopReason};
+use crate::restart::RestartBudget;
+use crate::role::WorkerId;
+
+/// What the rest of the cluster tells the supervising task.
+#[derive(Debug)]
+pub(crate) enum Note {
+    /// Publish this event as it is.
+    Publish(Event),
+    /// A worker's lifecycle event: update its state, then publish.
+    Worker(Event),
+    /// The worker asked to leave (Node's `worker.disconnect()` in a worker).
+    WantsToLeave(WorkerId),
+    Malformed {
+        id: WorkerId,
+        reason: String,
+    },
+    Exited {
+        id: WorkerId,
+        pid: u32,
+        status: io::Result<ExitStatus>,
+    },
+    /// A lesson's own event, printed in order with the others.
+    Report {
+        kind: String,
+        fields: serde_json::Value,
+        human: String,
+    },
+}
+
+/// What a caller asks of the cluster.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Stop(StopReason),
+    Scale(usize),
+    /// A budget is spent: say so, and stop.
+    GiveUp {
+        restarts: u32,
+        window: Duration,
+        cause: GaveUpCause,
+    },
+}
+
+/// The loop's own state, beside the registry.
+pub(super) struct Supervisor {
+    pub cluster: Cluster,
+    pub crashes: Option<RestartBudget>,
+    pub stopping: Option<Stopping>,
+    pub dispatcher: Option<JoinHandle<()>>,
+}
+
+type Outcome = watch::Sender<Option<Result<Stopped, Arc<ClusterError>>>>;
+
+pub(super) async fn supervise(
+    cluster: Cluster,
+    mut notes: mpsc::UnboundedReceiver<Note>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut signals: Option<Signals>,
+    dispatcher: Option<JoinHandle<()>>,
+    outcome: Outcome,
+) {
+    let mut me = Supervisor {
+        crashes: cluster.inner.options.restart.map(RestartBudget::new),
+        cluster,
+        stopping: None,
+        dispatcher,
+    };
+    loop {
+        // Done when stopping and the last worker is gone.
+        if me.stopping.is_some() && me.cluster.view(|r| r.workers.is_empty()) {
+            break;
+        }
+        if me.stopping.is_none() {
+            me.reconcile().await;
+        }
+        let ready_timeout = me.cluster.inner.options.ready_timeout;
+        let wake = me.cluster.view(|r| next_timer(r, ready_timeout));
+        let caught = async {
+            match &mut signals {
+                Some(signals) => signals.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some(note) = notes.recv() => me.on_note(note).await,
+            caught = caught => me.on_signal(caught).await,
+            Some(command) = commands.recv() => me.on_command(command).await,
+            () = sleep_until_opt(wake) => me.on_timers(),
+        }
+    }
+    // Whatever was said before the end still goes out, in order; closing
+    // first means a later `report` finds the queue closed and prints
+    // directly, instead of queueing where nobody will read.
+    notes.close();
+    while let Ok(note) = notes.try_recv() {
+        me.on_note(note).await;
+    }
+    let _ = outcome.send(Some(me.result()));
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The earliest moment something is due: a backoff ending, a worker's
+/// ready deadline, a drain deadline.
+fn next_timer(registry: &Registry, ready_timeout: Duration) -> Option<Instant> {
+    let refills = registry
+        .slots
+        .iter()
+        .filter(|(id, _)| !registry.is_filled(**id))
+        .filter_map(|(_, slot)| slot.refill_at);
+    let deadlines = registry
+        .workers
+        .values()
+        .filter(|entry| !entry.killed)
+        .filter_map(|entry| {
+            if entry.in_service() && entry.state < WorkerState::Ready {
+                Some(entry.forked_at + ready_timeout)
+            } else {
+                entry.drain_deadline
+            }
+        });
+    if registry.stopping {
+        deadlines.min()
+    } else {
+        refills.chain(deadlines).min()
+    }
+}
+
+impl Supervisor {
+    /// Fills every empty slot whose backoff has passed.
+    async fn reconcile(&mut self) {
+        let cluster = self.cluster.clone();
+        let now = Instant::now();
+        let failed: Vec<(SlotId, ClusterError)> = cluster.update(|registry| {
+            let due: Vec<SlotId> = registry
+                .slots
+                .iter()
+                .filter(|(id, slot)| {
+                    !registry.is_filled(**id) && slot.refill_at.is_none_or(|at| at <= now)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            due.into_iter()
+                .filter_map(|slot| cluster.spawn_into(registry, slot).err().map(|e| (slot, e)))
+                .collect()
+        });
+        for (slot, error) in failed {
+            cluster.note_line(&format!("could not start a worker: {error}"));
+            self.after_failure(None, slot).await;
+        }
+    }
+
+    async fn on_note(&mut self, note: Note) {
+        let cluster = self.cluster.clone();
+        match note {
+            Note::Publish(event) => cluster.publish_now(event),
+            Note::Worker(event) => {
+                cluster.update(|registry| apply(registry, &event));
+                cluster.publish_now(event);
+            }
+            Note::WantsToLeave(id) => {
+                // The worker asked; answer like `worker.disconnect()` would.
+                let _ = cluster.depart(id, ExitReason::Left);
+            }
+            Note::Malformed { id, reason } => cluster.note_line(&format!(
+                "worker {id} sent a message that is not valid ({reason}); dropped it"
+            )),
+            Note::Exited { id, pid, status } => self.on_exit(id, pid, status).await,
+            Note::Report {
+                kind,
+                fields,
+                human,
+            } => cluster.inner.reporter.custom(&kind, &fields, &human),
+        }
+    }
+
+    async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Stop(reason) => self.stop(reason, None).await,
+            Command::Scale(to) if self.stopping.is_none() => self.scale(to),
+            Command::Scale(_) => {}
+            Command::GiveUp {
+                restarts,
+                window,
+                cause,
+            } => self.give_up(restarts, window, cause).await,
+        }
+    }
+
+    pub(super) async fn give_up(&mut self, restarts: u32, window: Duration, cause: GaveUpCause) {
+        if self.stopping.is_some() {
+            return;
+        }
+        self.cluster.publish_now(Event::GaveUp {
+            restarts,
+            window_ms: window.as_millis() as u64,
+            cause,
+        });
+        let reason = match cause {
+            GaveUpCause::Crashes => StopReason::CrashLoop,
+            GaveUpCause::Health => StopReason::HealthBudget,
+        };
+        self.stop(reason, Some((restarts, window, cause))).await;
+    }
+
+    fn scale(&mut self, to: usize) {
+        let cluster = self.cluster.clone();
+        let (from, surplus, error) = cluster.update(|registry| {
+            let from = registry.slots.len();
+            let mut error = None;
+            while registry.slots.len() < to {
+                if let Err(e) = cluster.new_slot(registry) {
+                    error = Some(e);
+                    break;
+                }
+            }
+            // The newest slots go first: their workers have served least.
+            let mut surplus = Vec::new();
+            while registry.slots.len() > to {
+                let Some((slot, _)) = registry.slots.pop_last() else {
+                    break;
+                };
+                surplus.extend(
+                    registry
+                        .workers
+                        .iter()
+                        .filter(|(_, entry)| entry.slot == slot && entry.departure.is_none())
+                        .map(|(id, _)| *id),
+                );
+            }
+            (from, surplus, error)
+        });
+        if let Some(error) = error {
+            cluster.note_line(&format!("cannot add a worker: {error}"));
+        }
+        for id in surplus {
+            let _ = cluster.depart(id, ExitReason::ScaledDown);
+        }
+        let to = cluster.desired();
+        if to != from {
+            cluster.publish_now(Event::Scale { from, to });
+        }
+    }
+
+    /// Kills the workers that overran a deadline.
+    fn on_timers(&mut self) {
+        let cluster = self.cluster.clone();
+        let ready_timeout = cluster.inner.options.ready_timeout;
+        let now = Instant::now();
+        let (not_ready, overdue) = cluster.update(|registry| {
+            let mut not_ready = Vec::new();
+            let mut overdue = Vec::new();
+            for (id, entry) in &mut registry.workers {
+                if entry.killed {
+                    continue;
+                }
+                if entry.in_service()
+                    && entry.state < WorkerState::Ready
+                    && entry.forked_at + ready_timeout <= now
+                {
+                    entry.departure = Some(ExitReason::NotReady);
+                    entry.killed = true;
+                    not_ready.push((*id, entry.pid));
+                } else if entry.drain_deadline.is_some_and(|at| at <= now) {
+                    entry.killed = true;
+                    overdue.push((*id, entry.pid));
+                }
+            }
+            (not_ready, overdue)
+        });
+        for (id, pid) in not_ready {
+            cluster.publish_now(Event::Unhealthy {
+                id,
+                reason: HealthReason::NotReady,
+                detail: format!(
+                    "not ready {:.1}s after its fork: killed",
+                    ready_timeout.as_secs_f64()
+                ),
+            });
+            sigkill(pid);
+        }
+        for (id, pid) in overdue {
+            cluster.note_line(&format!(
+                "worker {id} did not finish within the grace period: killed"
+            ));
+            sigkill(pid);
+            if let Some(stop) = &mut self.stopping {
+                stop.forced.push(id);
+            }
+        }
+    }
+
+    pub(super) async fn stop(
+        &mut self,
+        reason: StopReason,
+        gave_up: Option<(u32, Duration, GaveUpCause)>,
+    ) {
+        begin_stop(
+            &self.cluster,
+            &mut self.stopping,
+            &mut self.dispatcher,
+            reason,
+            gave_up,
+        )
+        .await;
+    }
+
+    pub(super) fn kill_now(&mut self, why: &str) {
+        if let Some(stop) = &mut self.stopping {
+            self.cluster
+                .note_line(&format!("{why}: killing the remaining workers now"));
+            kill_all(&self.cluster, stop);
+        }
+    }
+
+    fn result(self) -> Result<Stopped, Arc<ClusterError>> {
+        match self.stopping {
+            Some(Stopping {
+                gave_up: Some((restarts, window, cause)),
+                ..
+            }) => Err(Arc::new(match cause {
+                GaveUpCause::Crashes => ClusterError::CrashLoop { restarts, window },
+                GaveUpCause::Health => ClusterError::HealthLoop { restarts, window },
+            })),
+            Some(stop) => Ok(Stopped {
+                reason: stop.reason,
+                forced: stop.forced,
+                took: stop.since.elapsed(),
+            }),
+            None => Err(Arc::new(ClusterError::SupervisorGone)),
+        }
+    }
+}
+
+/// What a worker's own event changes in the registry.
+fn apply(registry: &mut Registry, event: &Event) {
+    let Some(id) = event.worker() else { return };
+    let Some(entry) = registry.workers.get_mut(&id) else {
+        return;
+    };
+    let next = match event {
+        Event::Listening { .. } => WorkerState::Listening,
+        Event::Ready { .. } => WorkerState::Ready,
+        Event::Disconnect { .. } => WorkerState::Leaving,
+        _ => return,
+    };
+    // States only move forward: a draining worker that reports ready late
+    // stays draining.
+    if next > entry.state {
+        entry.state = next;
+    }
+}
