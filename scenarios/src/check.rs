@@ -15,6 +15,9 @@
 //!           | request.NAME.FIELD     status worker error body json.PATH
 //!           | exit.FIELD             code signal stderr
 //!           | workers.alive          forked worker processes still running
+//!           | rollout.min_ready      the fewest ready workers at any moment
+//!                                    between rollout_started and
+//!                                    rollout_finished, replayed from events
 //!           | FN(KIND[.PATH])        over the primary's events of one kind:
 //!                                    count distinct all sorted first last
 //! ```
@@ -36,6 +39,9 @@ pub enum Fact {
     },
     Exit(String),
     WorkersAlive,
+    /// The fewest workers ready (said `ready`, not yet told to leave or
+    /// gone) at any moment of a rollout.
+    RolloutMinReady,
     Events {
         func: EventFn,
         kind: String,
@@ -250,8 +256,9 @@ fn fact(text: &str) -> Result<Fact, String> {
             "`{text}`: write exit.code, exit.signal or exit.stderr"
         )),
         ["workers", "alive"] => Ok(Fact::WorkersAlive),
+        ["rollout", "min_ready"] => Ok(Fact::RolloutMinReady),
         _ => Err(format!(
-            "`{text}` is not a fact: use load.…, request.…, exit.…, workers.alive or FN(event)"
+            "`{text}` is not a fact: use load.…, request.…, exit.…, workers.alive, rollout.min_ready or FN(event)"
         )),
     }
 }
@@ -301,6 +308,34 @@ fn equal(lhs: &Value, rhs: &Value) -> bool {
         }
         _ => lhs == rhs,
     }
+}
+
+/// Replays `events` and returns the fewest ready workers at any moment
+/// from a `rollout_started` to its `rollout_finished`: a worker counts from
+/// its `ready` until it is told to leave (`draining`), disconnects or exits.
+/// `None` if no rollout started.
+pub fn min_ready_during_rollout(events: &[Value]) -> Option<usize> {
+    let mut ready = std::collections::BTreeSet::new();
+    let mut rolling = false;
+    let mut fewest: Option<usize> = None;
+    for event in events {
+        let id = event["id"].as_u64();
+        match (event["event"].as_str().unwrap_or_default(), id) {
+            ("ready", Some(id)) => {
+                ready.insert(id);
+            }
+            ("draining" | "disconnect" | "exit", Some(id)) => {
+                ready.remove(&id);
+            }
+            ("rollout_started", _) => rolling = true,
+            ("rollout_finished", _) => rolling = false,
+            _ => {}
+        }
+        if rolling || event["event"] == "rollout_started" {
+            fewest = Some(fewest.map_or(ready.len(), |f| f.min(ready.len())));
+        }
+    }
+    fewest
 }
 
 /// Applies `func` to the `path` of each event in `events`.
@@ -363,6 +398,28 @@ mod tests {
             name: "main".into(),
             field: field.into(),
         }
+    }
+
+    #[test]
+    fn min_ready_replays_a_rollout() {
+        let event = |text: &str| serde_json::from_str::<Value>(text).expect("test JSON");
+        let story = [
+            r#"{"event":"ready","id":1}"#,
+            r#"{"event":"ready","id":2}"#,
+            r#"{"event":"rollout_started","generation":2,"workers":2}"#,
+            r#"{"event":"ready","id":3}"#,
+            r#"{"event":"draining","id":1,"reason":"replaced"}"#,
+            r#"{"event":"exit","id":1}"#,
+            // A replacement that is ready only after its predecessor left:
+            // for a moment a single worker serves.
+            r#"{"event":"draining","id":2,"reason":"replaced"}"#,
+            r#"{"event":"ready","id":4}"#,
+            r#"{"event":"rollout_finished","generation":2}"#,
+            r#"{"event":"exit","id":3}"#,
+        ]
+        .map(event);
+        assert_eq!(min_ready_during_rollout(&story), Some(1));
+        assert_eq!(min_ready_during_rollout(&story[..2]), None);
     }
 
     #[test]

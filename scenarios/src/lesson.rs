@@ -211,6 +211,31 @@ impl Lesson {
         }
     }
 
+    /// Resolves once an event of `kind` arrives after the first `after`
+    /// events, or once the primary's stdout closes (no event can come then).
+    /// Owns what it needs, so a load task can hold it.
+    pub fn until_event(
+        &self,
+        kind: String,
+        after: usize,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let log = Arc::clone(&self.log);
+        let mut changed = self.changed.clone();
+        async move {
+            loop {
+                let seen = log.lock().map_or(true, |log| {
+                    log.closed
+                        || log.events[after.min(log.events.len())..]
+                            .iter()
+                            .any(|event| event["event"] == kind.as_str())
+                });
+                if seen || changed.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
     /// Where the cluster listens, from its `start` event.
     pub async fn addr(&mut self) -> Result<SocketAddr, LessonError> {
         let is_start = |event: &Value| event["event"] == "start";

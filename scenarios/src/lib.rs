@@ -15,10 +15,13 @@
 pub mod bench;
 pub mod check;
 pub mod lesson;
-pub mod load;
 pub mod runner;
 pub mod script;
 pub mod transcript;
+
+/// The load generator lives in its own crate, `shared/loadgen`, because
+/// lessons use it too (lesson 08 drives load through its own rollout).
+pub use loadgen as load;
 
 use std::path::{Path, PathBuf};
 

@@ -155,6 +155,7 @@ async fn run_step(
             name,
             spec,
             background,
+            until,
         } => {
             let addr = match lesson.addr().await {
                 Ok(addr) => addr,
@@ -163,11 +164,19 @@ async fn run_step(
                     return false;
                 }
             };
-            let how = describe_load(spec);
+            let mut how = describe_load(spec);
             let progress = transcript.progress(spec.requests);
             let spec = spec.clone();
+            let stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match until
+            {
+                Some(kind) => {
+                    how.push_str(&format!(", until {kind}"));
+                    Box::pin(lesson.until_event(kind.clone(), mark))
+                }
+                None => Box::pin(std::future::pending()),
+            };
             let run = tokio::spawn(async move {
-                let report = load::run(addr, &spec, &progress).await;
+                let report = load::run_until(addr, &spec, &progress, stop).await;
                 progress.finish_and_clear();
                 report
             });
@@ -446,6 +455,9 @@ fn lookup(fact: &Fact, lesson: &Lesson, facts: &Facts) -> Result<Value, String> 
             })
         }
         Fact::WorkersAlive => Ok(Value::from(lesson.alive_workers().len())),
+        Fact::RolloutMinReady => crate::check::min_ready_during_rollout(&lesson.events())
+            .map(Value::from)
+            .ok_or_else(|| "no rollout started".to_string()),
         Fact::Events { func, kind, path } => {
             let events = lesson.events();
             let of_kind: Vec<&Value> = events

@@ -23,6 +23,17 @@
 //! expect = "load.main.failed == 0"  # a check; see `check.rs`
 //! ```
 //!
+//! A background load can run through a story and stop when it is over:
+//!
+//! ```toml
+//! [[step]]
+//! load = "during"
+//! background = true
+//! until = "rollout_finished"        # stop sending once this event arrives
+//! requests = 1000000                # still bounded: a count …
+//! max_time = "30s"                  # … and a time
+//! ```
+//!
 //! Each `[[step]]` does one thing, named by its first key; the other keys
 //! are that action's options. Steps are read by hand rather than through a
 //! derived enum because serde's untagged enums lose every useful error, and
@@ -81,11 +92,14 @@ pub enum Action {
         within: Duration,
     },
     /// Put load on the cluster; `background` runs it while later steps go on
-    /// until an `await` step collects it.
+    /// until an `await` step collects it; `until` stops sending once an
+    /// event of that kind arrives (still bounded by `requests` and
+    /// `max_time`).
     Load {
         name: String,
         spec: LoadSpec,
         background: bool,
+        until: Option<String>,
     },
     /// Wait for a background load to finish.
     Await { name: String, within: Duration },
@@ -158,6 +172,7 @@ const ACTIONS: &[(&str, &[&str])] = &[
             "max_time",
             "timeout",
             "background",
+            "until",
         ],
     ),
     ("await", &["within"]),
@@ -377,6 +392,7 @@ fn read_step(raw: RawStep, span: std::ops::Range<usize>) -> Result<Action, StepE
                 name,
                 spec,
                 background: options.flag("background")?.unwrap_or(false),
+                until: options.string("until")?,
             }
         }
         "await" => Action::Await {
@@ -547,7 +563,7 @@ wait_exit = "5s"
         assert_eq!(
             message,
             "scenarios/99-test.toml:4: unknown key `reqests` in a `load` step; it takes: \
-             requests, connections, keep_alive, path, max_time, timeout, background"
+             requests, connections, keep_alive, path, max_time, timeout, background, until"
         );
     }
 

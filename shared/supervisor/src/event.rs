@@ -44,6 +44,9 @@ pub enum Event {
     /// warm, connections to its dependencies open (PM2's `wait_ready`).
     /// Only from here on does it get connections, whatever the strategy.
     Ready { id: WorkerId },
+    /// The worker was told to leave, for `reason`: it is out of rotation
+    /// from now on and finishes what it has (Node: `worker.disconnect()`).
+    Draining { id: WorkerId, reason: ExitReason },
     /// The worker sent the primary a message (Node: `message`).
     Message {
         id: WorkerId,
@@ -85,6 +88,8 @@ pub enum Event {
         id: WorkerId,
         reason: HealthReason,
         detail: String,
+        /// Its resident memory when the check failed, in MiB (0 if unknown).
+        rss_mib: u64,
     },
     /// A rolling restart began: every worker of an older generation will be
     /// replaced, one at a time, by one of `generation`.
@@ -211,6 +216,16 @@ pub enum RolloutOutcome {
     Aborted,
 }
 
+impl fmt::Display for RolloutOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RolloutOutcome::Completed => "completed",
+            RolloutOutcome::RolledBack => "rolled back",
+            RolloutOutcome::Aborted => "aborted (the cluster is stopping)",
+        })
+    }
+}
+
 /// Why the cluster stopped. Serialised as the name a person would say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StopReason {
@@ -257,6 +272,7 @@ impl Event {
             | Event::Online { id }
             | Event::Listening { id, .. }
             | Event::Ready { id }
+            | Event::Draining { id, .. }
             | Event::Message { id, .. }
             | Event::Disconnect { id }
             | Event::Exit { id, .. }

@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::event::{Event, GaveUpCause, HealthReason, RolloutOutcome};
+use crate::event::{Event, ExitReason, GaveUpCause, HealthReason};
 use crate::role::WorkerId;
 
 /// How the primary prints its events (`--events human|json`).
@@ -112,12 +112,17 @@ impl Reporter {
             None => "primary".to_string(),
         };
         let mut out = std::io::stdout().lock();
-        // A closed stdout (a pager quit early) is no reason to stop serving.
-        let _ = if self.colour {
-            writeln!(out, "\x1b[{}m{prefix:>9} │\x1b[0m {text}", colour_of(who))
-        } else {
-            writeln!(out, "{prefix:>9} │ {text}")
-        };
+        // A report of several lines keeps the column: later lines get an
+        // empty prefix, so the log still reads as one column of who-said-what.
+        for (n, line) in text.lines().enumerate() {
+            let prefix = if n == 0 { prefix.as_str() } else { "" };
+            // A closed stdout (a pager quit early) is no reason to stop serving.
+            let _ = if self.colour {
+                writeln!(out, "\x1b[{}m{prefix:>9} │\x1b[0m {line}", colour_of(who))
+            } else {
+                writeln!(out, "{prefix:>9} │ {line}")
+            };
+        }
     }
 }
 
@@ -155,6 +160,9 @@ fn describe(event: &Event) -> String {
         Event::Online { .. } => "online".to_string(),
         Event::Listening { addr, .. } => format!("listening on {addr}"),
         Event::Ready { .. } => "ready: takes connections".to_string(),
+        Event::Draining { reason, .. } => {
+            format!("draining ({reason}): out of rotation, finishing what it has")
+        }
         Event::Message { body, .. } => format!("message: {body}"),
         Event::Disconnect { .. } => "disconnected".to_string(),
         Event::Exit {
@@ -209,9 +217,15 @@ fn describe(event: &Event) -> String {
             ready_ms,
             drained_ms,
             ..
-        } => format!(
-            "replaced worker {old} ({reason}): ready after {ready_ms} ms, worker {old} drained in {drained_ms} ms"
-        ),
+        } => {
+            let why = match reason {
+                ExitReason::Replaced => String::new(),
+                other => format!(", which was {other}"),
+            };
+            format!(
+                "replaced worker {old}{why}: ready after {ready_ms} ms, worker {old} drained in {drained_ms} ms"
+            )
+        }
         Event::RolledBack { old, why, .. } => {
             format!("rolled back: {why}; worker {old} keeps serving")
         }
@@ -225,11 +239,6 @@ fn describe(event: &Event) -> String {
                 .iter()
                 .map(|[old, new]| format!("{old}→{new}"))
                 .collect();
-            let outcome = match outcome {
-                RolloutOutcome::Completed => "completed",
-                RolloutOutcome::RolledBack => "rolled back",
-                RolloutOutcome::Aborted => "aborted (the cluster is stopping)",
-            };
             format!(
                 "rolling restart to generation {generation} {outcome} in {took_ms} ms; replaced {}",
                 if pairs.is_empty() {

@@ -95,14 +95,23 @@ impl Supervisor {
     /// after a backoff, or give up when the budget is spent.
     pub(super) async fn after_failure(&mut self, id: Option<WorkerId>, slot: SlotId) {
         let cluster = self.cluster.clone();
-        let (exists, filled) = cluster.view(|r| (r.slots.contains_key(&slot), r.is_filled(slot)));
+        let (exists, holder) = cluster.view(|r| {
+            let holder = r
+                .workers
+                .iter()
+                .find(|(_, e)| e.slot == slot)
+                .map(|(id, _)| *id);
+            (r.slots.contains_key(&slot), holder)
+        });
         if !exists {
             return;
         }
-        if filled {
+        // Its place is taken already: a replacement starting for it, or
+        // the worker its failed replacement was meant to take over from.
+        if let Some(holder) = holder {
             if let Some(id) = id {
                 cluster.note_line(&format!(
-                    "worker {id} is gone; its replacement is already starting"
+                    "worker {id} is gone; worker {holder} holds its place, so nothing is forked"
                 ));
             }
             return;

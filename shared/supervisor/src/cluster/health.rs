@@ -210,7 +210,7 @@ pub(super) async fn monitor(cluster: Cluster, policy: HealthPolicy) {
                         row.missed,
                         policy.timeout.as_millis()
                     );
-                    sick.push((id, HealthReason::Hung, detail));
+                    sick.push((id, HealthReason::Hung, detail, row.rss >> 20));
                 } else if row.over_memory >= policy.rss_samples {
                     let detail = format!(
                         "RSS {} MiB over the {} MiB limit for {} samples in a row",
@@ -218,13 +218,18 @@ pub(super) async fn monitor(cluster: Cluster, policy: HealthPolicy) {
                         policy.max_rss.unwrap_or(0) >> 20,
                         row.over_memory
                     );
-                    sick.push((id, HealthReason::OverMemory, detail));
+                    sick.push((id, HealthReason::OverMemory, detail, row.rss >> 20));
                 }
             }
         }
 
-        for (id, reason, detail) in sick {
-            cluster.publish(Event::Unhealthy { id, reason, detail });
+        for (id, reason, detail, rss_mib) in sick {
+            cluster.publish(Event::Unhealthy {
+                id,
+                reason,
+                detail,
+                rss_mib,
+            });
             if let Decision::GiveUp { restarts } = budget.on_crash(Instant::now()) {
                 let _ = cluster.inner.commands.send(Command::GiveUp {
                     restarts,

@@ -164,7 +164,7 @@ impl Cluster {
     /// reason given is the one its exit reports.
     pub(super) fn depart(&self, id: WorkerId, reason: ExitReason) -> Result<(), ClusterError> {
         let deadline = Instant::now() + self.inner.options.grace;
-        let (to_worker, target, scaled) = self.update(|registry| {
+        let (to_worker, target, scaled, first) = self.update(|registry| {
             let entry = registry
                 .workers
                 .get_mut(&id)
@@ -193,8 +193,11 @@ impl Cluster {
                     scaled = Some((from, registry.slots.len()));
                 }
             }
-            Ok::<_, ClusterError>((to_worker, target, scaled))
+            Ok::<_, ClusterError>((to_worker, target, scaled, first))
         })?;
+        if first {
+            self.publish(Event::Draining { id, reason });
+        }
         if let Some((from, to)) = scaled {
             self.publish(Event::Scale { from, to });
         }

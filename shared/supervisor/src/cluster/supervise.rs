@@ -311,6 +311,7 @@ impl Supervisor {
                     "not ready {:.1}s after its fork: killed",
                     ready_timeout.as_secs_f64()
                 ),
+                rss_mib: 0,
             });
             sigkill(pid);
         }

@@ -10,12 +10,19 @@
 //!
 //! Every run is bounded twice, by a request count and by a time limit, and
 //! refuses any address that is not loopback: the generator must never be
-//! pointed at somebody else's machine by a typo.
+//! pointed at somebody else's machine by a typo. [`run_until`] can also be
+//! stopped early, when something else is done (a rollout, say).
+//!
+//! It never retries: a request that fails is counted as failed, by how it
+//! failed, so a reset during a restart cannot hide behind a second try.
+//! Each client counts on its own and the counts are added up at the end, so
+//! the clients never wait on each other.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,7 +32,7 @@ use hyper::header::{CONNECTION, HOST};
 use hyper_util::rt::TokioIo;
 use indicatif::ProgressBar;
 use tokio::net::TcpStream;
-use tokio::sync::Mutex;
+use tokio::task::JoinSet;
 
 /// The response header that names the worker that answered.
 pub const WORKER_HEADER: &str = "x-worker-id";
@@ -128,6 +135,24 @@ impl LoadReport {
         }
     }
 
+    /// Adds another client's counts to these.
+    pub fn merge(&mut self, other: LoadReport) {
+        self.sent += other.sent;
+        self.ok += other.ok;
+        self.failed += other.failed;
+        for (status, n) in other.statuses {
+            *self.statuses.entry(status).or_default() += n;
+        }
+        for (failure, n) in other.errors {
+            *self.errors.entry(failure).or_default() += n;
+        }
+        for (worker, n) in other.by_worker {
+            *self.by_worker.entry(worker).or_default() += n;
+        }
+        self.latencies.extend(other.latencies);
+        self.elapsed = self.elapsed.max(other.elapsed);
+    }
+
     fn record(&mut self, outcome: Result<(Response, Duration), Failure>) {
         self.sent += 1;
         match outcome {
@@ -156,49 +181,74 @@ pub async fn run(
     spec: &LoadSpec,
     progress: &ProgressBar,
 ) -> Result<LoadReport, LoadError> {
+    run_until(addr, spec, progress, std::future::pending()).await
+}
+
+/// Like [`run`], but stops sending once `stop` resolves; requests already
+/// sent are still awaited and counted.
+pub async fn run_until(
+    addr: SocketAddr,
+    spec: &LoadSpec,
+    progress: &ProgressBar,
+    stop: impl Future<Output = ()>,
+) -> Result<LoadReport, LoadError> {
     if !addr.ip().is_loopback() {
         return Err(LoadError::NotLoopback(addr));
     }
     let started = Instant::now();
     let deadline = started + spec.max_time;
     let tickets = Arc::new(AtomicU64::new(0));
-    let report = Arc::new(Mutex::new(LoadReport::default()));
+    let halt = Arc::new(AtomicBool::new(false));
 
-    let clients: Vec<_> = (0..spec.connections.max(1))
-        .map(|_| {
-            let (spec, tickets, report, progress) = (
-                spec.clone(),
-                tickets.clone(),
-                report.clone(),
-                progress.clone(),
-            );
-            tokio::spawn(async move {
-                let mut connection: Option<SendRequest<Empty<Bytes>>> = None;
-                while tickets.fetch_add(1, Ordering::Relaxed) < spec.requests
-                    && Instant::now() < deadline
-                {
-                    let begun = Instant::now();
-                    let outcome = if spec.keep_alive {
-                        keep_alive_get(addr, &spec, &mut connection).await
-                    } else {
-                        get(addr, &spec.path, spec.timeout).await
-                    };
-                    report
-                        .lock()
-                        .await
-                        .record(outcome.map(|response| (response, begun.elapsed())));
-                    progress.inc(1);
-                }
-            })
-        })
-        .collect();
-    for client in clients {
-        // A client task only panics if the runtime is going away; what it
-        // recorded before that still counts.
-        let _ = client.await;
+    let mut clients: JoinSet<LoadReport> = JoinSet::new();
+    for _ in 0..spec.connections.max(1) {
+        let (spec, tickets, halt, progress) = (
+            spec.clone(),
+            tickets.clone(),
+            halt.clone(),
+            progress.clone(),
+        );
+        clients.spawn(async move {
+            let mut mine = LoadReport::default();
+            let mut connection: Option<SendRequest<Empty<Bytes>>> = None;
+            while !halt.load(Ordering::Relaxed)
+                && tickets.fetch_add(1, Ordering::Relaxed) < spec.requests
+                && Instant::now() < deadline
+            {
+                let begun = Instant::now();
+                let outcome = if spec.keep_alive {
+                    keep_alive_get(addr, &spec, &mut connection).await
+                } else {
+                    get(addr, &spec.path, spec.timeout).await
+                };
+                mine.record(outcome.map(|response| (response, begun.elapsed())));
+                progress.inc(1);
+            }
+            mine
+        });
     }
-
-    let mut report = std::mem::take(&mut *report.lock().await);
+    let mut report = LoadReport::default();
+    let mut all_done = std::pin::pin!(async {
+        let mut reports = Vec::new();
+        while let Some(joined) = clients.join_next().await {
+            // A client task only fails if the runtime is going away; the
+            // others' counts still stand.
+            if let Ok(mine) = joined {
+                reports.push(mine);
+            }
+        }
+        reports
+    });
+    let reports = tokio::select! {
+        reports = &mut all_done => reports,
+        () = stop => {
+            halt.store(true, Ordering::Relaxed);
+            all_done.await
+        }
+    };
+    for mine in reports {
+        report.merge(mine);
+    }
     report.elapsed = started.elapsed();
     report.latencies.sort();
     Ok(report)

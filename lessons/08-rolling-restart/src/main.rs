@@ -1,0 +1,193 @@
+//! # Lesson 08 — How do you restart every worker without dropping a request?
+//!
+//! **The short answer.** One worker at a time: fork its replacement, wait
+//! until the replacement is *ready* — not merely listening — then take the
+//! old worker out of rotation and let it finish what it has, telling each
+//! keep-alive client `Connection: close` on its next response. Only then move
+//! on to the next. If a replacement never gets ready, kill it and keep the
+//! old one serving: a bad release changes nothing.
+//!
+//! Run on its own, the lesson shows all of it: four workers, keep-alive and
+//! new-connection clients on 127.0.0.1, every worker rolled, and a report of
+//! what the clients saw.
+//!
+//! ```text
+//! just lesson 08                   # roll 4 workers under load; 0 failed
+//! just lesson 08 --bad-release     # new workers never get ready: rolled back
+//! just lesson 08 --naive           # the usual answer's sequence, measured
+//! just lesson 08 --serve           # serve; roll with kill -HUP <primary pid>
+//! ```
+//!
+//! **What the usual answer gets wrong.** It treats `listening` as ready; a
+//! replacement that never listens hangs its loop forever; and the old
+//! worker's `server.close()` closes idle keep-alive connections under
+//! clients that are sending on them at that instant, so those requests fail
+//! with a reset. `--naive` runs that sequence and counts what it loses.
+//!
+//! | Node                                             | Rust (this workbook)                                   |
+//! |--------------------------------------------------|--------------------------------------------------------|
+//! | `process.on('SIGUSR2', rollEveryWorker)`         | built in: SIGHUP or SIGUSR2 → `start_rollout`          |
+//! | `cluster.fork()` then `worker.on('listening')`   | `cluster.rolling_restart()` waits for `ready`          |
+//! | `process.send('ready')` (PM2's `wait_ready`)     | `worker.ready()`                                       |
+//! | `worker.disconnect()` + `server.close()`         | the drain: `Connection: close`, idle timeout, `--grace` |
+//! | (hand-written, if at all) a ready timeout        | `--ready-timeout`: kill the replacement, keep the old  |
+
+mod naive;
+mod report;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use report::Loads;
+use supervisor::cli::parse_seconds;
+use supervisor::http::{Server, text};
+use supervisor::{Cluster, ClusterArgs, RestartPolicy, Role, Worker};
+
+/// Lesson 08: a rolling restart that loses no request.
+#[derive(Debug, Parser)]
+#[command(name = "lesson-08", version, about)]
+struct Args {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+
+    /// Serve and wait: roll with SIGHUP or SIGUSR2 (no built-in load, no report)
+    #[arg(long)]
+    serve: bool,
+
+    /// Workers of the new generation never say they are ready
+    #[arg(long)]
+    bad_release: bool,
+
+    /// The usual answer: wait for `listening`, not `ready`; close idle
+    /// connections at once when draining
+    #[arg(long)]
+    naive: bool,
+
+    /// How long a worker warms up between listening and ready
+    #[arg(long, default_value = "200ms", value_parser = parse_seconds)]
+    warmup: Duration,
+
+    /// Clients of each kind (keep-alive, new connection) during the demo
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=512))]
+    clients: u16,
+}
+
+/// Without `--workers`, this lesson runs four: enough to watch a rollout.
+const DEFAULT_WORKERS: u16 = 4;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    supervisor::exit_code(run(args).await)
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    match supervisor::role()? {
+        Role::Primary => primary(args).await,
+        Role::Worker(_) => worker(args).await,
+    }
+}
+
+// ANCHOR: primary
+async fn primary(mut args: Args) -> anyhow::Result<()> {
+    let workers = *args.cluster.workers.get_or_insert(DEFAULT_WORKERS);
+    let options = supervisor::ClusterOptions {
+        restart: Some(RestartPolicy::default()),
+        ..args.cluster.options()
+    };
+    let ready_timeout = options.ready_timeout;
+    let cluster = Cluster::start(options)
+        .await
+        .context("starting the cluster")?;
+    cluster
+        .wait_ready(usize::from(workers), ready_timeout)
+        .await
+        .context("waiting for the first workers to be ready")?;
+
+    if args.serve {
+        cluster.note_line(&format!(
+            "serving on http://{}; roll every worker with: kill -HUP {}",
+            cluster.addr(),
+            std::process::id()
+        ));
+    } else {
+        let shown = demo(&cluster, &args).await;
+        cluster.shutdown();
+        cluster.run().await?;
+        return shown;
+    }
+    cluster.run().await?;
+    Ok(())
+}
+
+/// Measures the cluster at rest, then rolls every worker under the same
+/// load and reports what the clients saw.
+async fn demo(cluster: &Cluster, args: &Args) -> anyhow::Result<()> {
+    let target = report::loopback(cluster.addr())?;
+    let clients = usize::from(args.clients);
+    // At rest, for comparison: one second of the same load.
+    let rest = tokio::time::sleep(Duration::from_secs(1));
+    let at_rest = Loads::measure(target, clients, rest, report::hidden()).await;
+
+    // The same clients again, sending until the rollout is over.
+    let (over, rollout_over) = tokio::sync::oneshot::channel::<()>();
+    let progress = report::progress(cluster, args.cluster.events);
+    let until_over = async move {
+        let _ = rollout_over.await;
+    };
+    let during = tokio::spawn(Loads::measure(
+        target,
+        clients,
+        until_over,
+        progress.clone(),
+    ));
+    let rollout = if args.naive {
+        naive::rolling_restart(cluster).await
+    } else {
+        cluster.rolling_restart().await.map_err(anyhow::Error::from)
+    };
+    let _ = over.send(());
+    let during = during.await.unwrap_or_default();
+    progress.finish_and_clear();
+    report::show(cluster, &rollout, &at_rest, &during);
+    rollout.map(drop)
+}
+// ANCHOR_END: primary
+
+// ANCHOR: worker
+async fn worker(args: Args) -> anyhow::Result<()> {
+    let worker = Arc::new(Worker::connect().await?);
+    let listener = worker.listen().await?;
+    let (id, generation) = (worker.id(), worker.generation());
+
+    if args.bad_release && generation > 1 {
+        // A release that cannot start: it listens, but never gets ready.
+        // The primary kills it at --ready-timeout and keeps the old worker.
+        eprintln!("[worker {id}] --bad-release: generation {generation} never gets ready");
+        worker.disconnected().await;
+        return Ok(());
+    }
+    // Listening is not ready: caches to load, connections to open.
+    tokio::time::sleep(args.warmup).await;
+    worker.ready()?;
+
+    let server = if args.naive {
+        // Node's `server.close()` (since Node 19): idle keep-alive
+        // connections closed at once, racing clients about to use them.
+        Server::new().idle_close(Duration::ZERO)
+    } else {
+        Server::new()
+    };
+    let hello = move |_| async move {
+        text(
+            200,
+            format!("hello from worker {id} (generation {generation})\n"),
+        )
+    };
+    server.serve(listener, hello, worker.disconnected()).await;
+    Ok(())
+}
+// ANCHOR_END: worker
