@@ -68,6 +68,12 @@ bench-lb *ARGS:
     cargo build --release -q -p lesson-04 -p scenarios
     target/release/bench-lb "$@"
 
+# Measure lesson 08's rolling restart: requests/s during a rollout vs at rest, failures
+[group('measure')]
+bench-rollout *ARGS:
+    cargo build --release -q -p lesson-08 -p scenarios
+    target/release/bench-rollout "$@"
+
 # Install what is missing: just, mdbook, and redis-server on Debian/Ubuntu
 [group('setup')]
 setup:

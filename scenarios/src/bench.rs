@@ -165,6 +165,53 @@ impl fmt::Display for Machine {
     }
 }
 
+impl Machine {
+    /// This machine: its usable cores, `uname -sr` (read from the kernel's
+    /// own copy in /proc, the same strings `uname(2)` returns) and its CPU.
+    pub fn here() -> Machine {
+        let read = |name: &str| {
+            std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
+                .ok()
+                .map(|text| text.trim().to_owned())
+                .filter(|text| !text.is_empty())
+        };
+        let system = read("ostype").zip(read("osrelease"));
+        Machine {
+            cores: std::thread::available_parallelism().ok().map(usize::from),
+            system: system.map(|(os, release)| format!("{os} {release}")),
+            cpu: std::fs::read_to_string("/proc/cpuinfo")
+                .ok()
+                .and_then(|text| cpu_model(&text)),
+        }
+    }
+
+    /// Today's date in UTC (`2026-11-25`), for the line above a table.
+    pub fn today() -> String {
+        std::process::Command::new("date")
+            .args(["-u", "+%F"])
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+            .filter(|date| !date.is_empty())
+            .unwrap_or_else(|| "date unknown".into())
+    }
+}
+
+/// The median of `values`; `None` for none. Rounds of a benchmark on a
+/// noisy machine are summarised by it, not by the mean, so one disturbed
+/// round cannot drag the figure.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
 /// The CPU model in `/proc/cpuinfo`'s text, if it names one (x86 does;
 /// many ARM kernels don't).
 pub fn cpu_model(cpuinfo: &str) -> Option<String> {
@@ -188,6 +235,13 @@ mod tests {
             report.sent += n;
         }
         report
+    }
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_middle_pair_s_mean() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
     }
 
     #[test]

@@ -144,6 +144,7 @@ pub fn show(
             }
             fields["outcome"] = json!(report.outcome);
             fields["replaced"] = json!(report.steps.len());
+            fields["took_ms"] = json!(report.took.as_millis() as u64);
         }
         Err(error) => {
             human += &format!("  the rollout failed: {error:#}\n");
@@ -162,8 +163,17 @@ pub fn show(
             seen.failed,
             failures(seen)
         );
-        fields[key] = json!({ "ok": seen.ok, "failed": seen.failed, "errors": seen.errors });
+        fields[key] = json!({
+            "ok": seen.ok,
+            "failed": seen.failed,
+            "errors": seen.errors,
+            "requests_per_s": seen.requests_per_second(),
+        });
     }
+    fields["at_rest"] = json!({
+        "keep_alive_per_s": at_rest.keep_alive.requests_per_second(),
+        "new_connection_per_s": at_rest.new_connection.requests_per_second(),
+    });
     let (rest, busy) = (at_rest.requests_per_second(), during.requests_per_second());
     let ratio = if rest > 0.0 { busy / rest } else { 0.0 };
     human +=

@@ -236,21 +236,7 @@ fn progress(len: u64, label: String) -> ProgressBar {
 
 /// The line above the table: the machine, the load, the date, the build.
 fn header(args: &Args) -> String {
-    let machine = Machine {
-        cores: std::thread::available_parallelism().ok().map(usize::from),
-        system: system(),
-        cpu: std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|text| bench::cpu_model(&text)),
-    };
-    let date = std::process::Command::new("date")
-        .args(["-u", "+%F"])
-        .output()
-        .ok()
-        .filter(|output| output.status.success())
-        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
-        .filter(|date| !date.is_empty())
-        .unwrap_or_else(|| "date unknown".into());
+    let (machine, date) = (Machine::here(), Machine::today());
     // A debug build measures the debug build; say so next to the numbers.
     let build = if cfg!(debug_assertions) {
         "debug build (not representative: use `just bench-lb`, which builds release)"
@@ -261,16 +247,4 @@ fn header(args: &Args) -> String {
         "Machine: {machine}; {} workers, {} connections, {} requests per cell (at most {} s, after {} warm-up requests); {date}; {build}; load generator on the same machine.",
         args.workers, args.connections, args.requests, args.max_time, args.warmup
     )
-}
-
-/// `uname -sr`, read from the kernel's own copy in /proc: the same strings
-/// `uname(2)` returns, without another nix feature for one line of text.
-fn system() -> Option<String> {
-    let read = |name: &str| {
-        std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
-            .ok()
-            .map(|text| text.trim().to_owned())
-            .filter(|text| !text.is_empty())
-    };
-    Some(format!("{} {}", read("ostype")?, read("osrelease")?))
 }
