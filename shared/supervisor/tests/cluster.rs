@@ -33,6 +33,11 @@ fn worker_main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let worker = std::sync::Arc::new(Worker::connect().await?);
         let listener = worker.listen().await?;
+        if std::env::var(MODE).as_deref() == Ok("never_ready") {
+            // Listens, never says ready: the primary's ready timeout must act.
+            worker.disconnected().await;
+            return Ok(());
+        }
         worker.ready()?;
         let id = worker.id();
         // Answer questions with our id, except worker 2 in "stall" mode,
@@ -237,6 +242,106 @@ async fn ask_all_gathers_answers_and_names_the_worker_that_stalled()
             }
         )]
     );
+
+    cluster.shutdown();
+    cluster.run().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_never_ready_is_killed_and_spends_the_crash_budget()
+-> Result<(), Box<dyn std::error::Error>> {
+    let cluster = Cluster::start(ClusterOptions {
+        ready_timeout: Duration::from_millis(300),
+        restart: Some(supervisor::RestartPolicy {
+            base_delay: Duration::from_millis(10),
+            budget: 1,
+            ..supervisor::RestartPolicy::default()
+        }),
+        ..options(1, "never_ready")
+    })
+    .await?;
+    let mut events = cluster.subscribe();
+    // The first is killed at the timeout and replaced once; the second too,
+    // and that is one failure more than the budget allows.
+    let gave_up = events
+        .wait_for(WITHIN, |e| matches!(e, Event::GaveUp { .. }))
+        .await?;
+    assert!(matches!(
+        gave_up,
+        Event::GaveUp {
+            restarts: 1,
+            cause: supervisor::GaveUpCause::Crashes,
+            ..
+        }
+    ));
+    let error = cluster
+        .wait()
+        .await
+        .err()
+        .ok_or("the cluster did not give up")?;
+    assert!(matches!(
+        *error,
+        ClusterError::CrashLoop { restarts: 1, .. }
+    ));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_forks_to_the_desired_count_and_drains_the_surplus()
+-> Result<(), Box<dyn std::error::Error>> {
+    let cluster = Cluster::start(options(1, "plain")).await?;
+    cluster.wait_ready(1, WITHIN).await?;
+    let mut events = cluster.subscribe();
+
+    cluster.scale(3);
+    cluster.wait_ready(3, WITHIN).await?;
+    assert_eq!(cluster.desired(), 3);
+
+    cluster.scale(1);
+    // The two newest leave, drained, and are not replaced.
+    let exits = events
+        .wait_for_all(2, WITHIN, |e| matches!(e, Event::Exit { .. }))
+        .await?;
+    for exit in &exits {
+        assert!(
+            matches!(
+                exit,
+                Event::Exit {
+                    id: WorkerId(2 | 3),
+                    code: Some(0),
+                    reason: ExitReason::ScaledDown,
+                    ..
+                }
+            ),
+            "{exit:?}"
+        );
+    }
+    assert_eq!(cluster.workers(), vec![WorkerId(1)]);
+    assert_eq!(cluster.desired(), 1);
+
+    cluster.shutdown();
+    cluster.run().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_replaces_every_worker_with_a_new_generation()
+-> Result<(), Box<dyn std::error::Error>> {
+    let cluster = Cluster::start(options(2, "plain")).await?;
+    cluster.wait_ready(2, WITHIN).await?;
+
+    let report = cluster.rolling_restart().await?;
+    assert_eq!(report.outcome, supervisor::RolloutOutcome::Completed);
+    let pairs: Vec<_> = report.steps.iter().map(|s| (s.old, s.new)).collect();
+    assert_eq!(
+        pairs,
+        [(WorkerId(1), WorkerId(3)), (WorkerId(2), WorkerId(4))]
+    );
+    assert_eq!(cluster.workers(), [WorkerId(3), WorkerId(4)]);
+    // Both new workers take connections.
+    let response = get(cluster.addr()).await?;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 
     cluster.shutdown();
     cluster.run().await?;
