@@ -166,16 +166,24 @@ impl Supervisor {
     async fn reconcile(&mut self) {
         let cluster = self.cluster.clone();
         let now = Instant::now();
-        let failed: Vec<(SlotId, ClusterError)> = cluster.update(|registry| {
-            let due: Vec<SlotId> = registry
+        let due = |registry: &Registry| -> Vec<SlotId> {
+            registry
                 .slots
                 .iter()
                 .filter(|(id, slot)| {
                     !registry.is_filled(**id) && slot.refill_at.is_none_or(|at| at <= now)
                 })
                 .map(|(id, _)| *id)
-                .collect();
-            due.into_iter()
+                .collect()
+        };
+        // Looked at first, changed only if needed: most turns of the loop
+        // have nothing to fork, and a change wakes everyone who watches.
+        if cluster.view(|registry| due(registry).is_empty()) {
+            return;
+        }
+        let failed: Vec<(SlotId, ClusterError)> = cluster.update(|registry| {
+            due(registry)
+                .into_iter()
                 .filter_map(|slot| cluster.spawn_into(registry, slot).err().map(|e| (slot, e)))
                 .collect()
         });
@@ -190,7 +198,9 @@ impl Supervisor {
         match note {
             Note::Publish(event) => cluster.publish_now(event),
             Note::Worker(event) => {
-                cluster.update(|registry| apply(registry, &event));
+                if let Some(state) = state_after(&event) {
+                    cluster.update(|registry| apply(registry, &event, state));
+                }
                 cluster.publish_now(event);
             }
             Note::WantsToLeave(id) => {
@@ -368,21 +378,22 @@ impl Supervisor {
     }
 }
 
-/// What a worker's own event changes in the registry.
-fn apply(registry: &mut Registry, event: &Event) {
-    let Some(id) = event.worker() else { return };
-    let Some(entry) = registry.workers.get_mut(&id) else {
-        return;
-    };
-    let next = match event {
-        Event::Listening { .. } => WorkerState::Listening,
-        Event::Ready { .. } => WorkerState::Ready,
-        Event::Disconnect { .. } => WorkerState::Leaving,
-        _ => return,
-    };
-    // States only move forward: a draining worker that reports ready late
-    // stays draining.
-    if next > entry.state {
+/// The state a worker's own event moves it to, if it is a lifecycle event.
+fn state_after(event: &Event) -> Option<WorkerState> {
+    match event {
+        Event::Listening { .. } => Some(WorkerState::Listening),
+        Event::Ready { .. } => Some(WorkerState::Ready),
+        Event::Disconnect { .. } => Some(WorkerState::Leaving),
+        _ => None,
+    }
+}
+
+/// Moves the event's worker to `next`. States only move forward: a
+/// draining worker that reports ready late stays draining.
+fn apply(registry: &mut Registry, event: &Event, next: WorkerState) {
+    if let Some(entry) = event.worker().and_then(|id| registry.workers.get_mut(&id))
+        && next > entry.state
+    {
         entry.state = next;
     }
 }
