@@ -163,11 +163,12 @@ impl<T: DeserializeOwned> Receiver<T> {
         }
         if self.buf.last() != Some(&b'\n') {
             if read as u64 == limit {
-                // Skip the rest of the oversized line before reporting it.
-                let mut rest = Vec::new();
-                self.reader.read_until(b'\n', &mut rest).await?;
+                let skipped = self.skip_line().await?;
                 return Ok(Some(Incoming::Malformed {
-                    reason: format!("line longer than {MAX_LINE} bytes"),
+                    reason: format!(
+                        "a line of {} bytes, longer than the {MAX_LINE}-byte limit",
+                        read as u64 + skipped
+                    ),
                 }));
             }
             // The peer closed mid-line: what came is not a whole message.
@@ -181,6 +182,31 @@ impl<T: DeserializeOwned> Receiver<T> {
                 reason: error.to_string(),
             },
         }))
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Discards the rest of an oversized line, up to and including its
+    /// newline, a buffer at a time: what is thrown away is never held, so a
+    /// peer that sends gigabytes without a newline costs no memory. Returns
+    /// how many bytes of the line were skipped (not counting its newline).
+    async fn skip_line(&mut self) -> io::Result<u64> {
+        let mut skipped = 0u64;
+        loop {
+            let available = self.reader.fill_buf().await?;
+            if available.is_empty() {
+                return Ok(skipped); // end of stream inside the line
+            }
+            let (used, done) = match available.iter().position(|&b| b == b'\n') {
+                Some(at) => (at + 1, true),
+                None => (available.len(), false),
+            };
+            self.reader.consume(used);
+            if done {
+                return Ok(skipped + used as u64 - 1);
+            }
+            skipped += used as u64;
+        }
     }
 }
 
@@ -259,6 +285,35 @@ mod tests {
         ));
         drop(raw);
         assert!(rx.recv().await?.is_none());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_oversized_line_is_skipped_without_being_held() -> io::Result<()> {
+        let (mut raw, b) = UnixStream::pair()?;
+        let (mut rx, _tx) = channel::<ToPrimary, ToWorker>(b, "the primary".into());
+        // Eight times the limit, then a good message on the same stream.
+        let writer = tokio::spawn(async move {
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..8 {
+                raw.write_all(&chunk).await?;
+            }
+            raw.write_all(b"\n{\"type\":\"ready\"}\n").await?;
+            Ok::<_, io::Error>(raw)
+        });
+        match rx.recv().await? {
+            Some(Incoming::Malformed { reason }) => {
+                assert!(reason.contains("8388608 bytes"), "{reason}");
+            }
+            other => panic!("expected a malformed line, got {other:?}"),
+        }
+        // Skipped a buffer at a time: the line was never held whole.
+        assert!(rx.buf.capacity() <= 2 * MAX_LINE, "{}", rx.buf.capacity());
+        assert!(matches!(
+            rx.recv().await?,
+            Some(Incoming::Message(ToPrimary::Ready))
+        ));
+        drop(writer.await.map_err(io::Error::other)??);
         Ok(())
     }
 

@@ -132,6 +132,23 @@ pub(crate) fn bind_reuse_port(addr: SocketAddr) -> io::Result<Socket> {
     Ok(socket)
 }
 
+/// Fails with `AddrInUse` if another process serves `addr` already.
+///
+/// Any number of processes of one user may bind a port with `SO_REUSEPORT`,
+/// so a second cluster started on a busy port would start silently and take
+/// half the traffic. A socket bound *without* `SO_REUSEPORT` cannot join
+/// them: its bind fails while anyone listens there. (`SO_REUSEADDR` is set,
+/// as for the real sockets, so connections of an earlier run still in
+/// TIME_WAIT do not count as "in use".)
+pub(crate) fn check_port_free(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(()); // the kernel picks a free one
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into())
+}
+
 /// A worker's accept stream, whatever the strategy.
 #[derive(Debug)]
 pub struct Listener {

@@ -218,6 +218,28 @@ async fn a_port_in_use_is_a_clear_error() -> Result<(), Box<dyn std::error::Erro
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_reuseport_cluster_on_a_busy_port_is_refused()
+-> Result<(), Box<dyn std::error::Error>> {
+    let reuseport = |addr| ClusterOptions {
+        sched: Sched::ReusePort,
+        addr,
+        ..options(1, "plain")
+    };
+    let first = Cluster::start(reuseport("127.0.0.1:0".parse()?)).await?;
+    first.wait_ready(1, WITHIN).await?;
+    // SO_REUSEPORT would let the second bind and steal half the traffic.
+    let second = Cluster::start(reuseport(first.addr())).await;
+    let message = second
+        .err()
+        .ok_or("a second cluster started on a busy port")?
+        .to_string();
+    assert!(message.contains("Address already in use"), "{message}");
+    first.shutdown();
+    first.run().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ask_all_gathers_answers_and_names_the_worker_that_stalled()
 -> Result<(), Box<dyn std::error::Error>> {
     let cluster = Cluster::start(options(3, "stall")).await?;

@@ -133,10 +133,11 @@ impl Cluster {
             Sched::RoundRobin | Sched::Shared => {
                 (Some(listen::bind(options.addr).map_err(bind_error)?), None)
             }
-            Sched::ReusePort => (
-                None,
-                Some(listen::bind_reuse_port(options.addr).map_err(bind_error)?),
-            ),
+            Sched::ReusePort => {
+                listen::check_port_free(options.addr).map_err(bind_error)?;
+                let reserved = listen::bind_reuse_port(options.addr).map_err(bind_error)?;
+                (None, Some(reserved))
+            }
         };
         let local = match (&listener, &reserved) {
             (Some(listener), _) => listener.local_addr(),
