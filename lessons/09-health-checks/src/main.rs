@@ -85,6 +85,7 @@ struct Args {
     leak: u64,
 }
 
+// ANCHOR: runtime
 fn main() -> ExitCode {
     let args = Args::parse();
     let runtime = match supervisor::role() {
@@ -102,6 +103,7 @@ fn main() -> ExitCode {
     };
     supervisor::exit_code(result)
 }
+// ANCHOR_END: runtime
 
 async fn run(args: Args) -> anyhow::Result<()> {
     match supervisor::role()? {

@@ -27,6 +27,7 @@ pub struct UsualHistory {
     by_worker: BTreeMap<WorkerId, Vec<Instant>>,
 }
 
+// ANCHOR: usual
 impl UsualHistory {
     /// The usual `canRestart(worker)`: false once this id has `max` restarts
     /// within `window`.
@@ -51,6 +52,7 @@ impl UsualHistory {
         self.by_worker.values().map(Vec::len).max().unwrap_or(0)
     }
 }
+// ANCHOR_END: usual
 
 #[cfg(test)]
 mod tests {

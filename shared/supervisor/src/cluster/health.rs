@@ -171,6 +171,7 @@ pub(super) async fn monitor(cluster: Cluster, policy: HealthPolicy) {
                 });
                 row.state = state;
                 row.restarts = restarts;
+                // ANCHOR: verdict
                 match answers.get(&id) {
                     Some(Ok(body))
                         if (200..300).contains(&body["status"].as_u64().unwrap_or(0)) =>
@@ -220,9 +221,11 @@ pub(super) async fn monitor(cluster: Cluster, policy: HealthPolicy) {
                     );
                     sick.push((id, HealthReason::OverMemory, detail, row.rss >> 20));
                 }
+                // ANCHOR_END: verdict
             }
         }
 
+        // ANCHOR: budget
         for (id, reason, detail, rss_mib) in sick {
             cluster.publish(Event::Unhealthy {
                 id,
@@ -252,6 +255,7 @@ pub(super) async fn monitor(cluster: Cluster, policy: HealthPolicy) {
                 }
             });
         }
+        // ANCHOR_END: budget
     }
 }
 

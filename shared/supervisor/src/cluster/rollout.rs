@@ -88,6 +88,7 @@ pub struct RolloutReport {
 }
 
 impl Cluster {
+    // ANCHOR: replace
     /// Replaces worker `old` with a new one in its slot, safely (see the
     /// module doc); `reason` is what the old worker's exit will say.
     pub async fn replace(
@@ -181,6 +182,7 @@ impl Cluster {
         });
         Ok(step)
     }
+    // ANCHOR_END: replace
 
     // ANCHOR: rolling_restart
     /// Replaces every worker, one at a time, with one of a new generation,

@@ -69,6 +69,7 @@ impl Signals {
     }
 }
 
+// ANCHOR: on_signal
 impl Supervisor {
     pub(super) async fn on_signal(&mut self, caught: Caught) {
         let cluster = self.cluster.clone();
@@ -96,3 +97,4 @@ impl Supervisor {
         }
     }
 }
+// ANCHOR_END: on_signal
