@@ -152,7 +152,7 @@ async fn demo(cluster: &Cluster, args: &Args) -> anyhow::Result<()> {
     let _ = over.send(());
     let during = during.await.unwrap_or_default();
     progress.finish_and_clear();
-    report::show(cluster, &rollout, &at_rest, &during);
+    report::show(cluster, &rollout, &at_rest, &during, args.naive);
     rollout.map(drop)
 }
 // ANCHOR_END: primary

@@ -35,6 +35,8 @@ pub async fn rolling_restart(cluster: &Cluster) -> anyhow::Result<RolloutReport>
         if events.wait_for(PATIENCE, listening).await.is_err() {
             bail!("worker {new} never listened: the usual code would wait here for ever");
         }
+        // Recorded as `ready_after`, though it is only `listening`: the
+        // report says which one it waited for.
         let ready_after = forked.elapsed();
         let drain = Instant::now();
         cluster.disconnect(old)?;

@@ -119,20 +119,27 @@ pub fn show(
     rollout: &anyhow::Result<RolloutReport>,
     at_rest: &Loads,
     during: &Loads,
+    naive: bool,
 ) {
     let mut human = String::from("rollout report\n");
     let mut fields = json!({});
     match rollout {
         Ok(report) => {
+            // The usual sequence forks with `cluster.fork()` (the same
+            // generation) and waits only for `listening`: say so.
+            let (release, waited_for) = if naive {
+                ("the usual sequence".to_string(), "listening")
+            } else {
+                (format!("generation {}", report.generation), "ready")
+            };
             human += &format!(
-                "  generation {}: {} in {} ms\n",
-                report.generation,
+                "  {release}: {} in {} ms\n",
                 report.outcome,
                 report.took.as_millis()
             );
             for step in &report.steps {
                 human += &format!(
-                    "  worker {} → worker {}: ready after {} ms, drained in {} ms\n",
+                    "  worker {} → worker {}: {waited_for} after {} ms, drained in {} ms\n",
                     step.old,
                     step.new,
                     step.ready_after.as_millis(),

@@ -50,8 +50,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::accept::AcceptFailures;
 use crate::ipc::ToPrimary;
 use crate::listen::{Listener, Probes};
+use crate::report::stderr_line;
 
 /// A request as the handler sees it.
 pub type Request = hyper::Request<hyper::body::Incoming>;
@@ -118,6 +120,8 @@ impl Stats {
 pub struct Server {
     stats: Arc<Stats>,
     idle_close: Duration,
+    header_timeout: Duration,
+    max_connections: usize,
 }
 
 impl Default for Server {
@@ -125,8 +129,24 @@ impl Default for Server {
         Server {
             stats: Arc::default(),
             idle_close: Duration::from_millis(500),
+            header_timeout: Duration::from_secs(30),
+            max_connections: default_max_connections(),
         }
     }
+}
+
+/// Descriptors kept free for everything that is not a client connection:
+/// the IPC channel, the listener, the runtime's own, a log file or two.
+const SPARE_DESCRIPTORS: u64 = 64;
+
+/// As many connections as this process may open files, less a reserve:
+/// a worker that stops taking connections before it runs out of
+/// descriptors never has to drop one it was handed (a descriptor passed
+/// with `SCM_RIGHTS` to a process that has no room is closed by the kernel).
+fn default_max_connections() -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _hard)| soft);
+    usize::try_from(soft.saturating_sub(SPARE_DESCRIPTORS).max(16)).unwrap_or(usize::MAX)
 }
 
 impl Server {
@@ -138,6 +158,25 @@ impl Server {
     /// idle (no request) before we close it.
     pub fn idle_close(mut self, after: Duration) -> Self {
         self.idle_close = after;
+        self
+    }
+
+    /// How long a client may take to send a request's headers — and, on a
+    /// keep-alive connection, to start its next request — before the
+    /// connection is closed (hyper's header read timeout). It is what keeps
+    /// a client that sends half a request, or goes quiet, from holding a
+    /// connection for ever.
+    pub fn header_timeout(mut self, after: Duration) -> Self {
+        self.header_timeout = after;
+        self
+    }
+
+    /// The most connections served at once. At the limit the worker stops
+    /// accepting (round-robin: stops taking hand-offs, so the primary gives
+    /// them to others) until one closes. By default: the process's file
+    /// limit less a reserve.
+    pub fn max_connections(mut self, most: usize) -> Self {
+        self.max_connections = most.max(1);
         self
     }
 
@@ -162,27 +201,38 @@ impl Server {
             worker_id: HeaderValue::from(listener.worker_id().0),
             stats: Arc::clone(&self.stats),
             idle_close: self.idle_close,
+            header_timeout: self.header_timeout,
         };
         let (drain_tx, drain) = watch::channel(false);
         let mut connections = JoinSet::new();
         let mut draining = false;
         let mut probes = listener.take_probes();
+        let mut failures = AcceptFailures::default();
         tokio::pin!(shutdown);
 
         loop {
+            let full = connections.len() >= self.max_connections;
             tokio::select! {
-                accepted = listener.accept() => match accepted {
+                // At the limit: take nothing more until a connection ends.
+                Some(_) = connections.join_next(), if full => {}
+                accepted = listener.accept(), if !full => match accepted {
                     Ok(Some((stream, _peer))) => {
+                        if let Some(line) = failures.succeeded() {
+                            stderr_line(&format!("[worker {}] {line}", listener.worker_id()));
+                        }
                         self.stats.connections.fetch_add(1, Ordering::Relaxed);
                         connections.spawn(conn.clone().run(stream, handler.clone(), drain.clone(), draining, true));
                     }
                     // Round-robin: the primary will send nothing more.
                     Ok(None) => break,
                     Err(error) => {
-                        // Usually EMFILE (out of descriptors). There is no event
-                        // to wait for here, so pause briefly instead of spinning.
-                        eprintln!("[worker {}] accept failed: {error}", listener.worker_id());
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        // Usually EMFILE: nothing announces a free descriptor,
+                        // so wait a little, longer while it lasts (see `accept`).
+                        let retry = failures.failed(&error);
+                        if let Some(line) = retry.report {
+                            stderr_line(&format!("[worker {}] {line}", listener.worker_id()));
+                        }
+                        tokio::time::sleep(retry.after).await;
                     }
                 },
                 Some(seq) = next_probe(&mut probes) => {
@@ -279,6 +329,7 @@ struct Conn {
     worker_id: HeaderValue,
     stats: Arc<Stats>,
     idle_close: Duration,
+    header_timeout: Duration,
 }
 
 // ANCHOR: drain
@@ -301,6 +352,7 @@ impl Conn {
             worker_id,
             stats,
             idle_close,
+            header_timeout,
         } = self;
         let draining = drain.clone();
         let service = service_fn(move |request| {
@@ -327,6 +379,7 @@ impl Conn {
             // timeout, and a client that sends half a request holds its
             // connection for ever.
             .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
             // A connection that arrives after the stop signal gets one answer.
             .keep_alive(!late)
             .serve_connection(TokioIo::new(stream), service);

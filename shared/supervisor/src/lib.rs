@@ -23,6 +23,7 @@
 //! | [`inherit`] | pass descriptors across exec, and only to the worker              |                      |
 //! | [`cli`]     | the flags every lesson shares (`--workers`, `--port`, `--events`) |                      |
 //! | [`spread`]  | how unevenly work was spread over workers: one formula for all   |                      |
+//! | [`accept`]  | back off and report once when `accept` fails (out of descriptors) |                      |
 //!
 //! Modules depend one way: `role` ← `listen` ← `event` ← `cluster`, and
 //! `worker` beside it; nothing below imports what is above it.
@@ -48,6 +49,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod accept;
 pub mod cli;
 pub mod cluster;
 pub mod event;

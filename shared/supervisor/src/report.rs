@@ -101,7 +101,7 @@ impl Reporter {
     /// stdout stays machine-readable.
     pub fn note(&self, text: &str) {
         match self.format {
-            EventsFormat::Json | EventsFormat::Quiet => eprintln!("[primary] {text}"),
+            EventsFormat::Json | EventsFormat::Quiet => stderr_line(&format!("[primary] {text}")),
             EventsFormat::Human => self.line(None, text),
         }
     }
@@ -124,6 +124,18 @@ impl Reporter {
             };
         }
     }
+}
+
+/// Writes `text` and a newline to stderr in one `write`. Every worker and
+/// the primary share one stderr; `eprintln!` writes a line in pieces, and
+/// another process's line can land between them. One write of a line under
+/// the pipe's atomic size (4 KiB) arrives whole.
+pub fn stderr_line(text: &str) {
+    let mut line = String::with_capacity(text.len() + 1);
+    line.push_str(text);
+    line.push('\n');
+    // Nowhere to report a failure to write to stderr.
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 fn print_json(value: &impl Serialize) {
@@ -266,7 +278,7 @@ pub fn exit_code<E: fmt::Display>(result: Result<(), E>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // `{:#}` renders an anyhow chain on one line.
-            eprintln!("error: {error:#}");
+            stderr_line(&format!("error: {error:#}"));
             ExitCode::FAILURE
         }
     }

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 use crate::inherit::{InheritError, take_inherited};
 use crate::ipc::{self, Incoming, SendError, ToPrimary, ToWorker};
 use crate::listen::{ListenError, Listener, Probes, Sched};
+use crate::report::stderr_line;
 use crate::role::{ADDR_VAR, BadWorkerId, IPC_FD_VAR, Role, SCHED_VAR, WorkerId, role};
 
 /// Heartbeats queued for the server; more than this waiting means the
@@ -106,14 +107,14 @@ impl Worker {
                         let _ = probes_tx.try_send(seq);
                     }
                     Ok(Some(Incoming::Malformed { reason })) => {
-                        eprintln!(
+                        stderr_line(&format!(
                             "[worker {id}] dropped a malformed message from the primary: {reason}"
-                        );
+                        ));
                     }
                     Ok(None) | Err(_) => {
                         // The primary is gone (it exited, or was killed).
                         // Nobody will route traffic to us or reap us: leave now.
-                        eprintln!("[worker {id}] the primary is gone; exiting");
+                        stderr_line(&format!("[worker {id}] the primary is gone; exiting"));
                         std::process::exit(1);
                     }
                 }
@@ -125,7 +126,8 @@ impl Worker {
         // process in the group, not just the primary, and a worker that died
         // on the spot would drop its in-flight requests. Leaving goes through
         // the primary like `worker.disconnect()`, so it is not restarted.
-        // (SIGINT, the terminal's Ctrl-C, is ignored: see `Cluster::fork`.)
+        // (SIGINT and SIGHUP, which a terminal sends to the whole group, are
+        // ignored: see `cluster/spawn.rs`.)
         let mut terms = signal(SignalKind::terminate())?;
         let leave = to_primary.clone();
         tokio::spawn(async move {

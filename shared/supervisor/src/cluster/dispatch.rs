@@ -23,7 +23,6 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use std::net::SocketAddr;
 
@@ -31,6 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::Cluster;
+use crate::accept::AcceptFailures;
 use crate::handles::HandleSender;
 
 /// Connections a worker may have been handed and not yet taken.
@@ -100,6 +100,7 @@ impl Routes {
 /// Accepts every connection and passes it to the next ready worker with room.
 pub(super) async fn dispatch(cluster: Cluster, listener: TcpListener) {
     let mut view = View::new(&cluster);
+    let mut failures = AcceptFailures::default();
     // Later stops are seen as changes; one that came before we subscribed
     // is seen here.
     if cluster.view(|registry| registry.stopping) {
@@ -123,12 +124,19 @@ pub(super) async fn dispatch(cluster: Cluster, listener: TcpListener) {
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
-                // Usually EMFILE: nothing to wait for, so pause briefly.
-                cluster.note_line(&format!("accept failed: {error}"));
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                // Usually EMFILE: nothing announces a free descriptor, so
+                // wait a little, longer while it lasts (see `accept`).
+                let retry = failures.failed(&error);
+                if let Some(line) = retry.report {
+                    cluster.note_line(&line);
+                }
+                tokio::time::sleep(retry.after).await;
                 continue;
             }
         };
+        if let Some(line) = failures.succeeded() {
+            cluster.note_line(&line);
+        }
         // Hand it over; if every worker filled up since we looked, wait for
         // room with this one connection in hand.
         while !view.hand_over(&cluster, &stream, peer) {

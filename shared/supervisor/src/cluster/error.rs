@@ -32,12 +32,12 @@ pub enum ClusterError {
     #[error("cannot signal worker {id}: {cause}")]
     Kill { id: WorkerId, cause: nix::Error },
     #[error(
-        "gave up: workers crashed {restarts} times within {}s, so the cluster stopped instead of restarting them in a loop; fix the crash reported above and start again",
+        "gave up: a worker crashed again after {restarts} restarts within {}s, so the cluster stopped instead of restarting it in a loop; fix the crash reported above and start again",
         window.as_secs()
     )]
     CrashLoop { restarts: u32, window: Duration },
     #[error(
-        "gave up: workers failed their health checks {restarts} times within {}s, so the cluster stopped instead of replacing them in a loop; see the unhealthy lines above",
+        "gave up: a worker failed its health checks again after {restarts} replacements within {}s, so the cluster stopped instead of replacing workers in a loop; see the unhealthy lines above",
         window.as_secs()
     )]
     HealthLoop { restarts: u32, window: Duration },

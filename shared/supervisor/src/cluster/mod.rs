@@ -28,8 +28,9 @@
 //! # Invariants
 //!
 //! * A worker gets connections only once it is ready ([`WorkerState::Ready`]).
-//! * Every exit says why ([`ExitReason`]); only crashes (and starts that
-//!   never got ready) spend the restart budget.
+//! * Every exit says why ([`ExitReason`]); only crashes, and fresh workers
+//!   that never got ready, spend the restart budget (a replacement that
+//!   fails does not: the worker it was to replace still holds its place).
 //! * One rollout at a time; a replacement is ready before its predecessor
 //!   is taken out of service, and a failed replacement changes nothing.
 //! * A worker never outlives the primary: it exits when its channel reaches

@@ -1,0 +1,121 @@
+//! The edges, with real processes: a stopped worker, a client that sends
+//! half a request, a worker at its connection limit. Each test says what a
+//! client sees, because that is the promise.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{SHORT_HEADERS, WITHIN, get, options};
+use nix::sys::signal::Signal;
+use supervisor::{Cluster, ClusterOptions, Sched, WorkerId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Plays a worker when re-executed by a test's cluster; a no-op otherwise.
+#[test]
+fn worker_main() -> Result<(), Box<dyn std::error::Error>> {
+    common::play_worker()
+}
+
+/// The most a client should wait for an answer from a healthy worker here.
+const PROMPT: Duration = Duration::from_secs(1);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_worker_holds_a_few_connections_and_the_others_keep_serving()
+-> Result<(), Box<dyn std::error::Error>> {
+    let cluster = Cluster::start(ClusterOptions {
+        sched: Sched::RoundRobin,
+        ..options(2, "plain")
+    })
+    .await?;
+    cluster.wait_ready(2, WITHIN).await?;
+    cluster.kill(WorkerId(1), Signal::SIGSTOP)?;
+
+    // Twelve clients at once: the stopped worker takes a few (its bound of
+    // unacknowledged hand-offs), worker 2 answers the rest.
+    let addr = cluster.addr();
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        clients.spawn(get(addr));
+    }
+    let mut answered = 0;
+    while answered < 8 {
+        let response = tokio::time::timeout(WITHIN, clients.join_next())
+            .await?
+            .ok_or("a client went missing")???;
+        assert!(response.contains("x-worker-id: 2"), "{response}");
+        answered += 1;
+    }
+    // The stopped worker is full now: every client from here on is
+    // answered, and promptly, by worker 2.
+    for _ in 0..20 {
+        let response = tokio::time::timeout(PROMPT, get(addr)).await??;
+        assert!(response.contains("x-worker-id: 2"), "{response}");
+    }
+    // The stopped worker's clients were not lost: they are served once it
+    // runs again.
+    cluster.kill(WorkerId(1), Signal::SIGCONT)?;
+    while let Some(client) = tokio::time::timeout(WITHIN, clients.join_next()).await? {
+        let response = client??;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        answered += 1;
+    }
+    assert_eq!(answered, 12);
+
+    cluster.shutdown();
+    cluster.run().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_sends_half_a_request_is_cut_off() -> Result<(), Box<dyn std::error::Error>> {
+    let cluster = Cluster::start(options(1, "short_headers")).await?;
+    cluster.wait_ready(1, WITHIN).await?;
+
+    let mut slow = TcpStream::connect(cluster.addr()).await?;
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: te").await?;
+    // The worker closes it at its header timeout, not never.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(SHORT_HEADERS * 10, slow.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the half request held its connection");
+
+    // An honest client is still served.
+    let response = get(cluster.addr()).await?;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    cluster.shutdown();
+    cluster.run().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_at_its_connection_limit_makes_the_next_client_wait_not_fail()
+-> Result<(), Box<dyn std::error::Error>> {
+    let cluster = Cluster::start(options(1, "max1")).await?;
+    cluster.wait_ready(1, WITHIN).await?;
+
+    // One keep-alive connection: answered, then held open, idle.
+    let mut first = TcpStream::connect(cluster.addr()).await?;
+    first
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await?;
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(WITHIN, first.read(&mut buf)).await??;
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+
+    // The next client is not taken while the worker is at its limit …
+    let second = tokio::spawn(get(cluster.addr()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "a second connection was served past the limit"
+    );
+    // … and is served as soon as the first one goes.
+    drop(first);
+    let response = tokio::time::timeout(WITHIN, second).await???;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    cluster.shutdown();
+    cluster.run().await?;
+    Ok(())
+}
