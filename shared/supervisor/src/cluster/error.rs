@@ -43,6 +43,14 @@ pub enum ClusterError {
     HealthLoop { restarts: u32, window: Duration },
     #[error("{} within the {}s grace period: killed (a request took longer than the grace allows)", forced(ids), grace.as_secs_f32())]
     ForcedStop { ids: Vec<WorkerId>, grace: Duration },
+    #[error(
+        "{how} asked to stop at once: {} killed before draining; requests in flight on them were cut",
+        workers(ids)
+    )]
+    CutShort {
+        ids: Vec<WorkerId>,
+        how: &'static str,
+    },
     #[error("the supervising task ended unexpectedly")]
     SupervisorGone,
 }
@@ -61,9 +69,14 @@ fn bind_hint(source: &io::Error) -> &'static str {
 }
 
 fn forced(ids: &[WorkerId]) -> String {
+    format!("{} did not stop", workers(ids))
+}
+
+/// "worker 3" or "workers 3, 4".
+fn workers(ids: &[WorkerId]) -> String {
     let names: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
     match ids {
-        [_] => format!("worker {} did not stop", names.join(", ")),
-        _ => format!("workers {} did not stop", names.join(", ")),
+        [_] => format!("worker {}", names.join(", ")),
+        _ => format!("workers {}", names.join(", ")),
     }
 }

@@ -34,8 +34,12 @@ use crate::role::WorkerId;
 pub struct Stopped {
     /// Why it stopped.
     pub reason: StopReason,
-    /// Workers that were still running at the deadline and were killed.
+    /// Workers that were killed: still running at the deadline, or cut
+    /// short by a fast stop.
     pub forced: Vec<WorkerId>,
+    /// Set when somebody asked to stop at once (SIGQUIT, a second Ctrl-C):
+    /// what they asked with. Then `forced` is not a drain that overran.
+    pub cut_short: Option<&'static str>,
     /// How long the stop took, from the signal to the last exit.
     pub took: Duration,
 }
@@ -66,13 +70,14 @@ impl Cluster {
     /// workers into an error: a failed drain must not exit 0.
     pub async fn run(&self) -> Result<Stopped, Arc<ClusterError>> {
         let stopped = self.wait().await?;
-        if stopped.forced.is_empty() {
-            Ok(stopped)
-        } else {
-            Err(Arc::new(ClusterError::ForcedStop {
-                ids: stopped.forced.clone(),
+        let ids = stopped.forced.clone();
+        match (ids.is_empty(), stopped.cut_short) {
+            (true, _) => Ok(stopped),
+            (false, Some(how)) => Err(Arc::new(ClusterError::CutShort { ids, how })),
+            (false, None) => Err(Arc::new(ClusterError::ForcedStop {
+                ids,
                 grace: self.inner.options.grace,
-            }))
+            })),
         }
     }
 }
@@ -86,6 +91,8 @@ pub(super) struct Stopping {
     pub forced: Vec<WorkerId>,
     /// Set when the stop is the primary giving up.
     pub gave_up: Option<(u32, Duration, GaveUpCause)>,
+    /// Set by a fast stop: what asked for it.
+    pub cut_short: Option<&'static str>,
 }
 
 /// Begins stopping the cluster, once; a second call changes nothing.
@@ -124,6 +131,7 @@ pub(super) async fn begin_stop(
         since: std::time::Instant::now(),
         forced: Vec::new(),
         gave_up,
+        cut_short: None,
     });
 }
 

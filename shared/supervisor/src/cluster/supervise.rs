@@ -351,10 +351,11 @@ impl Supervisor {
         .await;
     }
 
-    pub(super) fn kill_now(&mut self, why: &str) {
+    pub(super) fn kill_now(&mut self, why: &'static str) {
         if let Some(stop) = &mut self.stopping {
             self.cluster
                 .note_line(&format!("{why}: killing the remaining workers now"));
+            stop.cut_short.get_or_insert(why);
             kill_all(&self.cluster, stop);
         }
     }
@@ -371,6 +372,7 @@ impl Supervisor {
             Some(stop) => Ok(Stopped {
                 reason: stop.reason,
                 forced: stop.forced,
+                cut_short: stop.cut_short,
                 took: stop.since.elapsed(),
             }),
             None => Err(Arc::new(ClusterError::SupervisorGone)),
