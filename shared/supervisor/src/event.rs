@@ -66,8 +66,8 @@ pub enum Event {
         /// as Node's `worker.exitedAfterDisconnect` (only `disconnect()` sets
         /// it; a kill does not).
         exited_after_disconnect: bool,
-        /// Why it ended. Only [`ExitReason::Crashed`] (and a start that
-        /// never got ready) counts against the restart budget.
+        /// Why it ended. Only a crash, a failed start and a fresh worker
+        /// that never got ready count against the restart budget.
         reason: ExitReason,
     },
     /// A crashed worker's place will be filled after `delay_ms` (backoff).
@@ -82,6 +82,9 @@ pub enum Event {
     /// The desired number of workers changed (SIGTTIN, SIGTTOU,
     /// [`crate::Cluster::scale`], or a worker that left for good).
     Scale { from: usize, to: usize },
+    /// No worker is ready any more (`ready` 0), or one is again after
+    /// none was: new connections wait in the accept queue meanwhile.
+    Capacity { ready: usize, desired: usize },
     /// A worker failed a check and will be replaced (or, if it never became
     /// ready, killed). `detail` says what was measured.
     Unhealthy {
@@ -131,6 +134,9 @@ pub enum Event {
 pub enum ExitReason {
     /// Nobody asked it to go: a crash (an exit, a panic, a signal).
     Crashed,
+    /// It ended before it ever said it was ready: a failed start (a bad
+    /// flag, a missing file, a panic in set-up). Counted as a crash.
+    FailedStart,
     /// It asked to leave, or was asked ([`crate::Cluster::disconnect`]):
     /// not replaced, and the desired count shrinks by one.
     Left,
@@ -164,6 +170,7 @@ impl fmt::Display for ExitReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             ExitReason::Crashed => "a crash",
+            ExitReason::FailedStart => "a failed start: it never got ready",
             ExitReason::Left => "asked to leave: not replaced",
             ExitReason::Replaced => "replaced",
             ExitReason::ScaledDown => "scaled down",
@@ -282,6 +289,7 @@ impl Event {
             Event::Start { .. }
             | Event::GaveUp { .. }
             | Event::Scale { .. }
+            | Event::Capacity { .. }
             | Event::RolloutStarted { .. }
             | Event::RolloutFinished { .. }
             | Event::RolloutIgnored { .. }

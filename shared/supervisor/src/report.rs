@@ -208,6 +208,12 @@ fn describe(event: &Event) -> String {
             )
         }
         Event::Scale { from, to } => format!("desired workers: {from} → {to}"),
+        Event::Capacity { ready: 0, desired } => format!(
+            "no worker is ready (of {desired} wanted): new connections wait in the accept queue"
+        ),
+        Event::Capacity { ready, desired } => {
+            format!("{ready} of {desired} workers ready again: serving")
+        }
         Event::Unhealthy { reason, detail, .. } => {
             let what = match reason {
                 HealthReason::NotReady => "not ready",

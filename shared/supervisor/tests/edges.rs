@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{SHORT_HEADERS, WITHIN, get, options};
 use nix::sys::signal::Signal;
-use supervisor::{Cluster, ClusterOptions, Sched, WorkerId};
+use supervisor::{Cluster, ClusterOptions, Event, ExitReason, Sched, WorkerId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -117,5 +117,77 @@ async fn a_worker_at_its_connection_limit_makes_the_next_client_wait_not_fail()
 
     cluster.shutdown();
     cluster.run().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_last_ready_worker_is_said_and_so_is_getting_one_back()
+-> Result<(), Box<dyn std::error::Error>> {
+    let cluster = Cluster::start(ClusterOptions {
+        restart: Some(supervisor::RestartPolicy::default()),
+        ..options(1, "plain")
+    })
+    .await?;
+    cluster.wait_ready(1, WITHIN).await?;
+    let mut events = cluster.subscribe();
+
+    cluster.kill(WorkerId(1), Signal::SIGKILL)?;
+    let none = events
+        .wait_for(WITHIN, |e| matches!(e, Event::Capacity { .. }))
+        .await?;
+    assert_eq!(
+        none,
+        Event::Capacity {
+            ready: 0,
+            desired: 1
+        }
+    );
+    let back = events
+        .wait_for(WITHIN, |e| matches!(e, Event::Capacity { .. }))
+        .await?;
+    assert_eq!(
+        back,
+        Event::Capacity {
+            ready: 1,
+            desired: 1
+        }
+    );
+    cluster.shutdown();
+    cluster.run().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_dies_before_it_is_ready_is_a_failed_start()
+-> Result<(), Box<dyn std::error::Error>> {
+    let cluster = Cluster::start(ClusterOptions {
+        ready_timeout: Duration::from_secs(30),
+        ..options(1, "never_ready")
+    })
+    .await?;
+    let mut events = cluster.subscribe();
+    let pid = cluster.pid(WorkerId(1)).ok_or("no worker 1")?;
+    // Wait until it listens, so the exit is surely after its start began.
+    let listening = |e: &Event| matches!(e, Event::Listening { .. });
+    if cluster.state(WorkerId(1)) == Some(supervisor::WorkerState::Starting) {
+        events.wait_for(WITHIN, listening).await?;
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL)?;
+    let exit = events
+        .wait_for(WITHIN, |e| matches!(e, Event::Exit { .. }))
+        .await?;
+    assert!(
+        matches!(
+            exit,
+            Event::Exit {
+                reason: ExitReason::FailedStart,
+                exited_after_disconnect: false,
+                ..
+            }
+        ),
+        "{exit:?}"
+    );
+    cluster.shutdown();
+    cluster.wait().await?;
     Ok(())
 }

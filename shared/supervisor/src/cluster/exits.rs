@@ -41,12 +41,16 @@ impl Supervisor {
         let known = cluster.view(|r| {
             r.workers
                 .get(&id)
-                .map(|e| (e.slot, e.departure, e.told_to_disconnect))
+                .map(|e| (e.slot, e.departure, e.told_to_disconnect, e.ever_ready))
         });
-        let Some((slot, departure, told)) = known else {
+        let Some((slot, departure, told, ever_ready)) = known else {
             return;
         };
-        let reason = departure.unwrap_or(ExitReason::Crashed);
+        let reason = departure.unwrap_or(if ever_ready {
+            ExitReason::Crashed
+        } else {
+            ExitReason::FailedStart
+        });
         cluster.update(|registry| {
             registry.workers.remove(&id);
             registry.remember_exit(
@@ -78,7 +82,9 @@ impl Supervisor {
             return;
         }
         match reason {
-            ExitReason::Crashed | ExitReason::NotReady => self.after_failure(Some(id), slot).await,
+            ExitReason::Crashed | ExitReason::FailedStart | ExitReason::NotReady => {
+                self.after_failure(Some(id), slot).await;
+            }
             // Its slot went when it was told to leave (see `depart`).
             ExitReason::Left => {}
             // Their replacement is running, or failed; reconcile fills the

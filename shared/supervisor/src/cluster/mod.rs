@@ -20,6 +20,7 @@
 //! | `exits`       | what a worker's exit means: budget, backoff, refill           |
 //! | `signals`     | the signal table: stop, fast stop, roll, scale                |
 //! | `stop`        | one worker leaving, or the whole cluster, with a deadline     |
+//! | `timers`      | deadlines: backoff, ready timeout, drain; and what they do     |
 //! | `ask`         | request/response over IPC, with correlation ids               |
 //! | `bus`         | publish events in one order; subscribe and wait for them      |
 //! | `rollout`     | replace one worker safely; a rolling restart of all of them   |
@@ -50,6 +51,7 @@ mod signals;
 mod spawn;
 mod stop;
 mod supervise;
+mod timers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;

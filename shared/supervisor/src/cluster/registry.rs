@@ -79,6 +79,8 @@ pub(crate) struct Entry {
     pub drain_deadline: Option<Instant>,
     /// A SIGKILL has been sent; do not send another.
     pub killed: bool,
+    /// It said `ready` at some point (an exit before that is a failed start).
+    pub ever_ready: bool,
 }
 
 impl Entry {

@@ -180,6 +180,7 @@ impl Cluster {
                 forked_at: Instant::now(),
                 drain_deadline: None,
                 killed: false,
+                ever_ready: false,
             },
         );
         if let Some(slot) = registry.slots.get_mut(&slot) {

@@ -26,9 +26,10 @@ use tokio::time::Instant;
 
 use super::registry::{Registry, SlotId, WorkerState};
 pub(super) use super::signals::Signals;
-use super::stop::{Stopping, begin_stop, kill_all, sigkill};
+use super::stop::{Stopping, begin_stop, kill_all};
+use super::timers::next_timer;
 use super::{Cluster, ClusterError, Stopped};
-use crate::event::{Event, ExitReason, GaveUpCause, HealthReason, StopReason};
+use crate::event::{Event, ExitReason, GaveUpCause, StopReason};
 use crate::restart::RestartBudget;
 use crate::role::WorkerId;
 
@@ -77,6 +78,9 @@ pub(super) struct Supervisor {
     pub crashes: Option<RestartBudget>,
     pub stopping: Option<Stopping>,
     pub dispatcher: Option<JoinHandle<()>>,
+    /// Whether some worker was ready at the last look; `None` before the
+    /// first ever was.
+    pub serving: Option<bool>,
 }
 
 type Outcome = watch::Sender<Option<Result<Stopped, Arc<ClusterError>>>>;
@@ -94,6 +98,7 @@ pub(super) async fn supervise(
         cluster,
         stopping: None,
         dispatcher,
+        serving: None,
     };
     loop {
         // Done when stopping and the last worker is gone.
@@ -117,6 +122,7 @@ pub(super) async fn supervise(
             Some(command) = commands.recv() => me.on_command(command).await,
             () = sleep_until_opt(wake) => me.on_timers(),
         }
+        me.watch_capacity();
     }
     // Whatever was said before the end still goes out, in order; closing
     // first means a later `report` finds the queue closed and prints
@@ -132,32 +138,6 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
-    }
-}
-
-/// The earliest moment something is due: a backoff ending, a worker's
-/// ready deadline, a drain deadline.
-fn next_timer(registry: &Registry, ready_timeout: Duration) -> Option<Instant> {
-    let refills = registry
-        .slots
-        .iter()
-        .filter(|(id, _)| !registry.is_filled(**id))
-        .filter_map(|(_, slot)| slot.refill_at);
-    let deadlines = registry
-        .workers
-        .values()
-        .filter(|entry| !entry.killed)
-        .filter_map(|entry| {
-            if entry.in_service() && entry.state < WorkerState::Ready {
-                Some(entry.forked_at + ready_timeout)
-            } else {
-                entry.drain_deadline
-            }
-        });
-    if registry.stopping {
-        deadlines.min()
-    } else {
-        refills.chain(deadlines).min()
     }
 }
 
@@ -287,52 +267,20 @@ impl Supervisor {
         }
     }
 
-    /// Kills the workers that overran a deadline.
-    fn on_timers(&mut self) {
-        let cluster = self.cluster.clone();
-        let ready_timeout = cluster.inner.options.ready_timeout;
-        let now = Instant::now();
-        let (not_ready, overdue) = cluster.update(|registry| {
-            let mut not_ready = Vec::new();
-            let mut overdue = Vec::new();
-            for (id, entry) in &mut registry.workers {
-                if entry.killed {
-                    continue;
-                }
-                if entry.in_service()
-                    && entry.state < WorkerState::Ready
-                    && entry.forked_at + ready_timeout <= now
-                {
-                    entry.departure = Some(ExitReason::NotReady);
-                    entry.killed = true;
-                    not_ready.push((*id, entry.pid));
-                } else if entry.drain_deadline.is_some_and(|at| at <= now) {
-                    entry.killed = true;
-                    overdue.push((*id, entry.pid));
-                }
-            }
-            (not_ready, overdue)
-        });
-        for (id, pid) in not_ready {
-            cluster.publish_now(Event::Unhealthy {
-                id,
-                reason: HealthReason::NotReady,
-                detail: format!(
-                    "not ready {:.1}s after its fork: killed",
-                    ready_timeout.as_secs_f64()
-                ),
-                rss_mib: 0,
-            });
-            sigkill(pid);
+    /// Says so when no worker is ready any more, and when one is again:
+    /// meanwhile clients wait in the accept queue, and silence would make
+    /// that look like a hang.
+    fn watch_capacity(&mut self) {
+        if self.stopping.is_some() {
+            return;
         }
-        for (id, pid) in overdue {
-            cluster.note_line(&format!(
-                "worker {id} did not finish within the grace period: killed"
-            ));
-            sigkill(pid);
-            if let Some(stop) = &mut self.stopping {
-                stop.forced.push(id);
-            }
+        let (ready, desired) = self.cluster.view(|r| (r.ready().count(), r.slots.len()));
+        let now = ready > 0;
+        if self.serving.is_some_and(|before| before != now) {
+            self.cluster.publish_now(Event::Capacity { ready, desired });
+        }
+        if now || self.serving.is_some() {
+            self.serving = Some(now);
         }
     }
 
@@ -393,9 +341,10 @@ fn state_after(event: &Event) -> Option<WorkerState> {
 /// Moves the event's worker to `next`. States only move forward: a
 /// draining worker that reports ready late stays draining.
 fn apply(registry: &mut Registry, event: &Event, next: WorkerState) {
-    if let Some(entry) = event.worker().and_then(|id| registry.workers.get_mut(&id))
-        && next > entry.state
-    {
-        entry.state = next;
+    if let Some(entry) = event.worker().and_then(|id| registry.workers.get_mut(&id)) {
+        entry.ever_ready |= next == WorkerState::Ready;
+        if next > entry.state {
+            entry.state = next;
+        }
     }
 }
