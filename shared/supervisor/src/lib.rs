@@ -23,6 +23,7 @@
 //! | [`inherit`] | pass descriptors across exec, and only to the worker              |                      |
 //! | [`cli`]     | the flags every lesson shares (`--workers`, `--port`, `--events`) |                      |
 //! | [`spread`]  | how unevenly work was spread over workers: one formula for all   |                      |
+//! | [`sticky`]  | the same client address to the same worker (rendezvous hashing)  | sticky sessions      |
 //! | [`accept`]  | back off and report once when `accept` fails (out of descriptors) |                      |
 //!
 //! Modules depend one way: `role` ← `listen` ← `event` ← `cluster`, and
@@ -62,6 +63,7 @@ pub mod report;
 pub mod restart;
 pub mod role;
 pub mod spread;
+pub mod sticky;
 pub mod worker;
 
 pub use cli::ClusterArgs;

@@ -39,13 +39,17 @@ pub(crate) const MAX_UNACKED: u32 = 4;
 /// One worker, as the dispatcher sees it.
 #[derive(Debug)]
 pub(crate) struct Target {
+    /// The worker's slot: what sticky routing keys on, so a replacement
+    /// keeps its predecessor's clients.
+    slot: u32,
     sender: HandleSender,
     unacked: AtomicU32,
 }
 
 impl Target {
-    pub fn new(fd: OwnedFd) -> io::Result<Self> {
+    pub fn new(slot: u32, fd: OwnedFd) -> io::Result<Self> {
         Ok(Target {
+            slot,
             sender: HandleSender::new(fd)?,
             unacked: AtomicU32::new(0),
         })
@@ -191,8 +195,23 @@ impl View {
             self.targets = self.routes.borrow_and_update().targets.clone();
         }
         let count = self.targets.len();
+        // Sticky: the workers in the order the client's address ranks them;
+        // the first with room takes it (a full one is passed over rather
+        // than waited for, which keeps one stuck worker from stalling all).
+        // Otherwise: each in turn, from the one after the last served.
+        // (Round-robin allocates nothing per connection; sticky ranks.)
+        let ranked: Option<Vec<usize>> = cluster.inner.options.sticky.then(|| {
+            let mut ranked: Vec<usize> = (0..count).collect();
+            ranked.sort_by_key(|&i| {
+                std::cmp::Reverse(crate::sticky::score(peer.ip(), self.targets[i].slot))
+            });
+            ranked
+        });
         for offset in 0..count {
-            let index = (self.next + offset) % count;
+            let index = match &ranked {
+                Some(ranked) => ranked[offset],
+                None => (self.next + offset) % count,
+            };
             let target = &self.targets[index];
             if !target.has_room() {
                 continue;

@@ -27,6 +27,10 @@ pub enum ClusterError {
     NoSuchWorker(WorkerId),
     #[error("the cluster is stopping")]
     Stopping,
+    #[error(
+        "sticky routing needs --sched rr: with {0} the kernel picks the worker, not the primary"
+    )]
+    StickyNeedsRoundRobin(crate::listen::Sched),
     #[error(transparent)]
     Send(#[from] SendError),
     #[error("cannot signal worker {id}: {cause}")]

@@ -125,6 +125,9 @@ impl Cluster {
     /// supervising them. Returns once they are forked, not once they are
     /// ready: see [`Cluster::wait_ready`].
     pub async fn start(options: ClusterOptions) -> Result<Cluster, ClusterError> {
+        if options.sticky && options.sched != Sched::RoundRobin {
+            return Err(ClusterError::StickyNeedsRoundRobin(options.sched));
+        }
         let exe = std::env::current_exe().map_err(ClusterError::CurrentExe)?;
         let bind_error = |cause| ClusterError::Bind {
             addr: options.addr,

@@ -18,6 +18,9 @@ pub struct ClusterOptions {
     pub addr: SocketAddr,
     /// Who accepts connections; fixed before the first fork.
     pub sched: Sched,
+    /// Round-robin only: send each client address to the same worker slot
+    /// (see [`crate::sticky`]) instead of to the next worker.
+    pub sticky: bool,
     /// How events are printed.
     pub events: EventsFormat,
     /// Replace crashed workers (with backoff and a budget), or not at all:
@@ -49,6 +52,7 @@ impl Default for ClusterOptions {
             workers: crate::default_workers(),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             sched: Sched::default(),
+            sticky: false,
             events: EventsFormat::default(),
             restart: None,
             grace: Duration::from_secs(10),

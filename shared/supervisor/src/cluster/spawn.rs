@@ -160,7 +160,7 @@ impl Cluster {
             ipc::channel::<ToPrimary, ToWorker>(stream, format!("worker {id}"));
         let target = match handles_primary {
             Some(fd) => {
-                let target = Arc::new(Target::new(fd).map_err(spawn_error)?);
+                let target = Arc::new(Target::new(slot.0, fd).map_err(spawn_error)?);
                 tokio::spawn(Arc::clone(&target).count_acks(self.clone()));
                 Some(target)
             }
