@@ -10,7 +10,8 @@
 //! What the usual answer leaves out, and this module makes visible:
 //! * a message is a *copy*, serialised and parsed — never shared memory;
 //! * sending to a peer that is gone is an error value ([`SendError`]), not a
-//!   crash and not a silent success;
+//!   crash and not a silent success — even in the instant after the peer
+//!   died, before anyone has noticed its exit (see [`Sender::send`]);
 //! * ordering holds per channel: two workers' messages may interleave in any
 //!   order at the primary;
 //! * a line that does not parse is reported and dropped; it never takes the
@@ -21,10 +22,13 @@
 use std::io;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::sync::Arc;
 
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
@@ -84,6 +88,9 @@ pub struct SendError {
 #[derive(Debug)]
 pub struct Sender<T> {
     lines: mpsc::UnboundedSender<Queued>,
+    /// The socket the writer task writes to, shared so that `send` can ask
+    /// the kernel whether the peer is still there.
+    socket: Arc<OwnedWriteHalf>,
     peer: String,
     _type: PhantomData<fn(T)>,
 }
@@ -92,6 +99,7 @@ impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {
         Sender {
             lines: self.lines.clone(),
+            socket: Arc::clone(&self.socket),
             peer: self.peer.clone(),
             _type: PhantomData,
         }
@@ -99,15 +107,25 @@ impl<T> Clone for Sender<T> {
 }
 
 impl<T: Serialize> Sender<T> {
-    /// Queues `message` for the peer. Fails once the channel is known closed
-    /// (the writer saw an error, or the peer's end is gone).
+    /// Queues `message` for the peer. Fails if the channel is closed: the
+    /// writer saw an error, or the peer's end of the socket is gone.
+    ///
+    /// The second check is what makes a send to a worker that has *just*
+    /// died an error. The queue alone cannot know: nothing has been written
+    /// yet, so nothing has failed, and the message would be queued, written
+    /// into a socket nobody reads, and lost without a word. The kernel knows
+    /// at once — the moment a process exits, its descriptors close and our
+    /// end of the pair is marked hung up — so `send` asks it first (a poll
+    /// that does not wait). What no check can catch is a peer that dies
+    /// *after* the message was accepted: a send is not a delivery, and a
+    /// caller that must know asks for an answer ([`ToWorker::Request`]).
     pub fn send(&self, message: &T) -> Result<(), SendError> {
-        let gone = || SendError {
-            peer: self.peer.clone(),
-        };
-        let mut line = serde_json::to_vec(message).map_err(|_| gone())?;
+        if self.peer_is_gone() {
+            return Err(self.gone());
+        }
+        let mut line = serde_json::to_vec(message).map_err(|_| self.gone())?;
         line.push(b'\n');
-        self.lines.send(Queued::Line(line)).map_err(|_| gone())
+        self.lines.send(Queued::Line(line)).map_err(|_| self.gone())
     }
 
     /// Waits until everything queued so far has been written to the socket.
@@ -115,18 +133,42 @@ impl<T: Serialize> Sender<T> {
     /// be in the queue when it goes.
     pub async fn flush(&self) -> Result<(), SendError> {
         let (done_tx, done) = tokio::sync::oneshot::channel();
-        let gone = || SendError {
-            peer: self.peer.clone(),
-        };
         self.lines
             .send(Queued::Flush(done_tx))
-            .map_err(|_| gone())?;
-        done.await.map_err(|_| gone())
+            .map_err(|_| self.gone())?;
+        done.await.map_err(|_| self.gone())
+    }
+}
+
+impl<T> Sender<T> {
+    /// True once a `send` would fail: the writer has stopped, or the peer's
+    /// end of the socket is closed.
+    pub fn is_closed(&self) -> bool {
+        self.lines.is_closed() || self.peer_is_gone()
     }
 
-    /// True once the writer has stopped: every later `send` fails.
-    pub fn is_closed(&self) -> bool {
-        self.lines.is_closed()
+    fn gone(&self) -> SendError {
+        SendError {
+            peer: self.peer.clone(),
+        }
+    }
+
+    /// Asks the kernel, without waiting, whether the other end has hung up.
+    /// A Unix stream socket reports `POLLHUP` once the peer's socket is
+    /// closed in both directions — when its last descriptor closed, which is
+    /// when the process exited — and `POLLERR` if it closed with our data
+    /// unread. A peer that only stopped writing is not gone: it may still
+    /// read what we send.
+    fn peer_is_gone(&self) -> bool {
+        let stream: &tokio::net::UnixStream = (*self.socket).as_ref();
+        let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLOUT)];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(_) => fds[0]
+                .revents()
+                .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)),
+            // EINTR or ENOMEM: no answer; the writer will find out.
+            Err(_) => false,
+        }
     }
 }
 
@@ -214,8 +256,9 @@ impl<T> Receiver<T> {
 /// `peer` names the other side in errors. Must run inside a tokio runtime.
 pub fn channel<In, Out>(stream: UnixStream, peer: String) -> (Receiver<In>, Sender<Out>) {
     let (read, write) = stream.into_split();
+    let socket = Arc::new(write);
     let (lines, queue) = mpsc::unbounded_channel();
-    tokio::spawn(write_lines(write, queue));
+    tokio::spawn(write_lines(Arc::clone(&socket), queue));
     let receiver = Receiver {
         reader: BufReader::new(read),
         buf: Vec::new(),
@@ -223,6 +266,7 @@ pub fn channel<In, Out>(stream: UnixStream, peer: String) -> (Receiver<In>, Send
     };
     let sender = Sender {
         lines,
+        socket,
         peer,
         _type: PhantomData,
     };
@@ -238,12 +282,15 @@ enum Queued {
 }
 
 /// Writes queued lines until the queue is dropped or a write fails; then
-/// closing the queue makes every later `send` fail.
-async fn write_lines(mut write: OwnedWriteHalf, mut queue: mpsc::UnboundedReceiver<Queued>) {
+/// closing the queue makes every later `send` fail. The write half is
+/// shared with the senders (they only look at it); when the last holder
+/// lets go, dropping it shuts the socket down for writing, which the peer
+/// reads as end-of-file.
+async fn write_lines(socket: Arc<OwnedWriteHalf>, mut queue: mpsc::UnboundedReceiver<Queued>) {
     while let Some(queued) = queue.recv().await {
         match queued {
             Queued::Line(line) => {
-                if write.write_all(&line).await.is_err() {
+                if write_all(&socket, &line).await.is_err() {
                     queue.close();
                     return;
                 }
@@ -253,12 +300,27 @@ async fn write_lines(mut write: OwnedWriteHalf, mut queue: mpsc::UnboundedReceiv
             }
         }
     }
-    let _ = write.shutdown().await;
+}
+
+/// `write_all` through a shared reference: wait until the socket can take
+/// bytes, write what it takes, repeat.
+async fn write_all(socket: &OwnedWriteHalf, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        socket.writable().await?;
+        match socket.try_write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => bytes = &bytes[written..],
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
 
     #[tokio::test]
     async fn messages_cross_and_garbage_is_dropped() -> io::Result<()> {
@@ -321,24 +383,66 @@ mod tests {
     async fn sending_to_a_closed_peer_is_an_error() -> io::Result<()> {
         let (a, b) = UnixStream::pair()?;
         let (_rx, tx) = channel::<ToPrimary, ToWorker>(a, "worker 7".into());
+        tx.send(&ToWorker::Disconnect).map_err(io::Error::other)?;
         drop(b);
-        // The first writes may still land in the socket buffer or fail; keep
-        // sending until the writer notices, within a bounded number of tries.
-        let mut result = Ok(());
-        for _ in 0..1000 {
-            result = tx.send(&ToWorker::Disconnect);
-            if result.is_err() {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        let error = result
+        // The very first send after the peer closed fails: no retry, no
+        // message queued for nobody.
+        let error = tx
+            .send(&ToWorker::Disconnect)
             .err()
-            .ok_or_else(|| io::Error::other("send never failed"))?;
+            .ok_or_else(|| io::Error::other("the send was accepted"))?;
         assert_eq!(
             error.to_string(),
             "the channel to worker 7 is closed: it has exited or is exiting"
         );
+        assert!(tx.is_closed());
+        Ok(())
+    }
+
+    // ANCHOR: send_to_dead
+    /// A real process holds the other end and exits. Nobody has read its
+    /// exit status, let alone told the channel: the first send after the
+    /// exit is still refused.
+    #[tokio::test]
+    async fn a_send_to_a_process_that_just_exited_is_refused() -> io::Result<()> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        ours.set_nonblocking(true)?;
+        let (_rx, to_child) =
+            channel::<ToPrimary, ToWorker>(UnixStream::from_std(ours)?, "worker 9".into());
+        // The child's only copy of its end is its stdin.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "exit 0"])
+            .stdin(std::os::fd::OwnedFd::from(theirs))
+            .spawn()?;
+        child.wait()?; // it has exited; the channel has not been told
+
+        let refused = to_child.send(&ToWorker::Message {
+            body: serde_json::json!("anyone there?"),
+        });
+        assert_eq!(
+            refused.map_err(|e| e.to_string()),
+            Err("the channel to worker 9 is closed: it has exited or is exiting".into())
+        );
+        Ok(())
+    }
+    // ANCHOR_END: send_to_dead
+
+    #[tokio::test]
+    async fn a_live_peer_gets_what_is_sent() -> io::Result<()> {
+        let (a, b) = UnixStream::pair()?;
+        let (_a_rx, a_tx) = channel::<ToPrimary, ToWorker>(a, "worker 1".into());
+        let (mut b_rx, _b_tx) = channel::<ToWorker, ToPrimary>(b, "the primary".into());
+        for _ in 0..3 {
+            a_tx.send(&ToWorker::Disconnect).map_err(io::Error::other)?;
+        }
+        a_tx.flush().await.map_err(io::Error::other)?;
+        for _ in 0..3 {
+            assert!(matches!(
+                b_rx.recv().await?,
+                Some(Incoming::Message(ToWorker::Disconnect))
+            ));
+        }
+        assert!(!a_tx.is_closed());
         Ok(())
     }
 }
