@@ -18,6 +18,8 @@
 //! Each client counts on its own and the counts are added up at the end, so
 //! the clients never wait on each other.
 
+pub mod one;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -23,6 +23,7 @@
 //! | [`inherit`] | pass descriptors across exec, and only to the worker              |                      |
 //! | [`cli`]     | the flags every lesson shares (`--workers`, `--port`, `--events`) |                      |
 //! | [`spread`]  | how unevenly work was spread over workers: one formula for all   |                      |
+//! | [`peer`]    | another primary of this program: a second machine, for demos      |                      |
 //! | [`sticky`]  | the same client address to the same worker (rendezvous hashing)  | sticky sessions      |
 //! | [`accept`]  | back off and report once when `accept` fails (out of descriptors) |                      |
 //!
@@ -59,6 +60,7 @@ pub mod http;
 pub mod inherit;
 pub mod ipc;
 pub mod listen;
+pub mod peer;
 pub mod report;
 pub mod restart;
 pub mod role;
