@@ -11,20 +11,25 @@
 //! 2. **asks every worker for its stats** and gathers the answers with a
 //!    timeout — request/response matched by a correlation id — naming any
 //!    worker that did not answer (`--stall-worker 2` makes one stay silent);
-//! 3. **sends to a worker that is gone** and shows the error it gets.
+//! 3. **kills a worker and sends to it**, the moment its channel closes and
+//!    again after its exit, and shows that both sends are refused.
 //!
 //! `SIGUSR1` runs the broadcast and the gather again.
 //!
 //! **What the usual answer leaves out.** A message is serialised: the other
 //! side gets a copy, never shared memory, so sending a large object costs its
 //! encoding (see the benchmark). `send` can fail — the channel closes when
-//! the worker exits. Ordering holds per channel only: two workers' messages
-//! reach the primary in any order. Node has no request/response built in;
-//! without a correlation id, answers to overlapping questions get mixed up.
+//! the worker exits — and a send to a worker that has just died must fail
+//! too, not vanish into a queue (in Node an unhandled failure is an `error`
+//! event that takes the primary down). Ordering holds per channel only: two
+//! workers' messages reach the primary in any order. Node has no
+//! request/response built in; without a correlation id, answers to
+//! overlapping questions get mixed up.
 //!
 //! | Node                                             | Rust (this workbook)                          |
 //! |--------------------------------------------------|-----------------------------------------------|
-//! | `worker.send(msg)`                               | `cluster.send(id, &msg)`                      |
+//! | `worker.send(msg)`                               | `cluster.send(id, &msg)` → `Result`           |
+//! | `worker.on('error', …)` (`ERR_IPC_CHANNEL_CLOSED`)| the `Err` of that `Result`                   |
 //! | `for (const w of Object.values(cluster.workers))`| `for id in cluster.workers()`                 |
 //! | `process.on('message', …)` in the worker         | `worker.messages()`                           |
 //! | `process.send(msg)` in the worker                | `worker.send(&msg)`                           |
@@ -34,8 +39,8 @@
 mod messages;
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -44,7 +49,6 @@ use messages::{FromPrimary, FromWorker, Stats};
 use supervisor::http::{serve, text};
 use supervisor::{Cluster, ClusterArgs, Event, Role, Worker, WorkerId};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::RwLock;
 use tokio::time::Instant;
 
 /// Lesson 05: typed messages, broadcast, request/response, a peer that is gone.
@@ -95,7 +99,7 @@ async fn primary(args: Args) -> anyhow::Result<()> {
             let mut version = 1;
             broadcast_config(&demo, version).await;
             gather_stats(&demo, timeout).await;
-            send_to_a_gone_worker(&demo).await;
+            send_to_a_dead_worker(&demo).await;
             while usr1.recv().await.is_some() {
                 version += 1;
                 broadcast_config(&demo, version).await;
@@ -190,66 +194,110 @@ fn list(ids: &[WorkerId]) -> String {
 }
 
 // ANCHOR: gone
-/// Retires the newest worker, then tries to send to it anyway.
-async fn send_to_a_gone_worker(cluster: &Cluster) {
-    let Some(&last) = cluster.workers().last() else {
+/// Kills the newest worker, then sends to it twice: as soon as its channel
+/// closes (the primary has not yet seen it exit), and after its exit.
+async fn send_to_a_dead_worker(cluster: &Cluster) {
+    let Some(&victim) = cluster.workers().last() else {
         return;
     };
     let mut events = cluster.subscribe();
-    if cluster.disconnect(last).is_err() {
+    // `kill -9`: a crash no code in the worker sees coming. (The signal is
+    // parsed from its name, which gives it the type `kill` takes.)
+    let Ok(sigkill) = "SIGKILL".parse() else {
         return;
-    }
-    // Wait for its exit, so the send below is certain to find it gone.
-    let exited = |event: &Event| matches!(event, Event::Exit { id, .. } if *id == last);
-    if events
-        .wait_for(Duration::from_secs(10), exited)
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let error = match cluster.send(
-        last,
-        &FromPrimary::Config {
-            version: 0,
-            greeting: "anyone?".into(),
-        },
-    ) {
-        Ok(()) => "no error: the send was accepted".to_string(),
-        Err(error) => error.to_string(),
     };
-    let fields = serde_json::json!({ "id": last, "error": error });
-    cluster.report(
-        "send_to_gone",
-        &fields,
-        &format!("send to worker {last} after it left: {error}"),
+    if cluster.kill(victim, sigkill).is_err() {
+        return;
+    }
+    let message = FromPrimary::Config {
+        version: 0,
+        greeting: "anyone there?".into(),
+    };
+    let within = Duration::from_secs(10);
+
+    // The first sign of death: the channel reaches end-of-file.
+    let closed = |event: &Event| matches!(event, Event::Disconnect { id } if *id == victim);
+    if events.wait_for(within, closed).await.is_err() {
+        return;
+    }
+    let just_died = outcome(cluster.send(victim, &message));
+
+    // Then the exit event; by now the primary has forgotten the worker.
+    let exited = |event: &Event| matches!(event, Event::Exit { id, .. } if *id == victim);
+    if events.wait_for(within, exited).await.is_err() {
+        return;
+    }
+    let after_exit = outcome(cluster.send(victim, &message));
+
+    let says = format!(
+        "worker {victim} killed; a send as its channel closed: {}; after its exit: {}",
+        just_died["said"], after_exit["said"]
     );
+    let fields =
+        serde_json::json!({ "id": victim, "just_died": just_died, "after_exit": after_exit });
+    cluster.report("send_to_dead", &fields, &says);
+}
+
+/// What a send returned, for the report: accepted, or the error it gave.
+fn outcome(sent: Result<(), supervisor::ClusterError>) -> serde_json::Value {
+    match sent {
+        Ok(()) => serde_json::json!({ "accepted": true, "said": "accepted (and lost)" }),
+        Err(error) => serde_json::json!({ "accepted": false, "said": error.to_string() }),
+    }
 }
 // ANCHOR_END: gone
+
+/// What a worker knows, in one place: its message task, its question task
+/// and its HTTP handler each hold an `Arc` of it (a reference-counted
+/// pointer: one value, shared, freed when the last holder lets go).
+#[derive(Debug)]
+struct WorkerState {
+    /// The configuration it applied last: (version, greeting).
+    config: Mutex<(u32, String)>,
+    /// Requests served.
+    requests: AtomicU64,
+}
+
+impl WorkerState {
+    fn new() -> Self {
+        WorkerState {
+            config: Mutex::new((0, "hello (no config yet)".into())),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    fn config(&self) -> (u32, String) {
+        // A panic while holding the lock cannot leave a half-written pair:
+        // the pair is replaced whole. So a poisoned lock is still good.
+        self.config
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn apply(&self, version: u32, greeting: String) {
+        *self.config.lock().unwrap_or_else(PoisonError::into_inner) = (version, greeting);
+    }
+}
 
 // ANCHOR: worker
 async fn worker(args: Args, id: WorkerId) -> anyhow::Result<()> {
     let worker = Arc::new(Worker::connect().await?);
-    let greeting = Arc::new(RwLock::new(String::from("hello (no config yet)")));
-    let version = Arc::new(AtomicU32::new(0));
-    let requests = Arc::new(AtomicU64::new(0));
+    let state = Arc::new(WorkerState::new());
 
     // Messages: apply each configuration, then acknowledge it.
     let mut messages = worker.messages().context("messages taken twice")?;
-    let (me, applied_greeting, applied_version) =
-        (worker.clone(), greeting.clone(), version.clone());
+    let (me, mine) = (Arc::clone(&worker), Arc::clone(&state));
     tokio::spawn(async move {
         while let Some(body) = messages.recv().await {
             match serde_json::from_value::<FromPrimary>(body) {
                 Ok(FromPrimary::Config { version, greeting }) => {
-                    *applied_greeting.write().await = greeting;
-                    applied_version.store(version, Ordering::Relaxed);
+                    mine.apply(version, greeting);
                     let _ = me.send(&FromWorker::ConfigApplied { version });
                 }
-                Err(error) => eprintln!(
-                    "[worker {}] ignored a message of the wrong shape: {error}",
-                    me.id()
-                ),
+                Err(error) => {
+                    eprintln!("[worker {id}] ignored a message of the wrong shape: {error}")
+                }
             }
         }
     });
@@ -257,7 +305,7 @@ async fn worker(args: Args, id: WorkerId) -> anyhow::Result<()> {
     // Questions: answer with our stats (unless told to stall).
     let mut questions = worker.questions().context("questions taken twice")?;
     let stalled = args.stall_worker == Some(id.0);
-    let (me, counted, version_now) = (worker.clone(), requests.clone(), version.clone());
+    let (me, mine) = (Arc::clone(&worker), Arc::clone(&state));
     tokio::spawn(async move {
         while let Some(question) = questions.recv().await {
             if stalled {
@@ -265,8 +313,8 @@ async fn worker(args: Args, id: WorkerId) -> anyhow::Result<()> {
             }
             let stats = Stats {
                 pid: std::process::id(),
-                requests: counted.load(Ordering::Relaxed),
-                config_version: version_now.load(Ordering::Relaxed),
+                requests: mine.requests.load(Ordering::Relaxed),
+                config_version: mine.config().0,
             };
             let _ = me.reply(&question, &stats);
         }
@@ -275,10 +323,11 @@ async fn worker(args: Args, id: WorkerId) -> anyhow::Result<()> {
     let listener = worker.listen().await?;
     worker.ready()?;
     let handler = move |_| {
-        let (greeting, requests) = (greeting.clone(), requests.clone());
+        let state = Arc::clone(&state);
         async move {
-            requests.fetch_add(1, Ordering::Relaxed);
-            text(200, format!("{} from worker {id}\n", greeting.read().await))
+            state.requests.fetch_add(1, Ordering::Relaxed);
+            let (_, greeting) = state.config();
+            text(200, format!("{greeting} from worker {id}\n"))
         }
     };
     serve(listener, handler, worker.disconnected()).await;
