@@ -25,6 +25,7 @@
 
 use std::net::IpAddr;
 
+// ANCHOR: score
 /// The score of `slot` for a client at `address`; the highest wins.
 pub fn score(address: IpAddr, slot: u32) -> u64 {
     let bits: u128 = match address {
@@ -47,6 +48,7 @@ fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
+// ANCHOR_END: score
 
 #[cfg(test)]
 mod tests {
