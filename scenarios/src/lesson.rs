@@ -290,11 +290,11 @@ impl Lesson {
 
     /// Waits up to `within` for the primary to exit.
     pub async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        if self.exit.is_none() {
-            if let Ok(Ok(status)) = tokio::time::timeout(within, self.child.wait()).await {
-                self.exit = Some(status);
-                self.drain_output().await;
-            }
+        if self.exit.is_none()
+            && let Ok(Ok(status)) = tokio::time::timeout(within, self.child.wait()).await
+        {
+            self.exit = Some(status);
+            self.drain_output().await;
         }
         self.exit
     }
