@@ -382,7 +382,10 @@ impl Conn {
             .header_read_timeout(header_timeout)
             // A connection that arrives after the stop signal gets one answer.
             .keep_alive(!late)
-            .serve_connection(TokioIo::new(stream), service);
+            .serve_connection(TokioIo::new(stream), service)
+            // A handler may take the connection over (a WebSocket, via
+            // `hyper::upgrade::on`); without this, hyper would refuse.
+            .with_upgrades();
         tokio::pin!(conn);
         tokio::select! {
             _ = conn.as_mut() => return,
