@@ -55,6 +55,9 @@ pub enum ToPrimary {
     /// The primary stops sending it connections, then answers
     /// [`ToWorker::Disconnect`].
     Disconnect,
+    /// The worker was sent SIGTERM on its own (not the whole group): the
+    /// primary replaces it the safe way, then lets it drain.
+    Terminated,
 }
 
 /// What the primary tells a worker.

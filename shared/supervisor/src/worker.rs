@@ -121,18 +121,21 @@ impl Worker {
             }
         });
 
-        // SIGTERM to a worker means "leave gracefully": a service manager
-        // (systemd's default, `timeout`, a shell's `kill 0`) signals every
-        // process in the group, not just the primary, and a worker that died
-        // on the spot would drop its in-flight requests. Leaving goes through
-        // the primary like `worker.disconnect()`, so it is not restarted.
-        // (SIGINT and SIGHUP, which a terminal sends to the whole group, are
-        // ignored: see `cluster/spawn.rs`.)
+        // SIGTERM to a worker does not kill it on the spot: a service
+        // manager (systemd's default, `timeout`, a shell's `kill 0`) signals
+        // every process in the group, and a worker that died at once would
+        // drop its in-flight requests. It tells the primary, which decides:
+        // while stopping (it got the same SIGTERM) the worker drains with
+        // the rest; otherwise it was signalled alone, and the primary
+        // replaces it — a new worker ready first — before it drains, so
+        // the cluster keeps its desired count. (SIGINT and SIGHUP, which a
+        // terminal sends to the whole group, are ignored: see
+        // `cluster/spawn.rs`.)
         let mut terms = signal(SignalKind::terminate())?;
-        let leave = to_primary.clone();
+        let tell = to_primary.clone();
         tokio::spawn(async move {
             while terms.recv().await.is_some() {
-                let _ = leave.send(&ToPrimary::Disconnect);
+                let _ = tell.send(&ToPrimary::Terminated);
             }
         });
 

@@ -191,3 +191,33 @@ async fn a_worker_that_dies_before_it_is_ready_is_a_failed_start()
     cluster.wait().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_sent_sigterm_alone_is_replaced_before_it_drains()
+-> Result<(), Box<dyn std::error::Error>> {
+    let cluster = Cluster::start(options(2, "plain")).await?;
+    cluster.wait_ready(2, WITHIN).await?;
+    let mut events = cluster.subscribe();
+
+    cluster.kill(WorkerId(1), Signal::SIGTERM)?;
+    let replaced = events
+        .wait_for(WITHIN, |e| matches!(e, Event::Replaced { .. }))
+        .await?;
+    assert!(
+        matches!(
+            replaced,
+            Event::Replaced {
+                old: WorkerId(1),
+                new: WorkerId(3),
+                ..
+            }
+        ),
+        "{replaced:?}"
+    );
+    // The desired count held: two workers, both ready, the signalled one gone.
+    assert_eq!(cluster.desired(), 2);
+    assert_eq!(cluster.ready_workers(), [WorkerId(2), WorkerId(3)]);
+    cluster.shutdown();
+    cluster.run().await?;
+    Ok(())
+}

@@ -11,7 +11,8 @@
 //!
 //! Workers ignore SIGINT and SIGHUP (see `spawn`): a terminal sends them to
 //! the whole process group, and the primary decides how workers stop. A
-//! SIGTERM sent to a worker alone asks it to leave, like `disconnect()`.
+//! A SIGTERM sent to a worker alone makes the primary replace it (a new
+//! worker ready first), then drain it: the desired count holds.
 
 use std::io;
 

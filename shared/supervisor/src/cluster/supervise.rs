@@ -42,6 +42,8 @@ pub(crate) enum Note {
     Worker(Event),
     /// The worker asked to leave (Node's `worker.disconnect()` in a worker).
     WantsToLeave(WorkerId),
+    /// The worker was sent SIGTERM.
+    Terminated(WorkerId),
     Malformed {
         id: WorkerId,
         reason: String,
@@ -187,6 +189,22 @@ impl Supervisor {
                 // The worker asked; answer like `worker.disconnect()` would.
                 let _ = cluster.depart(id, ExitReason::Left);
             }
+            Note::Terminated(id) if self.stopping.is_none() => {
+                // Signalled alone: keep the desired count, the safe way.
+                cluster.note_line(&format!(
+                    "worker {id} got SIGTERM on its own: replacing it, then letting it drain"
+                ));
+                tokio::spawn(async move {
+                    if let Err(error) = cluster.replace(id, ExitReason::Replaced).await {
+                        // No replacement (it failed, or one is on its way):
+                        // the signal still asked this worker to go.
+                        cluster.note_line(&format!("worker {id}: {error}; it drains anyway"));
+                        let _ = cluster.depart(id, ExitReason::Left);
+                    }
+                });
+            }
+            // Stopping: it is draining with the others already.
+            Note::Terminated(_) => {}
             Note::Malformed { id, reason } => cluster.note_line(&format!(
                 "worker {id} sent a message that is not valid ({reason}); dropped it"
             )),
