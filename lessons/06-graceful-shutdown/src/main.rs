@@ -14,34 +14,38 @@
 //! kill -TERM <primary pid>              # the curl still gets its 200
 //! curl 'localhost:3000/slow?ms=9000' &   # longer than the grace period:
 //! kill -TERM <primary pid>              # killed at 5 s, exit status 1
-//! just lesson 06 --naive                # the "just exit" answer: requests fail
+//! just lesson 06 --idle-client          # watch an idle keep-alive client
+//! just lesson 06 --naive                # the usual answer, as it behaves
 //! ```
 //!
-//! **What the usual answer gets wrong.** It counts *requests* in flight, but
-//! an idle keep-alive connection has none and is still open: Node's
-//! `server.close()` waits for it (before Node 19) until the force-exit timer
-//! fires. It then calls `process.exit(0)` — success — although the drain
-//! failed. And it waits with timers and polling where an event (the last
-//! worker's exit) says exactly when it is done.
+//! **What the usual answer gets wrong.** Its worker counts *requests*, and
+//! exits the moment none is in flight: an idle keep-alive connection is no
+//! request, so it is cut under its client. Its primary waits out a fixed
+//! timer whether or not the workers are long gone, kills what is left, and
+//! exits 0 — success — even when it had to kill. `--naive` runs exactly
+//! that, with the same API, so the scenarios can show it.
 //!
 //! | Node                                          | Rust (this workbook)                                   |
 //! |-----------------------------------------------|--------------------------------------------------------|
 //! | `process.on('SIGTERM', …)` in the primary     | built into `Cluster` (`handle_signals`)                |
-//! | `worker.disconnect()` for each worker         | `cluster.shutdown(reason)` → `disconnect` each         |
+//! | `worker.disconnect()` for each worker         | `cluster.shutdown()` → `disconnect` each               |
 //! | `server.close()` in the worker                | `serve(…, worker.disconnected())` drains               |
 //! | `server.closeIdleConnections()` (Node 18.2+)  | `Connection: close` + idle timeout in `http::Server`   |
 //! | `setTimeout(() => worker.kill(), grace)`      | `--grace`: `ClusterOptions::grace`                     |
 //! | `cluster.on('exit')` until none are left      | `cluster.run().await` returns after the last exit      |
 
+mod idle_client;
+mod usual;
+
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use supervisor::http::{Request, serve, text};
+use supervisor::http::{Request, Server, text};
 use supervisor::{Cluster, ClusterArgs, Role, Worker};
+use tokio::task::JoinHandle;
 
 /// Lesson 06: stop without losing a request, and say so when you could not.
 #[derive(Debug, Parser)]
@@ -50,9 +54,16 @@ struct Args {
     #[command(flatten)]
     cluster: ClusterArgs,
 
-    /// Show the usual mistake: workers exit the moment they are told to stop
+    /// Behave like the usual answer's code: each worker exits once its
+    /// requests are done, cutting idle keep-alive connections; the primary
+    /// waits out the whole --grace timer, kills what is left, and exits 0
     #[arg(long)]
     naive: bool,
+
+    /// Play an idle keep-alive client: one request, then silence; report how
+    /// the drain closes its connection
+    #[arg(long)]
+    idle_client: bool,
 }
 
 #[tokio::main]
@@ -70,13 +81,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 // ANCHOR: primary
 async fn primary(args: Args) -> anyhow::Result<()> {
-    let cluster = Cluster::start(args.cluster.options())
+    if args.naive {
+        return usual::primary(args.cluster.options(), args.idle_client).await;
+    }
+    let options = args.cluster.options();
+    let workers = options.workers;
+    let cluster = Cluster::start(options)
         .await
         .context("starting the cluster")?;
+    let idle = args
+        .idle_client
+        .then(|| spawn_idle_client(&cluster, workers, args.cluster.grace));
     // SIGTERM/SIGINT: disconnect every worker, return after the last exit,
     // kill those still running at the deadline. `run` turns a forced kill
     // into an error, so the exit status tells the truth.
-    let stopped = cluster.run().await?;
+    let stopped = cluster.run().await;
+    if let Some(idle) = idle {
+        // It has reported by now, unless the connection outlived the drain.
+        let _ = tokio::time::timeout(Duration::from_secs(5), idle).await;
+    }
+    let stopped = stopped?;
     let took = stopped.took.as_millis();
     let fields = serde_json::json!({ "reason": stopped.reason, "took_ms": took });
     cluster.report(
@@ -91,45 +115,62 @@ async fn primary(args: Args) -> anyhow::Result<()> {
 }
 // ANCHOR_END: primary
 
+/// Starts the idle keep-alive client once every worker is ready. It gives
+/// up on the connection a little after the grace period: by then the drain
+/// has either closed it or been cut short.
+fn spawn_idle_client(cluster: &Cluster, workers: usize, grace: Duration) -> JoinHandle<()> {
+    let cluster = cluster.clone();
+    tokio::spawn(async move {
+        if cluster
+            .wait_ready(workers, Duration::from_secs(30))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let within = Duration::from_secs(3600).min(grace + Duration::from_secs(5));
+        if let Err(error) = idle_client::watch(cluster.clone(), within).await {
+            cluster.note_line(&format!("idle client: {error}"));
+        }
+    })
+}
+
 // ANCHOR: worker
 async fn worker(args: Args) -> anyhow::Result<()> {
     let worker = Arc::new(Worker::connect().await?);
     let listener = worker.listen().await?;
     worker.ready()?;
     let id = worker.id();
-    let in_flight = Arc::new(AtomicU64::new(0));
 
-    if args.naive {
-        // The usual mistake: stop means exit, now. Every request in flight,
-        // and every request on its way in a keep-alive connection, is lost.
-        let stop = worker.disconnected();
-        tokio::spawn(async move {
-            stop.await;
-            eprintln!("[worker {id}] --naive: exiting at once");
-            std::process::exit(0);
-        });
-    }
+    let server = if args.naive {
+        // The usual answer's worker exits the moment its last request is
+        // done. Requests, not connections: an idle keep-alive connection is
+        // cut at once, under a client that may be sending on it right then.
+        Server::new().idle_close(Duration::ZERO)
+    } else {
+        // Connections: the next response says `Connection: close`, and a
+        // connection that stays idle is closed after a short wait.
+        Server::new()
+    };
 
-    let (me, counter) = (worker.clone(), in_flight.clone());
+    let me = Arc::clone(&worker);
     let handler = move |request: Request| {
-        let (me, counter) = (me.clone(), counter.clone());
+        let me = Arc::clone(&me);
         async move {
             match request.uri().path() {
                 "/slow" => {
                     let ms = query_ms(&request).unwrap_or(1000);
-                    let now = counter.fetch_add(1, Ordering::Relaxed) + 1;
                     // Tell the primary a slow request started, so a script
                     // can send SIGTERM exactly while requests are in flight.
-                    let _ = me.send(&serde_json::json!({ "slow_started": ms, "in_flight": now }));
+                    let _ = me.send(&serde_json::json!({ "slow_started": ms }));
                     tokio::time::sleep(Duration::from_millis(ms)).await;
-                    counter.fetch_sub(1, Ordering::Relaxed);
                     text(200, format!("worker {id} took {ms} ms\n"))
                 }
                 _ => text(200, format!("hello from worker {id}; try /slow?ms=3000\n")),
             }
         }
     };
-    serve(listener, handler, worker.disconnected()).await;
+    server.serve(listener, handler, worker.disconnected()).await;
     Ok(())
 }
 // ANCHOR_END: worker
