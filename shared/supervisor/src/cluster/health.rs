@@ -234,7 +234,7 @@ pub(super) async fn monitor(cluster: Cluster, policy: HealthPolicy) {
                 rss_mib,
             });
             if let Decision::GiveUp { restarts } = budget.on_crash(Instant::now()) {
-                let _ = cluster.inner.commands.send(Command::GiveUp {
+                cluster.command(Command::GiveUp {
                     restarts,
                     window: policy.budget.window,
                     cause: GaveUpCause::Health,

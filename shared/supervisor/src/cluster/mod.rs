@@ -16,7 +16,7 @@
 //! | `registry`    | the slots and workers, each worker's [`WorkerState`]          |
 //! | `spawn`       | start a worker process in a slot, and watch it                |
 //! | `dispatch`    | round-robin: accept and hand connections to ready workers     |
-//! | `supervise`   | the one loop: notes, commands, timers, reconcile              |
+//! | `supervise`   | the one loop: notes (and commands), timers, reconcile         |
 //! | `exits`       | what a worker's exit means: budget, backoff, refill           |
 //! | `signals`     | the signal table: stop, fast stop, roll, scale                |
 //! | `stop`        | one worker leaving, or the whole cluster, with a deadline     |
@@ -101,8 +101,6 @@ struct Inner {
     changed: watch::Sender<u64>,
     /// Watchers, the rollout and the health monitor → the supervising task.
     notes: mpsc::UnboundedSender<Note>,
-    /// Stop and scale requests → the supervising task.
-    commands: mpsc::UnboundedSender<Command>,
     /// Events for anyone who subscribed.
     bus: broadcast::Sender<Event>,
     /// Round-robin: the workers that take connections now.
@@ -164,7 +162,6 @@ impl Cluster {
         };
 
         let (notes, notes_rx) = mpsc::unbounded_channel();
-        let (commands, commands_rx) = mpsc::unbounded_channel();
         let (outcome_tx, outcome) = watch::channel(None);
         let (dispatch_from, shared_listener) = match options.sched {
             Sched::RoundRobin => (listener, None),
@@ -181,7 +178,6 @@ impl Cluster {
                 exe,
                 changed: watch::Sender::new(0),
                 notes,
-                commands,
                 bus: broadcast::Sender::new(bus::CAPACITY),
                 routes: watch::Sender::new(dispatch::Routes::default()),
                 capacity: Notify::new(),
@@ -211,7 +207,6 @@ impl Cluster {
         tokio::spawn(supervise::supervise(
             cluster.clone(),
             notes_rx,
-            commands_rx,
             signals,
             dispatcher,
             outcome_tx,
@@ -321,7 +316,7 @@ impl Cluster {
     /// Sets the desired number of workers (at least one): new slots are
     /// filled at once; surplus workers, newest first, drain and leave.
     pub fn scale(&self, workers: usize) {
-        let _ = self.inner.commands.send(Command::Scale(workers.max(1)));
+        self.command(Command::Scale(workers.max(1)));
     }
 
     /// A stream of the events from now on. A subscriber that falls more
@@ -366,6 +361,13 @@ impl Cluster {
     /// left to tell.
     fn note(&self, note: Note) {
         let _ = self.inner.notes.send(note);
+    }
+
+    /// Asks the supervising task to do something. Commands travel with the
+    /// notes, in one queue, so a lesson's `report` made before `shutdown`
+    /// is printed before the `shutdown` event, not after it.
+    fn command(&self, command: Command) {
+        self.note(Note::Command(command));
     }
 
     /// Publishes an event in order with every other (through the

@@ -52,7 +52,7 @@ impl Cluster {
     }
 
     pub(super) fn stop(&self, reason: StopReason) {
-        let _ = self.inner.commands.send(Command::Stop(reason));
+        self.command(Command::Stop(reason));
     }
 
     /// Waits until the cluster has stopped. `Ok` says how (check

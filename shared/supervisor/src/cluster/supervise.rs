@@ -53,6 +53,8 @@ pub(crate) enum Note {
         pid: u32,
         status: io::Result<ExitStatus>,
     },
+    /// Something a caller asks for (stop, scale, give up).
+    Command(Command),
     /// A lesson's own event, printed in order with the others.
     Report {
         kind: String,
@@ -90,7 +92,6 @@ type Outcome = watch::Sender<Option<Result<Stopped, Arc<ClusterError>>>>;
 pub(super) async fn supervise(
     cluster: Cluster,
     mut notes: mpsc::UnboundedReceiver<Note>,
-    mut commands: mpsc::UnboundedReceiver<Command>,
     mut signals: Option<Signals>,
     dispatcher: Option<JoinHandle<()>>,
     outcome: Outcome,
@@ -121,7 +122,6 @@ pub(super) async fn supervise(
         tokio::select! {
             Some(note) = notes.recv() => me.on_note(note).await,
             caught = caught => me.on_signal(caught).await,
-            Some(command) = commands.recv() => me.on_command(command).await,
             () = sleep_until_opt(wake) => me.on_timers(),
         }
         me.watch_capacity();
@@ -209,6 +209,7 @@ impl Supervisor {
                 "worker {id} sent a message that is not valid ({reason}); dropped it"
             )),
             Note::Exited { id, pid, status } => self.on_exit(id, pid, status).await,
+            Note::Command(command) => self.on_command(command).await,
             Note::Report {
                 kind,
                 fields,
