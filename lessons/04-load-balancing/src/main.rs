@@ -3,9 +3,13 @@
 //! **The short answer.** Node offers two: *round-robin* (the primary accepts
 //! each connection and hands it to the next worker; the default everywhere
 //! but Windows) and *OS scheduling* (`SCHED_NONE`: every worker accepts on
-//! the shared socket and the kernel picks). Servers outside Node add a third,
-//! `SO_REUSEPORT`: one socket per worker, and the kernel hashes each new
-//! connection to one of them.
+//! the shared socket and the kernel picks). A third is no `cluster` policy:
+//! `SO_REUSEPORT`, one socket per worker, and the kernel hashes each new
+//! connection to one of them. nginx offers it as an opt-in (`listen …
+//! reuseport`), and Node's `net` since v22.12/v23.1 (`listen({ reusePort:
+//! true })`), for processes you start yourself. With it, closing a worker's
+//! socket resets the connections still queued on it — which is why the
+//! supervisor keeps each slot's socket open across its workers.
 //!
 //! This lesson runs any of the three (`--sched rr|shared|reuseport`). Each
 //! worker counts the connections it accepted and the requests it answered;
@@ -27,7 +31,7 @@
 //! |---------------------------------------------------|---------------------------------------------|
 //! | `cluster.schedulingPolicy = cluster.SCHED_RR`     | `--sched rr` (`Sched::RoundRobin`)          |
 //! | `cluster.schedulingPolicy = cluster.SCHED_NONE`   | `--sched shared` (`Sched::Shared`)          |
-//! | (not available)                                   | `--sched reuseport` (`Sched::ReusePort`)    |
+//! | (no policy; `net`: `listen({ reusePort: true })`)  | `--sched reuseport` (`Sched::ReusePort`)    |
 //! | `NODE_CLUSTER_SCHED_POLICY=rr`                    | the flag, read once before the first fork   |
 //! | `server.getConnections()`                         | `supervisor::http::Stats`                   |
 //! | `worker.send()` / `process.on('message')`         | `cluster.ask_all()` / `worker.questions()`  |
@@ -41,7 +45,7 @@ use anyhow::Context;
 use clap::Parser;
 use distribution::{Counts, Distribution};
 use supervisor::http::{Server, text};
-use supervisor::{Cluster, ClusterArgs, Event, Role, Worker};
+use supervisor::{Cluster, ClusterArgs, Event, Events, Role, Worker};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Lesson 04: the same cluster under three strategies, with the numbers.
@@ -70,7 +74,10 @@ async fn primary(args: Args) -> anyhow::Result<()> {
     let cluster = Cluster::start(args.cluster.options())
         .await
         .context("starting the cluster")?;
-    // From now on: the workers' final counts arrive as messages at the end.
+    // Every worker sends its final counts as a message just before it
+    // exits, which happens inside `run` below. Like `cluster.on('message')`
+    // in Node, a subscription hears what happens after it is made — so it
+    // is made here, before `run`, and read once `run` has returned.
     let mut events = cluster.subscribe();
 
     // On demand: ask every worker for its counts right now.
@@ -90,9 +97,14 @@ async fn primary(args: Args) -> anyhow::Result<()> {
     });
 
     let result = cluster.run().await;
+    show(&cluster, "at exit", &final_counts(&mut events));
+    result?;
+    Ok(())
+}
 
-    // At exit: every worker sent its final counts just before it exited,
-    // after its last request; they are in the event stream.
+/// The table from the workers' final messages, all published by the time
+/// `run` returns: each worker sent its counts after its last request.
+fn final_counts(events: &mut Events) -> Distribution {
     let mut table = Distribution::default();
     while let Some(event) = events.try_next() {
         if let Event::Message { id, body } = event
@@ -101,9 +113,7 @@ async fn primary(args: Args) -> anyhow::Result<()> {
             table.workers.insert(id, counts);
         }
     }
-    show(&cluster, "at exit", &table);
-    result?;
-    Ok(())
+    table
 }
 
 fn show(cluster: &Cluster, when: &str, table: &Distribution) {
