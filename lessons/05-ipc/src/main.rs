@@ -247,6 +247,7 @@ fn outcome(sent: Result<(), supervisor::ClusterError>) -> serde_json::Value {
 }
 // ANCHOR_END: gone
 
+// ANCHOR: state
 /// What a worker knows, in one place: its message task, its question task
 /// and its HTTP handler each hold an `Arc` of it (a reference-counted
 /// pointer: one value, shared, freed when the last holder lets go).
@@ -279,6 +280,7 @@ impl WorkerState {
         *self.config.lock().unwrap_or_else(PoisonError::into_inner) = (version, greeting);
     }
 }
+// ANCHOR_END: state
 
 // ANCHOR: worker
 async fn worker(args: Args, id: WorkerId) -> anyhow::Result<()> {
