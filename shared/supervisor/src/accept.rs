@@ -15,6 +15,8 @@
 use std::io;
 use std::time::{Duration, Instant};
 
+use crate::handles::LostConnection;
+
 /// The first wait after a failed accept; it doubles while failures go on.
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
 /// The longest wait between two attempts.
@@ -31,6 +33,9 @@ struct Burst {
     since: Instant,
     count: u64,
     pause: Duration,
+    /// Connections lost during the burst (round-robin: handed to us when
+    /// we had no descriptor for them), as opposed to left waiting.
+    lost: u64,
 }
 
 /// What to do about one failed accept.
@@ -45,6 +50,7 @@ pub struct Retry {
 impl AcceptFailures {
     /// `accept` failed with `error`.
     pub fn failed(&mut self, error: &io::Error) -> Retry {
+        let lost = u64::from(LostConnection::is(error));
         if error.kind() == io::ErrorKind::ConnectionAborted {
             return Retry {
                 report: None,
@@ -54,6 +60,7 @@ impl AcceptFailures {
         match &mut self.burst {
             Some(burst) => {
                 burst.count += 1;
+                burst.lost += lost;
                 burst.pause = (burst.pause * 2).min(LONGEST_PAUSE);
                 Retry {
                     report: None,
@@ -65,6 +72,7 @@ impl AcceptFailures {
                     since: Instant::now(),
                     count: 1,
                     pause: FIRST_PAUSE,
+                    lost,
                 });
                 Retry {
                     report: Some(format!("accept failed: {error}{}", hint(error))),
@@ -77,8 +85,13 @@ impl AcceptFailures {
     /// `accept` worked again: the line that closes the burst, if there was one.
     pub fn succeeded(&mut self) -> Option<String> {
         let burst = self.burst.take()?;
+        let fate = match burst.lost {
+            0 => "no connection was lost, they waited in the backlog".to_string(),
+            1 => "1 connection handed to this worker was lost".to_string(),
+            n => format!("{n} connections handed to this worker were lost"),
+        };
         Some(format!(
-            "accepting again after {} failed attempt{} over {} ms; no connection was lost, they waited in the backlog",
+            "accepting again after {} failed attempt{} over {} ms; {fate}",
             burst.count,
             if burst.count == 1 { "" } else { "s" },
             burst.since.elapsed().as_millis()
@@ -87,6 +100,9 @@ impl AcceptFailures {
 }
 
 fn hint(error: &io::Error) -> &'static str {
+    if LostConnection::is(error) {
+        return " (round-robin hands connections over as descriptors: keep the worker's connection limit below its file limit, as the default does)";
+    }
     match error.raw_os_error() {
         Some(nix::libc::EMFILE) => {
             " (this process is out of file descriptors: new connections wait in the backlog until some close; `ulimit -n` raises the limit)"

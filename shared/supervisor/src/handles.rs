@@ -158,7 +158,15 @@ fn receive_one(channel: RawFd) -> io::Result<Option<(std::net::TcpStream, Socket
         MsgFlags::MSG_CMSG_CLOEXEC,
     )?;
     let mut received = None;
-    for cmsg in msg.cmsgs()? {
+    // The kernel could not give us the descriptor (we have no free one:
+    // EMFILE): it closed the connection, and only the message is left.
+    // Acknowledge it anyway — the primary must not count it as waiting for
+    // ever — and say plainly that a connection was lost.
+    let Ok(cmsgs) = msg.cmsgs() else {
+        acknowledge(channel);
+        return Err(io::Error::other(LostConnection));
+    };
+    for cmsg in cmsgs {
         if let ControlMessageOwned::ScmRights(fds) = cmsg {
             for raw in fds {
                 // SAFETY: the kernel just created this descriptor for us.
@@ -184,14 +192,35 @@ fn receive_one(channel: RawFd) -> io::Result<Option<(std::net::TcpStream, Socket
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let stream = std::net::TcpStream::from(fd);
     stream.set_nonblocking(true)?;
-    // Acknowledge: one more free place in our queue. If it cannot be sent
-    // (the primary is gone), the primary has no count to keep anyway.
+    acknowledge(channel);
+    Ok(Some((stream, peer)))
+}
+
+/// A connection handed to a worker with no free descriptor: the kernel
+/// closed it on the way.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "a connection handed to this worker was lost: it had no free file descriptor (EMFILE), so the kernel closed it"
+)]
+pub struct LostConnection;
+
+impl LostConnection {
+    /// True if `error` is this one.
+    pub fn is(error: &io::Error) -> bool {
+        error
+            .get_ref()
+            .is_some_and(|inner| inner.is::<LostConnection>())
+    }
+}
+
+/// One more free place in our queue. If it cannot be sent (the primary is
+/// gone), the primary has no count to keep anyway.
+fn acknowledge(channel: RawFd) {
     let _ = nix::sys::socket::send(
         channel,
         &[1],
         MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
     );
-    Ok(Some((stream, peer)))
 }
 
 #[cfg(test)]
