@@ -221,3 +221,32 @@ async fn a_worker_sent_sigterm_alone_is_replaced_before_it_drains()
     cluster.run().await?;
     Ok(())
 }
+
+/// `disconnect` closes the hand-off channel first; a worker may read that
+/// end-of-stream, drain and exit before the `disconnect` message arrives.
+/// That is the worker leaving as asked, and must not make the caller's
+/// `disconnect` fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fork_and_disconnect_again_and_again() -> Result<(), Box<dyn std::error::Error>> {
+    let cluster = Cluster::start(options(0, "plain")).await?;
+    let mut events = cluster.subscribe();
+    for _ in 0..30 {
+        let id = cluster.fork()?;
+        events
+            .wait_for(
+                WITHIN,
+                |e| matches!(e, Event::Listening { id: got, .. } if *got == id),
+            )
+            .await?;
+        cluster.disconnect(id)?;
+        events
+            .wait_for(
+                WITHIN,
+                |e| matches!(e, Event::Exit { id: got, .. } if *got == id),
+            )
+            .await?;
+    }
+    cluster.shutdown();
+    cluster.run().await?;
+    Ok(())
+}

@@ -214,6 +214,10 @@ impl Cluster {
         if let Some(target) = target {
             target.close();
         }
-        Ok(to_worker.send(&ToWorker::Disconnect)?)
+        // A worker told by the closed hand-off channel (or by its own
+        // crash) may be gone before this arrives: it is leaving, as asked,
+        // so a refused send here is no error for the caller.
+        let _ = to_worker.send(&ToWorker::Disconnect);
+        Ok(())
     }
 }
