@@ -18,6 +18,33 @@ fn worker_main() -> Result<(), Box<dyn std::error::Error>> {
     common::play_worker()
 }
 
+/// Waits (bounded) until every thread of `pid` is stopped ('T' in /proc).
+/// Nothing announces it, so this polls.
+async fn stopped(pid: u32) -> Result<(), Box<dyn std::error::Error>> {
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        let all_stopped = std::fs::read_dir(format!("/proc/{pid}/task"))?
+            .filter_map(Result::ok)
+            .all(|task| {
+                std::fs::read_to_string(task.path().join("stat"))
+                    .ok()
+                    .and_then(|stat| {
+                        // The state follows the command name in parentheses.
+                        stat.rsplit_once(')')
+                            .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned))
+                    })
+                    .is_some_and(|state| state == "T" || state == "t")
+            });
+        if all_stopped {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("worker {pid} did not stop").into());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// The most a client should wait for an answer from a healthy worker here.
 const PROMPT: Duration = Duration::from_secs(1);
 
@@ -31,6 +58,10 @@ async fn a_stopped_worker_holds_a_few_connections_and_the_others_keep_serving()
     .await?;
     cluster.wait_ready(2, WITHIN).await?;
     cluster.kill(WorkerId(1), Signal::SIGSTOP)?;
+    // A stop takes effect when the process's threads next run, which on a
+    // busy machine can be milliseconds after `kill` returns.
+    let pid = cluster.pid(WorkerId(1)).ok_or("no worker 1")?;
+    stopped(pid).await?;
 
     // Twelve clients at once: the stopped worker takes a few (its bound of
     // unacknowledged hand-offs), worker 2 answers the rest.
