@@ -27,6 +27,11 @@ pub struct Row {
     /// Responses per worker, in worker-id order, including workers that
     /// answered none: a worker the kernel never picked is the finding.
     pub per_worker: Vec<(String, u64)>,
+    /// Against the limit measured in the same rounds: (median, lowest,
+    /// highest) of the per-round ratios; `None` when there is no limit row.
+    pub ratio: Option<(f64, f64, f64)>,
+    /// How many rounds the row summarises.
+    pub rounds: usize,
 }
 
 impl Row {
@@ -65,7 +70,34 @@ impl Row {
             failed: report.failed,
             failures,
             per_worker,
+            ratio: None,
+            rounds: 1,
         }
+    }
+
+    /// One row for several rounds of a cell: the round with the median
+    /// requests per second stands for the cell, failures are added up
+    /// over every round, and `ratios` (each round's to the limit measured
+    /// in the same round) give the median and the spread.
+    pub fn median_of(rounds: &[Row], ratios: &[f64]) -> Row {
+        let mut by_speed: Vec<&Row> = rounds.iter().collect();
+        by_speed.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
+        let Some(middle) = by_speed.get(by_speed.len() / 2) else {
+            return Row::new("", false, &LoadReport::default(), &[]);
+        };
+        let mut row = (*middle).clone();
+        row.failed = rounds.iter().map(|r| r.failed).sum();
+        row.failures = BTreeMap::new();
+        for round in rounds {
+            for (kind, n) in &round.failures {
+                *row.failures.entry(kind.clone()).or_default() += n;
+            }
+        }
+        let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = ratios.iter().copied().fold(0.0, f64::max);
+        row.ratio = median(ratios).map(|m| (m, low, high));
+        row.rounds = rounds.len();
+        row
     }
 
     /// Each worker's percentage of the responses, `26/24/25/25 %`.
@@ -114,12 +146,16 @@ fn millis(time: Option<Duration>) -> String {
 /// last two columns count.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| strategy | connections | requests/s | p50 ms | p99 ms | failed | per-worker share | max−min spread % |\n\
-         |----------|-------------|-----------:|-------:|-------:|-------:|------------------|-----------------:|\n",
+        "| strategy | connections | ÷ one process (median, rounds' range) | requests/s | p50 ms | p99 ms | failed | per-worker share | max−min spread % |\n\
+         |----------|-------------|---------------------------------------:|-----------:|-------:|-------:|-------:|------------------|-----------------:|\n",
     );
     for row in rows {
+        let ratio = row.ratio.map_or_else(
+            || "–".to_string(),
+            |(median, low, high)| format!("{median:.2} ({low:.2}–{high:.2})"),
+        );
         out.push_str(&format!(
-            "| {} | {} | {:.0} | {} | {} | {} | {} | {:.0} |\n",
+            "| {} | {} | {ratio} | {:.0} | {} | {} | {} | {} | {:.0} |\n",
             row.strategy,
             if row.keep_alive { "keep-alive" } else { "new" },
             row.requests_per_second,
@@ -131,11 +167,69 @@ pub fn table(rows: &[Row]) -> String {
         ));
     }
     out.push_str(
-        "\nShare: each worker's part of the responses, in worker order. \
+        "\n÷ one process: requests/s against one plain multi-threaded hyper process with the same answer, measured in the same round; \
+         the median of the rounds, and their lowest and highest. Requests/s, p50 and p99: the median round. Failed: all rounds. \
+         Share: each worker's part of the responses, in worker order. \
          Spread: (most − fewest responses per worker) / mean, as lesson 04's own table computes it; \
          0 % is perfectly even.\n",
     );
     out
+}
+
+/// The name of the row every other is divided by: one plain process.
+pub const LIMIT: &str = "one process";
+
+/// What this run's table says, in sentences computed from it: for each
+/// connection shape, the strategy nearest the one-process limit and the
+/// one that spread the work most evenly. Written by the program rather
+/// than by hand so the words can never disagree with the numbers beside
+/// them, whichever machine produced them.
+pub fn reading(rows: &[Row]) -> String {
+    let mut out = String::new();
+    for keep_alive in [false, true] {
+        let shape = if keep_alive {
+            "keep-alive connections"
+        } else {
+            "a new connection per request"
+        };
+        let cluster: Vec<&Row> = rows
+            .iter()
+            .filter(|row| row.keep_alive == keep_alive && row.ratio.is_some())
+            .filter(|row| row.strategy != LIMIT)
+            .collect();
+        let fastest = cluster.iter().max_by(|a, b| {
+            let (a, b) = (a.ratio.map_or(0.0, |r| r.0), b.ratio.map_or(0.0, |r| r.0));
+            a.total_cmp(&b)
+        });
+        let evenest = cluster
+            .iter()
+            .min_by(|a, b| a.spread_pct().total_cmp(&b.spread_pct()));
+        let (Some(fastest), Some(evenest)) = (fastest, evenest) else {
+            continue;
+        };
+        let ratio = fastest.ratio.map_or(0.0, |r| r.0);
+        out.push_str(&format!(
+            "With {shape}, {} came nearest one plain process ({:.0} % of its requests/s, so the cluster cost {:.0} %); \
+             {} spread the work most evenly ({:.0} % max−min spread).",
+            fastest.strategy,
+            ratio * 100.0,
+            (1.0 - ratio).max(0.0) * 100.0,
+            evenest.strategy,
+            evenest.spread_pct(),
+        ));
+        let failed: u64 = rows
+            .iter()
+            .filter(|row| row.keep_alive == keep_alive)
+            .map(|row| row.failed)
+            .sum();
+        if failed > 0 {
+            out.push_str(&format!(
+                " {failed} requests failed in these cells: see the failed column."
+            ));
+        }
+        out.push_str("\n\n");
+    }
+    out.trim_end().to_owned() + "\n"
 }
 
 /// What the numbers were measured on: they mean little without it.
@@ -292,9 +386,34 @@ mod tests {
         let row = Row::new("rr", true, &measured, &[1, 2, 3, 4]);
         let table = table(&[row]);
         assert!(
-            table.contains("| rr | keep-alive | 100 | 1.50 | 1.50 | 0 | 26/24/25/25 % | 8 |"),
+            table.contains("| rr | keep-alive | – | 100 | 1.50 | 1.50 | 0 | 26/24/25/25 % | 8 |"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn the_reading_names_the_nearest_and_the_evenest_strategy() {
+        let row = |strategy: &str, by_worker: &[(&str, u64)], ratio: f64| {
+            let mut row = Row::new(strategy, false, &report(by_worker), &[1, 2]);
+            row.ratio = Some((ratio, ratio, ratio));
+            row
+        };
+        let rows = [
+            row(LIMIT, &[("1", 100)], 1.0),
+            row("rr", &[("1", 50), ("2", 50)], 0.6),
+            row("reuseport", &[("1", 70), ("2", 30)], 0.8),
+        ];
+        let reading = reading(&rows);
+        assert!(
+            reading.contains("reuseport came nearest one plain process (80 %"),
+            "{reading}"
+        );
+        assert!(
+            reading.contains("rr spread the work most evenly (0 %"),
+            "{reading}"
+        );
+        // No keep-alive rows were measured: no sentence about them.
+        assert!(!reading.contains("keep-alive"), "{reading}");
     }
 
     #[test]

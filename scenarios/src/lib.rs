@@ -40,6 +40,19 @@ pub use transcript::Transcript;
 /// value comes first, then the current folder, and the compile-time value
 /// only as the last resort; from each, the nearest ancestor holding
 /// `scenarios/` and `lessons/` wins.
+/// How the workbook's measuring programs end: nothing more on success, and
+/// on failure one `error:` line with the whole cause chain and exit status
+/// 2, which scripts can tell apart from a measurement that merely ran.
+pub fn exit_code(outcome: anyhow::Result<()>) -> std::process::ExitCode {
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
 pub fn workspace_root() -> PathBuf {
     let compiled = Path::new(env!("CARGO_MANIFEST_DIR")).to_owned();
     let candidates = [

@@ -13,6 +13,15 @@
 //! never leak into the next), a warm-up whose results are thrown away, and
 //! bounded waits everywhere: a lesson that never listens or never exits
 //! costs seconds, not a hung run, and is always killed before the next cell.
+//!
+//! Beside the strategies runs the limit: one plain multi-threaded hyper
+//! process with the same answer (`plain-hyper`), measured the same way in
+//! the same round. Absolute requests per second move by a fifth between
+//! runs on this machine; the ratio of a strategy to the limit, measured
+//! side by side, moves far less. So the run is several rounds, each round
+//! measures every cell once (in a rotated order, so no cell always goes
+//! first), and the table shows each cell's median ratio to the limit and
+//! the spread of its rounds, then the absolute figures.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -60,20 +69,33 @@ struct Args {
     /// Requests sent before each measurement and thrown away.
     #[arg(long, default_value_t = 200)]
     warmup: u64,
+    /// Rounds: every cell measured once per round; the table gives medians.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=50))]
+    rounds: u16,
     /// Also write the markdown to this file (its folder is created).
     #[arg(long)]
     out: Option<PathBuf>,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    match run(Args::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::from(2)
+/// What serves a cell: a strategy of lesson 04, or the plain process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Server {
+    Plain,
+    Strategy(&'static str),
+}
+
+impl Server {
+    fn name(self) -> &'static str {
+        match self {
+            Server::Plain => bench::LIMIT,
+            Server::Strategy(strategy) => strategy,
         }
     }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    scenarios::exit_code(run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -98,25 +120,76 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("creating {}", folder.display()))?;
     }
 
+    let plain = bin.with_file_name("plain-hyper");
+    if !plain.is_file() {
+        bail!(
+            "{} does not exist: build it with `cargo build --release -p scenarios` (`just bench-lb` does that for you)",
+            plain.display()
+        );
+    }
+
     let started = Instant::now();
-    let mut rows = Vec::new();
-    for strategy in STRATEGIES {
-        for keep_alive in [false, true] {
-            let row = cell(&bin, &args, strategy, keep_alive)
-                .await
-                .with_context(|| format!("{strategy}, {}", shape(keep_alive)))?;
-            eprintln!(
-                "{strategy:>9}, {:<15} {:>6.0} requests/s, {} failed",
-                shape(keep_alive),
-                row.requests_per_second,
-                row.failed
-            );
-            rows.push(row);
+    let servers: Vec<Server> = std::iter::once(Server::Plain)
+        .chain(STRATEGIES.iter().map(|s| Server::Strategy(s)))
+        .collect();
+    // rounds[shape][server] = the rows of every round, in order.
+    let mut measured: Vec<Vec<Vec<Row>>> = vec![vec![Vec::new(); servers.len()]; 2];
+    for round in 0..usize::from(args.rounds) {
+        for (s, keep_alive) in [false, true].into_iter().enumerate() {
+            for offset in 0..servers.len() {
+                let index = (round + offset) % servers.len();
+                let server = servers[index];
+                let binary = match server {
+                    Server::Plain => &plain,
+                    Server::Strategy(_) => &bin,
+                };
+                let row = cell(binary, &args, server, keep_alive)
+                    .await
+                    .with_context(|| format!("{}, {}", server.name(), shape(keep_alive)))?;
+                eprintln!(
+                    "round {}: {:>11}, {:<15} {:>7.0} requests/s, {} failed",
+                    round + 1,
+                    server.name(),
+                    shape(keep_alive),
+                    row.requests_per_second,
+                    row.failed
+                );
+                measured[s][index].push(row);
+            }
         }
     }
     eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
 
-    let markdown = format!("{}\n\n{}", header(&args), bench::table(&rows));
+    // Each cell's row is its median round; its ratio is the median of the
+    // per-round ratios to the limit measured in the same round.
+    let mut rows = Vec::new();
+    for shape_rows in &measured {
+        let limits: Vec<f64> = shape_rows[0]
+            .iter()
+            .map(|r| r.requests_per_second)
+            .collect();
+        for cell_rows in shape_rows {
+            let ratios: Vec<f64> = cell_rows
+                .iter()
+                .zip(&limits)
+                .map(|(row, limit)| {
+                    if *limit > 0.0 {
+                        row.requests_per_second / limit
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            rows.push(bench::Row::median_of(cell_rows, &ratios));
+        }
+    }
+
+    let markdown = format!(
+        "{}\n\n{}\n{}",
+        header(&args),
+        bench::table(&rows),
+        bench::reading(&rows)
+    );
     print!("{markdown}");
     if let Some(out) = &args.out {
         std::fs::write(out, &markdown).with_context(|| format!("writing {}", out.display()))?;
@@ -133,15 +206,22 @@ fn shape(keep_alive: bool) -> &'static str {
 }
 
 /// One cell: a fresh cluster, a warm-up, the measured load, a clean stop.
-async fn cell(bin: &Path, args: &Args, strategy: &str, keep_alive: bool) -> anyhow::Result<Row> {
-    let lesson_args = [
-        "--workers".to_owned(),
-        args.workers.to_string(),
-        "--sched".to_owned(),
-        strategy.to_owned(),
-    ];
+async fn cell(bin: &Path, args: &Args, server: Server, keep_alive: bool) -> anyhow::Result<Row> {
+    let (lesson_args, workers) = match server {
+        Server::Plain => (Vec::new(), 1),
+        Server::Strategy(strategy) => (
+            vec![
+                "--workers".to_owned(),
+                args.workers.to_string(),
+                "--sched".to_owned(),
+                strategy.to_owned(),
+            ],
+            usize::from(args.workers),
+        ),
+    };
+    let strategy = server.name();
     let mut lesson = Lesson::start(bin, &lesson_args)?;
-    let measured = measure(&mut lesson, args, strategy, keep_alive).await;
+    let measured = measure(&mut lesson, args, workers, strategy, keep_alive).await;
 
     // Stopped the way an operator would, whatever the measurement did;
     // kill_all is the backstop, so no cluster outlives its cell.
@@ -165,35 +245,35 @@ async fn cell(bin: &Path, args: &Args, strategy: &str, keep_alive: bool) -> anyh
     Ok(Row::new(strategy, keep_alive, &report, &workers))
 }
 
-/// Waits for every worker, warms up, measures; returns the report and the
-/// ids of the workers that said `listening`.
+/// Waits for every worker to be ready, warms up, measures; returns the
+/// report and the ids of the workers that said `ready`.
 async fn measure(
     lesson: &mut Lesson,
     args: &Args,
+    wanted: usize,
     strategy: &str,
     keep_alive: bool,
 ) -> anyhow::Result<(LoadReport, Vec<u32>)> {
     let addr: SocketAddr = lesson.addr().await?;
-    let wanted = usize::from(args.workers);
-    let listening = |events: &[serde_json::Value]| {
+    let ready = |events: &[serde_json::Value]| {
         events
             .iter()
-            .filter(|event| event["event"] == "listening")
+            .filter(|event| event["event"] == "ready")
             .filter_map(|event| event["id"].as_u64())
             .filter_map(|id| u32::try_from(id).ok())
             .collect::<Vec<u32>>()
     };
     if !lesson
-        .wait_until(LISTEN_WITHIN, |events| listening(events).len() >= wanted)
+        .wait_until(LISTEN_WITHIN, |events| ready(events).len() >= wanted)
         .await
     {
         bail!(
-            "only {} of {wanted} workers said `listening` within {} s",
-            listening(&lesson.events()).len(),
+            "only {} of {wanted} workers said `ready` within {} s",
+            ready(&lesson.events()).len(),
             LISTEN_WITHIN.as_secs()
         );
     }
-    let workers = listening(&lesson.events());
+    let workers = ready(&lesson.events());
 
     let connections = usize::try_from(args.connections).context("--connections")?;
     let spec = LoadSpec {
