@@ -197,10 +197,7 @@ impl Worker {
     /// Sends a message of the lesson's own to the primary (Node's
     /// `process.send`). The body is serialised: the primary gets a copy.
     pub fn send(&self, body: &impl Serialize) -> Result<(), SendError> {
-        let body = serde_json::to_value(body).map_err(|_| SendError {
-            peer: "the primary".into(),
-        })?;
-        self.to_primary.send(&ToPrimary::Message { body })
+        self.to_primary.send_message(body)
     }
 
     /// Waits until every message sent so far has left this process. Call it

@@ -79,7 +79,6 @@ pub use self::rollout::{ReplaceError, ReplaceStep, RolloutError, RolloutReport};
 pub use self::stop::Stopped;
 use self::supervise::{Command, Note};
 use crate::event::{Event, ExitReason, StopReason};
-use crate::ipc::{SendError, ToWorker};
 use crate::listen::{self, Sched};
 use crate::report::Reporter;
 use crate::role::WorkerId;
@@ -290,13 +289,10 @@ impl Cluster {
     /// Sends a message to one worker (Node's `worker.send`). The body is
     /// serialised: the worker gets a copy.
     pub fn send(&self, id: WorkerId, body: &impl serde::Serialize) -> Result<(), ClusterError> {
-        let body = serde_json::to_value(body).map_err(|_| SendError {
-            peer: format!("worker {id}"),
-        })?;
         let to_worker = self
             .view(|registry| registry.workers.get(&id).map(|e| e.to_worker.clone()))
             .ok_or(ClusterError::NoSuchWorker(id))?;
-        Ok(to_worker.send(&ToWorker::Message { body })?)
+        Ok(to_worker.send_message(body)?)
     }
 
     /// Node's `worker.disconnect()`: stop sending the worker connections,

@@ -19,23 +19,28 @@
 //!
 //! Handles (accepted sockets) do not travel here; see [`crate::handles`].
 
+mod outbox;
+
 use std::io;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
-use std::sync::Arc;
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::UnixStream;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::mpsc;
+use tokio::net::unix::OwnedReadHalf;
+
+pub use outbox::Sender;
 
 /// A line longer than this is not a message we sent: it is dropped, and the
 /// reader stays usable. It bounds the memory one bad peer can make us hold.
 pub const MAX_LINE: usize = 1 << 20;
+
+/// How much the receiving half reads from the socket at a time. Big
+/// enough that a 64 KiB message comes in one read instead of eight; small
+/// enough not to matter beside a worker's few megabytes.
+const READ_BUFFER: usize = 64 * 1024;
 
 /// What a worker tells its primary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,101 +83,35 @@ pub enum ToWorker {
     Heartbeat { seq: u64 },
 }
 
+/// A lesson's message as it goes on the wire, `{"type":"message","body":…}`
+/// — the form of both [`ToWorker::Message`] and [`ToPrimary::Message`] —
+/// serialised straight from the caller's value. Building the enum first
+/// would mean turning the body into a `serde_json::Value`: a copy of the
+/// whole payload before it is encoded.
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "message")]
+struct MessageOut<'a, B: ?Sized> {
+    body: &'a B,
+}
+
+/// The two directions whose enums have a `message` variant of that form.
+pub trait CarriesMessages {}
+impl CarriesMessages for ToWorker {}
+impl CarriesMessages for ToPrimary {}
+
+impl<T: CarriesMessages> Sender<T> {
+    /// Sends a lesson's message with `body`, encoded once.
+    pub fn send_message(&self, body: &(impl Serialize + ?Sized)) -> Result<(), SendError> {
+        self.send_serialized(&MessageOut { body })
+    }
+}
+
 /// Sending failed because the other side is gone.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the channel to {peer} is closed: it has exited or is exiting")]
 pub struct SendError {
     /// Who we tried to reach ("worker 3", "the primary").
     pub peer: String,
-}
-
-/// The sending half. Cheap to clone; a background task writes the lines, so
-/// `send` never waits on a slow peer.
-#[derive(Debug)]
-pub struct Sender<T> {
-    lines: mpsc::UnboundedSender<Queued>,
-    /// The socket the writer task writes to, shared so that `send` can ask
-    /// the kernel whether the peer is still there.
-    socket: Arc<OwnedWriteHalf>,
-    peer: String,
-    _type: PhantomData<fn(T)>,
-}
-
-impl<T> Clone for Sender<T> {
-    fn clone(&self) -> Self {
-        Sender {
-            lines: self.lines.clone(),
-            socket: Arc::clone(&self.socket),
-            peer: self.peer.clone(),
-            _type: PhantomData,
-        }
-    }
-}
-
-impl<T: Serialize> Sender<T> {
-    /// Queues `message` for the peer. Fails if the channel is closed: the
-    /// writer saw an error, or the peer's end of the socket is gone.
-    ///
-    /// The second check is what makes a send to a worker that has *just*
-    /// died an error. The queue alone cannot know: nothing has been written
-    /// yet, so nothing has failed, and the message would be queued, written
-    /// into a socket nobody reads, and lost without a word. The kernel knows
-    /// at once — the moment a process exits, its descriptors close and our
-    /// end of the pair is marked hung up — so `send` asks it first (a poll
-    /// that does not wait). What no check can catch is a peer that dies
-    /// *after* the message was accepted: a send is not a delivery, and a
-    /// caller that must know asks for an answer ([`ToWorker::Request`]).
-    pub fn send(&self, message: &T) -> Result<(), SendError> {
-        if self.peer_is_gone() {
-            return Err(self.gone());
-        }
-        let mut line = serde_json::to_vec(message).map_err(|_| self.gone())?;
-        line.push(b'\n');
-        self.lines.send(Queued::Line(line)).map_err(|_| self.gone())
-    }
-
-    /// Waits until everything queued so far has been written to the socket.
-    /// A process about to exit calls this, or its last messages may still
-    /// be in the queue when it goes.
-    pub async fn flush(&self) -> Result<(), SendError> {
-        let (done_tx, done) = tokio::sync::oneshot::channel();
-        self.lines
-            .send(Queued::Flush(done_tx))
-            .map_err(|_| self.gone())?;
-        done.await.map_err(|_| self.gone())
-    }
-}
-
-impl<T> Sender<T> {
-    /// True once a `send` would fail: the writer has stopped, or the peer's
-    /// end of the socket is closed.
-    pub fn is_closed(&self) -> bool {
-        self.lines.is_closed() || self.peer_is_gone()
-    }
-
-    fn gone(&self) -> SendError {
-        SendError {
-            peer: self.peer.clone(),
-        }
-    }
-
-    /// Asks the kernel, without waiting, whether the other end has hung up.
-    /// A Unix stream socket reports `POLLHUP` once the peer's socket is
-    /// closed in both directions — when its last descriptor closed, which is
-    /// when the process exited — and `POLLERR` if it closed with our data
-    /// unread. A peer that only stopped writing is not gone: it may still
-    /// read what we send.
-    fn peer_is_gone(&self) -> bool {
-        let stream: &tokio::net::UnixStream = (*self.socket).as_ref();
-        let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLOUT)];
-        match poll(&mut fds, PollTimeout::ZERO) {
-            Ok(_) => fds[0]
-                .revents()
-                .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)),
-            // EINTR or ENOMEM: no answer; the writer will find out.
-            Err(_) => false,
-        }
-    }
 }
 
 /// What the receiving half yields.
@@ -259,65 +198,12 @@ impl<T> Receiver<T> {
 /// `peer` names the other side in errors. Must run inside a tokio runtime.
 pub fn channel<In, Out>(stream: UnixStream, peer: String) -> (Receiver<In>, Sender<Out>) {
     let (read, write) = stream.into_split();
-    let socket = Arc::new(write);
-    let (lines, queue) = mpsc::unbounded_channel();
-    tokio::spawn(write_lines(Arc::clone(&socket), queue));
     let receiver = Receiver {
-        reader: BufReader::new(read),
+        reader: BufReader::with_capacity(READ_BUFFER, read),
         buf: Vec::new(),
         _type: PhantomData,
     };
-    let sender = Sender {
-        lines,
-        socket,
-        peer,
-        _type: PhantomData,
-    };
-    (receiver, sender)
-}
-
-/// What the writer task is given.
-#[derive(Debug)]
-enum Queued {
-    Line(Vec<u8>),
-    /// Answer once every earlier line is written.
-    Flush(tokio::sync::oneshot::Sender<()>),
-}
-
-/// Writes queued lines until the queue is dropped or a write fails; then
-/// closing the queue makes every later `send` fail. The write half is
-/// shared with the senders (they only look at it); when the last holder
-/// lets go, dropping it shuts the socket down for writing, which the peer
-/// reads as end-of-file.
-async fn write_lines(socket: Arc<OwnedWriteHalf>, mut queue: mpsc::UnboundedReceiver<Queued>) {
-    while let Some(queued) = queue.recv().await {
-        match queued {
-            Queued::Line(line) => {
-                if write_all(&socket, &line).await.is_err() {
-                    queue.close();
-                    return;
-                }
-            }
-            Queued::Flush(done) => {
-                let _ = done.send(());
-            }
-        }
-    }
-}
-
-/// `write_all` through a shared reference: wait until the socket can take
-/// bytes, write what it takes, repeat.
-async fn write_all(socket: &OwnedWriteHalf, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        socket.writable().await?;
-        match socket.try_write(bytes) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(written) => bytes = &bytes[written..],
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(())
+    (receiver, outbox::sender(write, peer))
 }
 
 #[cfg(test)]
@@ -429,6 +315,50 @@ mod tests {
         Ok(())
     }
     // ANCHOR_END: send_to_dead
+
+    #[test]
+    fn a_message_encoded_once_has_the_enum_s_wire_form() -> Result<(), serde_json::Error> {
+        let body = serde_json::json!({ "config": 2, "name": "x\ny" });
+        let direct = serde_json::to_string(&MessageOut { body: &body })?;
+        let via_enum = serde_json::to_string(&ToWorker::Message { body: body.clone() })?;
+        assert_eq!(direct, via_enum);
+        let parsed: ToPrimary = serde_json::from_str(&direct)?;
+        assert_eq!(parsed, ToPrimary::Message { body });
+        Ok(())
+    }
+
+    /// More than the socket buffer holds, sent while nobody reads: the
+    /// sends do not wait, the overflow is queued, and once the peer reads,
+    /// every message arrives whole and in order. Dropping the sender first
+    /// loses nothing queued: the peer reads everything, then end-of-file.
+    #[tokio::test]
+    async fn what_the_socket_cannot_take_is_queued_in_order() -> io::Result<()> {
+        let (a, b) = UnixStream::pair()?;
+        let (_a_rx, a_tx) = channel::<ToPrimary, ToWorker>(a, "worker 1".into());
+        let (mut b_rx, _b_tx) = channel::<ToWorker, ToPrimary>(b, "the primary".into());
+        let filler = "x".repeat(64 * 1024);
+        const COUNT: u64 = 64; // 4 MiB: far past any socket buffer
+        for n in 0..COUNT {
+            a_tx.send_message(&(n, &filler)).map_err(io::Error::other)?;
+        }
+        let flushed = {
+            let a_tx = a_tx.clone();
+            tokio::spawn(async move { a_tx.flush().await })
+        };
+        drop(a_tx);
+        for n in 0..COUNT {
+            match b_rx.recv().await? {
+                Some(Incoming::Message(ToWorker::Message { body })) => {
+                    assert_eq!(body[0], n);
+                    assert_eq!(body[1].as_str().map(str::len), Some(filler.len()));
+                }
+                other => panic!("message {n}: got {other:?}"),
+            }
+        }
+        assert!(b_rx.recv().await?.is_none(), "end-of-file after the last");
+        flushed.await?.map_err(io::Error::other)?;
+        Ok(())
+    }
 
     #[tokio::test]
     async fn a_live_peer_gets_what_is_sent() -> io::Result<()> {
