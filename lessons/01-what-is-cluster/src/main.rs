@@ -46,10 +46,11 @@ struct Args {
     cluster: ClusterArgs,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
-    supervisor::exit_code(run(args).await)
+    // Not `#[tokio::main]`: a worker's runtime is sized so that all the
+    // workers together fill the cores once (see `supervisor::runtime`).
+    supervisor::block_on(run(args))
 }
 
 // ANCHOR: role

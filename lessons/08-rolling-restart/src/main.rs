@@ -78,10 +78,11 @@ struct Args {
 /// Without `--workers`, this lesson runs four: enough to watch a rollout.
 const DEFAULT_WORKERS: u16 = 4;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
-    supervisor::exit_code(run(args).await)
+    // Not `#[tokio::main]`: a worker's runtime is sized so that all the
+    // workers together fill the cores once (see `supervisor::runtime`).
+    supervisor::block_on(run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

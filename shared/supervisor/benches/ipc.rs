@@ -45,7 +45,7 @@ fn main() -> Result<(), BoxError> {
         return floor_echo();
     }
     if supervisor::role()? != Role::Primary {
-        return Runtime::new()?.block_on(echo_worker());
+        return supervisor::runtime::build()?.block_on(echo_worker());
     }
     let runtime = Runtime::new()?;
     let mut criterion = Criterion::default()

@@ -41,6 +41,11 @@ pub struct ClusterArgs {
     /// Seconds a new worker may take to say it is ready before it is killed
     #[arg(long, default_value = "10", value_parser = parse_seconds)]
     pub ready_timeout: Duration,
+
+    /// Threads in each worker's async runtime; 1 runs one event loop per worker,
+    /// as Node does [default: the usable cores ÷ workers, at least 1]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub worker_threads: Option<u16>,
 }
 
 impl ClusterArgs {
@@ -56,6 +61,7 @@ impl ClusterArgs {
             events: self.events,
             grace: self.grace,
             ready_timeout: self.ready_timeout,
+            worker_threads: self.worker_threads.map(usize::from),
             ..ClusterOptions::default()
         }
     }

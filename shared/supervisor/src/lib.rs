@@ -22,6 +22,7 @@
 //! | [`http`]    | serve an accept stream with hyper; drain; answer heartbeats       | `http.createServer`  |
 //! | [`inherit`] | pass descriptors across exec, and only to the worker              |                      |
 //! | [`cli`]     | the flags every lesson shares (`--workers`, `--port`, `--events`) |                      |
+//! | [`runtime`] | each process's tokio runtime, sized so workers share the cores    |                      |
 //! | [`spread`]  | how unevenly work was spread over workers: one formula for all   |                      |
 //! | [`peer`]    | another primary of this program: a second machine, for demos      |                      |
 //! | [`sticky`]  | the same client address to the same worker (rendezvous hashing)  | sticky sessions      |
@@ -64,6 +65,7 @@ pub mod peer;
 pub mod report;
 pub mod restart;
 pub mod role;
+pub mod runtime;
 pub mod spread;
 pub mod sticky;
 pub mod worker;
@@ -79,6 +81,7 @@ pub use listen::{Listener, Sched};
 pub use report::{EventsFormat, exit_code};
 pub use restart::RestartPolicy;
 pub use role::{Role, WorkerId, role};
+pub use runtime::block_on;
 pub use worker::{Question, Worker};
 
 /// How many workers "one per core" means here: the CPUs this process may

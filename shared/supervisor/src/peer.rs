@@ -123,6 +123,11 @@ impl OtherPrimary {
         Ok(OtherPrimary { child, addr })
     }
 
+    /// The other primary's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// SIGTERM, then wait for it to drain (killed if it takes too long).
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {

@@ -72,9 +72,9 @@ pub use self::bus::{Events, WaitError};
 pub use self::error::ClusterError;
 pub use self::health::{HealthPolicy, Vitals};
 pub use self::options::ClusterOptions;
-use self::registry::Registry;
 pub use self::registry::WorkerState;
 use self::registry::lock;
+use self::registry::{Registry, SlotId};
 pub use self::rollout::{ReplaceError, ReplaceStep, RolloutError, RolloutReport};
 pub use self::stop::Stopped;
 use self::supervise::{Command, Note};
@@ -214,13 +214,37 @@ impl Cluster {
             tokio::spawn(health::monitor(cluster.clone(), policy));
         }
 
-        for _ in 0..workers {
-            if let Err(error) = cluster.fork() {
-                // Leave nothing half-started behind: stop what did start.
-                cluster.stop(StopReason::StartFailed);
-                let _ = cluster.wait().await;
-                return Err(error);
+        // Every slot first, then a worker into each: the desired count is
+        // known before the first worker starts, and its runtime is sized
+        // for it (see `crate::runtime`).
+        let started = cluster.update(|registry| {
+            let slots = (0..workers)
+                .map(|_| cluster.new_slot(registry))
+                .collect::<Result<Vec<_>, _>>();
+            let filled = slots.and_then(|slots| {
+                slots
+                    .into_iter()
+                    .try_for_each(|slot| cluster.spawn_into(registry, slot).map(drop))
+            });
+            if filled.is_err() {
+                // Nobody else may fill what is left: the start has failed.
+                let empty: Vec<SlotId> = registry
+                    .slots
+                    .keys()
+                    .filter(|slot| !registry.is_filled(**slot))
+                    .copied()
+                    .collect();
+                for slot in empty {
+                    registry.slots.remove(&slot);
+                }
             }
+            filled
+        });
+        if let Err(error) = started {
+            // Leave nothing half-started behind: stop what did start.
+            cluster.stop(StopReason::StartFailed);
+            let _ = cluster.wait().await;
+            return Err(error);
         }
         Ok(cluster)
     }

@@ -42,6 +42,11 @@ pub struct ClusterOptions {
     /// The arguments workers are started with; by default the primary's own,
     /// as Node does, so a worker sees the same flags.
     pub worker_args: Option<Vec<OsString>>,
+    /// Threads in each worker's runtime; `None` divides the cores among
+    /// the desired workers (see [`crate::runtime`]). Only workers that
+    /// start their runtime with [`crate::runtime::block_on`] or
+    /// [`crate::runtime::build`] follow it.
+    pub worker_threads: Option<usize>,
     /// Extra environment for workers.
     pub worker_env: Vec<(String, String)>,
 }
@@ -60,6 +65,7 @@ impl Default for ClusterOptions {
             health: None,
             handle_signals: true,
             worker_args: None,
+            worker_threads: None,
             worker_env: Vec::new(),
         }
     }

@@ -30,6 +30,7 @@ use crate::role::{
     ADDR_VAR, GENERATION_VAR, HANDLES_FD_VAR, IPC_FD_VAR, LISTEN_FD_VAR, SCHED_VAR, WORKER_ID_VAR,
     WorkerId,
 };
+use crate::runtime;
 
 /// What the child must refuse to start with: a message built before the
 /// fork, because nothing may allocate between fork and exec.
@@ -88,6 +89,11 @@ impl Cluster {
             Sched::RoundRobin => None,
         };
 
+        // Sized for the desired count now: after a scale-up, new workers
+        // get fewer threads each (see `crate::runtime`).
+        let threads = options.worker_threads.unwrap_or_else(|| {
+            runtime::worker_threads(registry.slots.len(), crate::default_workers())
+        });
         let mut command = tokio::process::Command::new(&self.inner.exe);
         match &options.worker_args {
             Some(args) => command.args(args),
@@ -99,6 +105,7 @@ impl Cluster {
             .env(IPC_FD_VAR, worker_ipc.as_raw_fd().to_string())
             .env(SCHED_VAR, options.sched.to_string())
             .env(ADDR_VAR, self.inner.addr.to_string())
+            .env(runtime::THREADS_VAR, threads.to_string())
             .envs(options.worker_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             // stdout is the primary's event stream (JSON in --events json):

@@ -1,0 +1,89 @@
+//! Which tokio runtime a process runs on: sized by its role.
+//!
+//! `#[tokio::main]` gives every process a thread per core. For one server
+//! that is right; for a cluster it multiplies. Four workers on two cores
+//! would run eight runtime threads (plus the primary's), all competing for
+//! the same two cores: every wake-up may land on another thread, and the
+//! kernel spends its time switching between them. Node never has the
+//! problem, because a Node worker runs one event loop — one per core is
+//! the whole rule.
+//!
+//! So the primary decides how many threads each worker's runtime gets: the
+//! cores this process may use divided by the desired number of workers, at
+//! least one ([`worker_threads`]), or what `--worker-threads` says. It
+//! passes the figure in the worker's environment ([`THREADS_VAR`]), and a
+//! worker with one thread runs tokio's current-thread runtime: no thread
+//! hand-offs at all, like Node's loop. The primary keeps a thread per core;
+//! in round-robin it is on every connection's path.
+//!
+//! Measured with lesson 04's `bench-lb` (four workers, two cores): moving
+//! the workers from a thread per core to one thread each took a new
+//! connection per request from about 0.68 to 0.79–0.87 of one plain
+//! process, and keep-alive from about 0.8 to 0.87.
+
+use std::future::Future;
+use std::io;
+use std::process::ExitCode;
+
+use tokio::runtime::{Builder, Runtime};
+
+use crate::role::{Role, role};
+
+/// Set by the primary in each worker's environment: how many threads the
+/// worker's runtime should have.
+pub const THREADS_VAR: &str = "CLUSTER_WORKER_THREADS";
+
+/// Threads per worker so that `workers` workers fill `cores` cores and no
+/// more: `cores / workers`, at least one.
+pub fn worker_threads(workers: usize, cores: usize) -> usize {
+    (cores / workers.max(1)).max(1)
+}
+
+/// Builds the runtime this process's role calls for: the primary (or a
+/// program that is not in a cluster) gets tokio's default, a thread per
+/// core; a worker gets the threads its primary gave it, and one thread
+/// means the current-thread runtime.
+pub fn build() -> io::Result<Runtime> {
+    let threads = match role() {
+        Ok(Role::Worker(_)) => std::env::var(THREADS_VAR)
+            .ok()
+            .and_then(|value| value.parse::<usize>().ok())
+            .filter(|&threads| threads > 0),
+        _ => None,
+    };
+    match threads {
+        Some(1) => Builder::new_current_thread().enable_all().build(),
+        Some(threads) => Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build(),
+        None => Runtime::new(),
+    }
+}
+
+/// What a lesson's `main` does instead of `#[tokio::main]`: runs `run` on
+/// the runtime [`build`] picks and turns its result into the exit status,
+/// an error printed as one line.
+pub fn block_on<E: std::fmt::Display>(run: impl Future<Output = Result<(), E>>) -> ExitCode {
+    match build() {
+        Ok(runtime) => crate::exit_code(runtime.block_on(run)),
+        Err(error) => crate::exit_code(Err(format!(
+            "cannot start the async runtime: {error} (the system may be out of threads or memory)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_share_the_cores_and_never_get_none() {
+        assert_eq!(worker_threads(1, 2), 2);
+        assert_eq!(worker_threads(2, 2), 1);
+        assert_eq!(worker_threads(4, 2), 1);
+        assert_eq!(worker_threads(2, 8), 4);
+        assert_eq!(worker_threads(3, 8), 2);
+        assert_eq!(worker_threads(0, 8), 8);
+    }
+}
