@@ -176,6 +176,10 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
+/// A ratio to the limit this close to 1 (or above it) is not a cost this
+/// machine can measure: rounds of the same cell differ by more.
+const NOISE_FLOOR: f64 = 0.97;
+
 /// The name of the row every other is divided by: one plain process.
 pub const LIMIT: &str = "one process";
 
@@ -208,12 +212,16 @@ pub fn reading(rows: &[Row]) -> String {
             continue;
         };
         let ratio = fastest.ratio.map_or(0.0, |r| r.0);
+        let cost = if ratio >= NOISE_FLOOR {
+            "the cluster's cost is lost in this machine's noise".to_owned()
+        } else {
+            format!("so the cluster cost {:.0} %", (1.0 - ratio) * 100.0)
+        };
         out.push_str(&format!(
-            "With {shape}, {} came nearest one plain process ({:.0} % of its requests/s, so the cluster cost {:.0} %); \
+            "With {shape}, {} came nearest one plain process ({:.0} % of its requests/s; {cost}); \
              {} spread the work most evenly ({:.0} % max−min spread).",
             fastest.strategy,
             ratio * 100.0,
-            (1.0 - ratio).max(0.0) * 100.0,
             evenest.strategy,
             evenest.spread_pct(),
         ));
@@ -403,17 +411,24 @@ mod tests {
             row("rr", &[("1", 50), ("2", 50)], 0.6),
             row("reuseport", &[("1", 70), ("2", 30)], 0.8),
         ];
-        let reading = reading(&rows);
+        let text = reading(&rows);
         assert!(
-            reading.contains("reuseport came nearest one plain process (80 %"),
-            "{reading}"
+            text.contains("reuseport came nearest one plain process (80 %"),
+            "{text}"
         );
         assert!(
-            reading.contains("rr spread the work most evenly (0 %"),
-            "{reading}"
+            text.contains("rr spread the work most evenly (0 %"),
+            "{text}"
         );
         // No keep-alive rows were measured: no sentence about them.
-        assert!(!reading.contains("keep-alive"), "{reading}");
+        assert!(!text.contains("keep-alive"), "{text}");
+        assert!(text.contains("so the cluster cost 20 %"), "{text}");
+        // Level with the limit, or above it: no cost is claimed.
+        let level = [
+            row(LIMIT, &[("1", 100)], 1.0),
+            row("rr", &[("1", 50), ("2", 50)], 1.1),
+        ];
+        assert!(reading(&level).contains("lost in this machine's noise"));
     }
 
     #[test]

@@ -54,9 +54,9 @@ struct Args {
     /// The lesson-04 binary; by default the one next to this program.
     #[arg(long)]
     bin: Option<PathBuf>,
-    /// Workers in every cluster.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
-    workers: u16,
+    /// Workers in every cluster [default: one per usable core, the lessons' own default]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: Option<u16>,
     /// Clients sending at once.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
     connections: u64,
@@ -212,11 +212,11 @@ async fn cell(bin: &Path, args: &Args, server: Server, keep_alive: bool) -> anyh
         Server::Strategy(strategy) => (
             vec![
                 "--workers".to_owned(),
-                args.workers.to_string(),
+                workers(args).to_string(),
                 "--sched".to_owned(),
                 strategy.to_owned(),
             ],
-            usize::from(args.workers),
+            workers(args),
         ),
     };
     let strategy = server.name();
@@ -325,6 +325,17 @@ fn header(args: &Args) -> String {
     };
     format!(
         "Machine: {machine}; {} workers, {} connections, {} requests per cell (at most {} s, after {} warm-up requests); {date}; {build}; load generator on the same machine.",
-        args.workers, args.connections, args.requests, args.max_time, args.warmup
+        workers(args),
+        args.connections,
+        args.requests,
+        args.max_time,
+        args.warmup
     )
+}
+
+/// How many workers each cluster runs: the flag, or what a lesson starts
+/// with by default, one per usable core.
+fn workers(args: &Args) -> usize {
+    args.workers
+        .map_or_else(supervisor::default_workers, usize::from)
 }
