@@ -47,7 +47,9 @@ fn main() -> Result<(), BoxError> {
     if supervisor::role()? != Role::Primary {
         return supervisor::runtime::build()?.block_on(echo_worker());
     }
-    let runtime = Runtime::new()?;
+    // The runtime a lesson's primary runs on, so the bench measures what a
+    // lesson gets.
+    let runtime = supervisor::runtime::build()?;
     let mut criterion = Criterion::default()
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();

@@ -5,21 +5,28 @@
 //! would run eight runtime threads (plus the primary's), all competing for
 //! the same two cores: every wake-up may land on another thread, and the
 //! kernel spends its time switching between them. Node never has the
-//! problem, because a Node worker runs one event loop — one per core is
-//! the whole rule.
+//! problem, because a Node process runs one event loop — one worker per
+//! core is the whole rule.
 //!
 //! So the primary decides how many threads each worker's runtime gets: the
 //! cores this process may use divided by the desired number of workers, at
 //! least one ([`worker_threads`]), or what `--worker-threads` says. It
 //! passes the figure in the worker's environment ([`THREADS_VAR`]), and a
 //! worker with one thread runs tokio's current-thread runtime: no thread
-//! hand-offs at all, like Node's loop. The primary keeps a thread per core;
-//! in round-robin it is on every connection's path.
+//! hand-offs at all, like Node's loop.
 //!
-//! Measured with lesson 04's `bench-lb` (four workers, two cores): moving
-//! the workers from a thread per core to one thread each took a new
-//! connection per request from about 0.68 to 0.79–0.87 of one plain
-//! process, and keep-alive from about 0.8 to 0.87.
+//! The primary runs one thread too, like Node's primary: its jobs —
+//! events, IPC, restarts, the lesson's own code — are coordination, and on
+//! a multi-threaded runtime each message from a worker crossed from the
+//! thread that read it to the thread waiting for it. The one job that
+//! needs a core's worth of room, round-robin's accept loop, has a thread
+//! of its own (see `cluster/dispatch.rs`).
+//!
+//! Measured here (two cores), each against its limit in the same run:
+//! workers moved from a thread per core to one thread took lesson 04's
+//! new-connection ratio from about 0.68 to 0.8–0.9 of one plain process
+//! (four workers); the one-thread primary took a 64-byte IPC round trip
+//! from about 3 times a bare socketpair's to about 1.2 times.
 
 use std::future::Future;
 use std::io;
@@ -39,17 +46,17 @@ pub fn worker_threads(workers: usize, cores: usize) -> usize {
     (cores / workers.max(1)).max(1)
 }
 
-/// Builds the runtime this process's role calls for: the primary (or a
-/// program that is not in a cluster) gets tokio's default, a thread per
-/// core; a worker gets the threads its primary gave it, and one thread
-/// means the current-thread runtime.
+/// Builds the runtime this process's role calls for: the primary gets one
+/// thread; a worker gets the threads its primary gave it (one thread
+/// means the current-thread runtime, and a worker started by hand, with no
+/// figure, gets tokio's default of a thread per core).
 pub fn build() -> io::Result<Runtime> {
     let threads = match role() {
         Ok(Role::Worker(_)) => std::env::var(THREADS_VAR)
             .ok()
             .and_then(|value| value.parse::<usize>().ok())
             .filter(|&threads| threads > 0),
-        _ => None,
+        _ => Some(1),
     };
     match threads {
         Some(1) => Builder::new_current_thread().enable_all().build(),

@@ -18,6 +18,15 @@
 //!
 //! When no worker has room, the dispatcher stops accepting: clients wait in
 //! the kernel's accept queue, not in the primary's memory.
+//!
+//! The dispatcher runs on a thread of its own, with its own one-thread
+//! runtime ([`start`]): the accept loop, the hand-offs and the counting of
+//! acknowledgements never wait for the rest of the primary — the lesson's
+//! code, events, IPC — and never hand a wake-up across threads to each
+//! other. That lets the rest of the primary run on one thread too, like
+//! Node's primary, which is what makes its IPC cheap (see
+//! `crate::runtime`); the dispatcher keeps a core's worth of room for
+//! itself, which round-robin under a new connection per request needs.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -26,7 +35,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use std::net::SocketAddr;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
 use super::Cluster;
@@ -100,9 +110,51 @@ impl Routes {
     }
 }
 
+/// Resolves when the dispatcher has stopped (the cluster is stopping).
+pub(super) type Stopped = tokio::sync::oneshot::Receiver<()>;
+
+/// Starts the dispatcher on its own thread, accepting on `listener`. The
+/// thread ends when the dispatcher does, once the cluster stops; its
+/// runtime goes with it, and the acknowledgement counters with that.
+pub(super) fn start(cluster: Cluster, listener: std::net::TcpListener) -> io::Result<Stopped> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Registered with the dispatcher's reactor, not the caller's: an I/O
+    // object is woken by the runtime it was registered with.
+    let listener = {
+        let _inside = runtime.enter();
+        // SAFETY: the listener is moved in and owned by the AsyncFd, which
+        // never closes or replaces its descriptor while registered.
+        unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE)? }
+    };
+    // Set before any worker starts: workers' hand-off channels are
+    // registered here too (see `Cluster::on_dispatcher`).
+    let _ = cluster.inner.dispatcher.set(runtime.handle().clone());
+    let (stopped_tx, stopped) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("rr-dispatcher".into())
+        .spawn(move || {
+            runtime.block_on(dispatch(cluster, listener));
+            let _ = stopped_tx.send(());
+        })?;
+    Ok(stopped)
+}
+
+impl Cluster {
+    /// Runs `make` in the dispatcher's runtime, so that what it registers
+    /// (a worker's hand-off channel) and spawns (its acknowledgement
+    /// counter) live there. Without a dispatcher (shared, reuseport), in
+    /// the caller's runtime.
+    pub(super) fn on_dispatcher<R>(&self, make: impl FnOnce() -> R) -> R {
+        let _inside = self.inner.dispatcher.get().map(|runtime| runtime.enter());
+        make()
+    }
+}
+
 // ANCHOR: dispatch
 /// Accepts every connection and passes it to the next ready worker with room.
-pub(super) async fn dispatch(cluster: Cluster, listener: TcpListener) {
+pub(super) async fn dispatch(cluster: Cluster, listener: AsyncFd<std::net::TcpListener>) {
     let mut view = View::new(&cluster);
     let mut failures = AcceptFailures::default();
     // Later stops are seen as changes; one that came before we subscribed
@@ -122,7 +174,7 @@ pub(super) async fn dispatch(cluster: Cluster, listener: TcpListener) {
         // listening socket must close at once, so new clients are refused
         // instead of queueing for a primary that will never accept them.
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            accepted = accept(&listener) => accepted,
             () = until_stopping(&cluster, &mut view.registry) => return,
         };
         let (stream, peer) = match accepted {
@@ -190,7 +242,12 @@ impl View {
 
     /// Tries each worker once, starting after the last one served; true
     /// once one took the connection.
-    fn hand_over(&mut self, cluster: &Cluster, stream: &TcpStream, peer: SocketAddr) -> bool {
+    fn hand_over(
+        &mut self,
+        cluster: &Cluster,
+        stream: &std::net::TcpStream,
+        peer: SocketAddr,
+    ) -> bool {
         if self.routes.has_changed().unwrap_or(false) {
             self.targets = self.routes.borrow_and_update().targets.clone();
         }
@@ -235,6 +292,22 @@ impl View {
     }
 }
 // ANCHOR_END: dispatch
+
+/// The next connection, as a plain socket. Not tokio's `accept`: that
+/// registers every accepted socket with this thread's epoll, and the
+/// dispatcher only passes the descriptor on and closes its copy — the
+/// profile of round-robin under a new connection per request showed those
+/// two `epoll_ctl` calls per connection among the dispatcher's top costs.
+async fn accept(
+    listener: &AsyncFd<std::net::TcpListener>,
+) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    loop {
+        let mut ready = listener.readable().await?;
+        if let Ok(accepted) = ready.try_io(|listener| listener.get_ref().accept()) {
+            return accepted;
+        }
+    }
+}
 
 /// Resolves once the cluster has begun to stop. It looks at the registry
 /// only when the registry changed since the last look, so the accept loop

@@ -21,6 +21,10 @@ pub enum ClusterError {
     CurrentExe(io::Error),
     #[error("cannot start worker {id}: {cause}")]
     Spawn { id: WorkerId, cause: io::Error },
+    #[error(
+        "cannot start the round-robin dispatcher's thread: {0} (the system may be out of threads or memory)"
+    )]
+    Dispatcher(io::Error),
     #[error("cannot watch for signals: {0}")]
     Signals(io::Error),
     #[error("worker {0} is not running")]

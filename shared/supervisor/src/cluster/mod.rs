@@ -59,12 +59,11 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::net::TcpListener;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 
 pub use self::ask::{AskError, Gathered};
@@ -104,6 +103,8 @@ struct Inner {
     bus: broadcast::Sender<Event>,
     /// Round-robin: the workers that take connections now.
     routes: watch::Sender<dispatch::Routes>,
+    /// Round-robin: the dispatcher's runtime, on its own thread.
+    dispatcher: OnceLock<tokio::runtime::Handle>,
     /// Round-robin: a worker acknowledged a connection (it has room again).
     capacity: Notify,
     /// Questions waiting for their reply, by correlation id.
@@ -179,6 +180,7 @@ impl Cluster {
                 notes,
                 bus: broadcast::Sender::new(bus::CAPACITY),
                 routes: watch::Sender::new(dispatch::Routes::default()),
+                dispatcher: OnceLock::new(),
                 capacity: Notify::new(),
                 pending: Mutex::default(),
                 next_seq: AtomicU64::new(1),
@@ -198,8 +200,7 @@ impl Cluster {
             Some(listener) => {
                 let bind = |cause| ClusterError::Bind { addr, cause };
                 listener.set_nonblocking(true).map_err(bind)?;
-                let listener = TcpListener::from_std(listener).map_err(bind)?;
-                Some(tokio::spawn(dispatch::dispatch(cluster.clone(), listener)))
+                Some(dispatch::start(cluster.clone(), listener).map_err(ClusterError::Dispatcher)?)
             }
             None => None,
         };

@@ -166,11 +166,14 @@ impl Cluster {
         let (from_worker, to_worker) =
             ipc::channel::<ToPrimary, ToWorker>(stream, format!("worker {id}"));
         let target = match handles_primary {
-            Some(fd) => {
-                let target = Arc::new(Target::new(slot.0, fd).map_err(spawn_error)?);
-                tokio::spawn(Arc::clone(&target).count_acks(self.clone()));
-                Some(target)
-            }
+            Some(fd) => Some(
+                self.on_dispatcher(|| {
+                    let target = Arc::new(Target::new(slot.0, fd)?);
+                    tokio::spawn(Arc::clone(&target).count_acks(self.clone()));
+                    Ok(target)
+                })
+                .map_err(spawn_error)?,
+            ),
             None => None,
         };
         registry.workers.insert(

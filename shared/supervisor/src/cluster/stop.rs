@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
+use super::dispatch;
 
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
@@ -99,7 +99,7 @@ pub(super) struct Stopping {
 pub(super) async fn begin_stop(
     cluster: &Cluster,
     stopping: &mut Option<Stopping>,
-    dispatcher: &mut Option<JoinHandle<()>>,
+    dispatcher: &mut Option<dispatch::Stopped>,
     reason: StopReason,
     gave_up: Option<(u32, Duration, GaveUpCause)>,
 ) {

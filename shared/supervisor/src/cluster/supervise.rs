@@ -20,8 +20,8 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::dispatch;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::registry::{Registry, SlotId, WorkerState};
@@ -81,7 +81,7 @@ pub(super) struct Supervisor {
     pub cluster: Cluster,
     pub crashes: Option<RestartBudget>,
     pub stopping: Option<Stopping>,
-    pub dispatcher: Option<JoinHandle<()>>,
+    pub dispatcher: Option<dispatch::Stopped>,
     /// Whether some worker was ready at the last look; `None` before the
     /// first ever was.
     pub serving: Option<bool>,
@@ -93,7 +93,7 @@ pub(super) async fn supervise(
     cluster: Cluster,
     mut notes: mpsc::UnboundedReceiver<Note>,
     mut signals: Option<Signals>,
-    dispatcher: Option<JoinHandle<()>>,
+    dispatcher: Option<dispatch::Stopped>,
     outcome: Outcome,
 ) {
     let mut me = Supervisor {
