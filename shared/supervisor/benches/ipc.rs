@@ -261,6 +261,24 @@ struct Row {
     floor_us: f64,
     supervisor_us: f64,
     per_second: f64,
+    /// Encoding and parsing one round trip's two messages, in one process.
+    json_us: f64,
+}
+
+/// The JSON work of one round trip, with no I/O: the primary encodes the
+/// message, the worker parses it and encodes its echo, the primary parses
+/// that. What any JSON channel pays, however it moves the bytes.
+fn json_both_ways(payload: &serde_json::Value) -> Result<(), BoxError> {
+    use supervisor::ipc::{ToPrimary, ToWorker};
+    let out = serde_json::to_vec(&ToWorker::Message {
+        body: payload.clone(),
+    })?;
+    let ToWorker::Message { body } = serde_json::from_slice::<ToWorker>(&out)? else {
+        return Err("not a message".into());
+    };
+    let back = serde_json::to_vec(&ToPrimary::Message { body })?;
+    std::hint::black_box(serde_json::from_slice::<ToPrimary>(&back)?);
+    Ok(())
 }
 
 /// Measures every cell in interleaved rounds and returns the table as
@@ -278,10 +296,11 @@ fn side_by_side(runtime: &Runtime) -> Result<String, BoxError> {
 
     // samples[size][cell] = one figure per round. Round 0 warms up (page
     // faults, buffers, the runtime's threads) and is not counted.
-    let mut samples = vec![[Vec::new(), Vec::new(), Vec::new()]; SIZES.len()];
+    let fresh = || vec![[Vec::new(), Vec::new(), Vec::new(), Vec::new()]; SIZES.len()];
+    let mut samples = fresh();
     for round in 0..=ROUNDS {
         if round == 1 {
-            samples = vec![[Vec::new(), Vec::new(), Vec::new()]; SIZES.len()];
+            samples = fresh();
         }
         for (row, &(_, size)) in SIZES.iter().enumerate() {
             let iterations = if size < 1024 { 1000 } else { 400 };
@@ -320,6 +339,12 @@ fn side_by_side(runtime: &Runtime) -> Result<String, BoxError> {
             })?;
             let messages = (batches * IN_FLIGHT) as f64;
             samples[row][2].push(messages / started.elapsed().as_secs_f64());
+
+            let started = Instant::now();
+            for _ in 0..iterations {
+                json_both_ways(&payload)?;
+            }
+            samples[row][3].push(micros_each(started, iterations));
         }
     }
     floor.stop()?;
@@ -331,11 +356,12 @@ fn side_by_side(runtime: &Runtime) -> Result<String, BoxError> {
     let mut rows = Vec::new();
     let mut spread: f64 = 0.0;
     for (row, &(size, _)) in SIZES.iter().enumerate() {
-        let [floor_us, supervisor_us, per_second] = &samples[row];
+        let [floor_us, supervisor_us, per_second, json_us] = &samples[row];
         for (name, cell) in [
             ("floor µs", floor_us),
             ("supervisor µs", supervisor_us),
             ("pipelined messages/s", per_second),
+            ("JSON alone µs", json_us),
         ] {
             let rounds: Vec<String> = cell.iter().map(|v| format!("{v:.1}")).collect();
             println!("{size} {name}: rounds {}", rounds.join(" "));
@@ -346,6 +372,7 @@ fn side_by_side(runtime: &Runtime) -> Result<String, BoxError> {
             floor_us: median(floor_us),
             supervisor_us: median(supervisor_us),
             per_second: median(per_second),
+            json_us: median(json_us),
         });
     }
     Ok(markdown(&rows, spread))
@@ -389,31 +416,39 @@ fn markdown(rows: &[Row], spread: f64) -> String {
         today()
     );
     text.push_str(
-        "| message | plain socketpair echo (the floor) | supervisor round trip | supervisor ÷ floor | supervisor, 200 in flight |\n\
-         |---------|----------------------------------:|----------------------:|-------------------:|--------------------------:|\n",
+        "| message | plain socketpair echo (the floor) | JSON alone, both ways | supervisor round trip | supervisor ÷ floor | supervisor ÷ (floor + JSON) | supervisor, 200 in flight |\n\
+         |---------|----------------------------------:|----------------------:|----------------------:|-------------------:|----------------------------:|--------------------------:|\n",
     );
     for row in rows {
         text.push_str(&format!(
-            "| {} | {:.0} µs | {:.0} µs | {:.1} | {} messages/s |\n",
+            "| {} | {:.0} µs | {:.0} µs | {:.0} µs | {:.1} | {:.1} | {} messages/s |\n",
             row.size,
             row.floor_us,
+            row.json_us,
             row.supervisor_us,
             row.supervisor_us / row.floor_us,
+            row.supervisor_us / (row.floor_us + row.json_us),
             thousands(row.per_second)
         ));
     }
     if let [small, large] = rows {
         text.push_str(&format!(
             "\nThe floor is the price of crossing from one process to another and back at all. \
-             On top of it the supervisor adds JSON on both sides, a writer task, the primary's \
-             event loop and the broadcast to subscribers: {:.1}× the floor for a small message, \
-             {:.1}× for a 64 KiB one. With {IN_FLIGHT} messages in flight the bytes dominate: \
-             {:.0}× fewer 64 KiB messages than 64 B ones get through per second. \
-             Leaving out each cell's fastest and slowest round, the rounds of one cell still \
-             differed by up to {spread:.0} % of its median: a difference smaller than that is \
-             noise on this machine, and the ratios are the figures to compare.\n",
+             \"JSON alone\" is what encoding and parsing the two messages of a round trip cost in \
+             one process, with no I/O: {:.0} µs for 64 B, {:.0} µs for 64 KiB. On top of both, the \
+             supervisor adds its reader, the primary's event loop and the broadcast to \
+             subscribers: in all, {:.1}× the floor for a small message and {:.1}× for a 64 KiB \
+             one, or {:.1}× and {:.1}× the floor plus the JSON. With {IN_FLIGHT} messages in \
+             flight the bytes dominate: {:.0}× fewer 64 KiB messages than 64 B ones get through \
+             per second. Leaving out each cell's fastest and slowest round, the rounds of one \
+             cell still differed by up to {spread:.0} % of its median: a difference smaller than \
+             that is noise on this machine, and the ratios are the figures to compare.\n",
+            small.json_us,
+            large.json_us,
             small.supervisor_us / small.floor_us,
             large.supervisor_us / large.floor_us,
+            small.supervisor_us / (small.floor_us + small.json_us),
+            large.supervisor_us / (large.floor_us + large.json_us),
             small.per_second / large.per_second,
         ));
     }
