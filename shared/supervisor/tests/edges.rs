@@ -281,3 +281,37 @@ async fn fork_and_disconnect_again_and_again() -> Result<(), Box<dyn std::error:
     cluster.run().await?;
     Ok(())
 }
+
+/// Round-robin's dispatcher runs on a thread of its own. A cluster whose
+/// runtime goes away without a stop (a program that returns early, a test
+/// that fails half-way) must not leave that thread accepting on the port:
+/// it hears the runtime go and closes the listening socket.
+#[test]
+fn a_dropped_runtime_takes_the_round_robin_dispatcher_with_it()
+-> Result<(), Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let addr = runtime.block_on(async {
+        let cluster = Cluster::start(ClusterOptions {
+            sched: Sched::RoundRobin,
+            ..options(1, "plain")
+        })
+        .await?;
+        cluster.wait_ready(1, WITHIN).await?;
+        Ok::<_, Box<dyn std::error::Error>>(cluster.addr())
+    })?;
+    drop(runtime);
+    // Nothing to await from outside the process's threads: look until the
+    // port refuses, bounded.
+    let deadline = std::time::Instant::now() + WITHIN;
+    loop {
+        match std::net::TcpStream::connect(addr) {
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => return Ok(()),
+            _ if std::time::Instant::now() > deadline => {
+                return Err(format!("{addr} still accepts after the runtime was dropped").into());
+            }
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}

@@ -131,11 +131,26 @@ pub(super) fn start(cluster: Cluster, listener: std::net::TcpListener) -> io::Re
     // Set before any worker starts: workers' hand-off channels are
     // registered here too (see `Cluster::on_dispatcher`).
     let _ = cluster.inner.dispatcher.set(runtime.handle().clone());
+    // The thread must not outlive the primary's runtime: a cluster dropped
+    // without a stop (a test that ends early) would leave it accepting on
+    // the port forever, since it holds the cluster itself. So a task on the
+    // primary's runtime holds `alive`; when that runtime shuts down, the
+    // task is dropped with it, and the dispatcher hears so.
+    let (alive, primary_gone) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _alive = alive;
+        std::future::pending::<()>().await;
+    });
     let (stopped_tx, stopped) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("rr-dispatcher".into())
         .spawn(move || {
-            runtime.block_on(dispatch(cluster, listener));
+            runtime.block_on(async {
+                tokio::select! {
+                    () = dispatch(cluster, listener) => {}
+                    _ = primary_gone => {}
+                }
+            });
             let _ = stopped_tx.send(());
         })?;
     Ok(stopped)
