@@ -96,7 +96,8 @@ fn main() -> ExitCode {
         Ok(Role::Worker(_)) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
-        _ => tokio::runtime::Runtime::new(),
+        // The primary: what every lesson's primary runs on.
+        _ => supervisor::runtime::build(),
     };
     let result = match runtime {
         Ok(runtime) => runtime.block_on(run(args)),

@@ -94,8 +94,9 @@ const BURST: Policy = Policy {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    // Not `#[tokio::main]`: a worker's runtime is sized so that all the
-    // workers together fill the cores once (see `supervisor::runtime`).
+    // Not `#[tokio::main]`: the supervisor sizes each process's runtime —
+    // one thread for the primary, the cores shared out among the workers
+    // (see `supervisor::runtime`).
     supervisor::block_on(run(args))
 }
 
