@@ -51,19 +51,14 @@ pub async fn primary(args: Args) -> anyhow::Result<()> {
     };
     let mut options = args.cluster.options();
     if let Some(redis) = &redis {
-        options
-            .worker_env
-            .push((redis_helper::REDIS_URL_VAR.into(), redis.url().to_owned()));
+        redis.share_with_workers(&mut options);
     }
     let workers = options.workers;
     let cluster = Cluster::start(options)
         .await
         .context("starting the cluster")?;
-    if let Some(redis) = redis.as_ref().filter(|r| r.is_private()) {
-        cluster.note_line(&format!(
-            "REDIS_URL is not set: started a private redis-server at {}",
-            redis.url()
-        ));
+    if let Some(redis) = &redis {
+        redis.announce(&cluster);
     }
     cluster.wait_ready(workers, Duration::from_secs(30)).await?;
     let told = room(&cluster, usize::from(args.clients), !args.no_pubsub).await;

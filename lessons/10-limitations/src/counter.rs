@@ -36,19 +36,12 @@ const KEY: &str = "lesson10:count";
 pub async fn primary(args: Args) -> anyhow::Result<()> {
     let redis = Redis::from_env_or_start().await?;
     let mut options = args.cluster.options();
-    options
-        .worker_env
-        .push((redis_helper::REDIS_URL_VAR.into(), redis.url().to_owned()));
+    redis.share_with_workers(&mut options);
     let workers = options.workers;
     let cluster = Cluster::start(options)
         .await
         .context("starting the cluster")?;
-    if redis.is_private() {
-        cluster.note_line(&format!(
-            "REDIS_URL is not set: started a private redis-server at {}",
-            redis.url()
-        ));
-    }
+    redis.announce(&cluster);
     cluster.wait_ready(workers, Duration::from_secs(30)).await?;
 
     let mut connection = redis.connect().await?;

@@ -98,6 +98,9 @@ async fn measure(args: &Args, drain: bool) -> anyhow::Result<serde_json::Value> 
         "ok": report.ok,
         "refused_after_the_stop": refused,
         "lost": report.failed - refused,
+        // How each failed request failed: a reset or an early close is a
+        // request cut; "refused" is a client turned away after the stop.
+        "failures": report.errors,
     }))
 }
 // ANCHOR_END: measure

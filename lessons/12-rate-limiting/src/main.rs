@@ -111,19 +111,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
 async fn primary(args: Args) -> anyhow::Result<()> {
     let mut redis = Redis::from_env_or_start().await?;
     let mut options = args.cluster.options();
-    let url = redis.url().to_owned();
-    options
-        .worker_env
-        .push((redis_helper::REDIS_URL_VAR.into(), url.clone()));
+    redis.share_with_workers(&mut options);
     let workers = options.workers;
     let cluster = Cluster::start(options)
         .await
         .context("starting the cluster")?;
-    if redis.is_private() {
-        cluster.note_line(&format!(
-            "REDIS_URL is not set: started a private redis-server at {url}"
-        ));
-    }
+    redis.announce(&cluster);
     cluster
         .wait_ready(workers, Duration::from_secs(30))
         .await

@@ -118,6 +118,27 @@ impl Redis {
         self.private.is_some()
     }
 
+    /// Gives the workers of a cluster started with `options` this Redis:
+    /// its address in their environment, where
+    /// [`Redis::from_env_or_start`] finds it, so every worker talks to the
+    /// same server as the primary and none starts its own.
+    pub fn share_with_workers(&self, options: &mut supervisor::ClusterOptions) {
+        options
+            .worker_env
+            .push((REDIS_URL_VAR.into(), self.url().to_owned()));
+    }
+
+    /// Says in the cluster's log that a private redis-server was started,
+    /// and where; one named by REDIS_URL needs no introduction.
+    pub fn announce(&self, cluster: &supervisor::Cluster) {
+        if self.is_private() {
+            cluster.note_line(&format!(
+                "REDIS_URL is not set: started a private redis-server at {}",
+                self.url()
+            ));
+        }
+    }
+
     /// A connection that reconnects by itself (see [`connect`]).
     pub async fn connect(&self) -> Result<ConnectionManager, RedisError> {
         connect(&self.url).await

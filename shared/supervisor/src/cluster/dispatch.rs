@@ -182,7 +182,7 @@ pub(super) async fn dispatch(cluster: Cluster, listener: AsyncFd<std::net::TcpLi
         // clients wait in the kernel's accept queue.
         while !view.targets.iter().any(|t| t.has_room()) {
             if !view.wait_for_change(&cluster).await {
-                return;
+                return view.last_batch(&cluster, &listener);
             }
         }
         // Race the accept with the stop: once the cluster stops, the
@@ -190,7 +190,9 @@ pub(super) async fn dispatch(cluster: Cluster, listener: AsyncFd<std::net::TcpLi
         // instead of queueing for a primary that will never accept them.
         let accepted = tokio::select! {
             accepted = accept(&listener) => accepted,
-            () = until_stopping(&cluster, &mut view.registry) => return,
+            () = until_stopping(&cluster, &mut view.registry) => {
+                return view.last_batch(&cluster, &listener);
+            }
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -210,13 +212,22 @@ pub(super) async fn dispatch(cluster: Cluster, listener: AsyncFd<std::net::TcpLi
         }
         // Hand it over; if every worker filled up since we looked, wait for
         // room with this one connection in hand.
-        while !view.hand_over(&cluster, &stream, peer) {
+        while !view.hand_over(&cluster, &stream, peer, Bound::Kept) {
             if !view.wait_for_change(&cluster).await {
-                return; // stopping: dropping `stream` closes it
+                view.hand_over(&cluster, &stream, peer, Bound::Lifted);
+                return view.last_batch(&cluster, &listener);
             }
         }
         // `stream` drops here: the worker holds the connection now.
     }
+}
+
+/// Whether a hand-off respects [`MAX_UNACKED`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    Kept,
+    /// Only for the stop's last batch (see [`View::last_batch`]).
+    Lifted,
 }
 
 /// The dispatcher's copy of the ready workers, and where the turn is.
@@ -255,6 +266,21 @@ impl View {
         }
     }
 
+    /// The stop's last batch. Connections the kernel has already queued are
+    /// reset when the listening socket closes — each one a client that has
+    /// connected and may have sent its request. So, before the socket
+    /// closes, they are accepted and handed out past the bound: the workers
+    /// are told to stop only after this, and serve every connection handed
+    /// to them before they exit. (One that connects between the last accept
+    /// and the close is still reset; nothing can close a listening socket
+    /// and refuse its queue in one step.)
+    fn last_batch(&mut self, cluster: &Cluster, listener: &AsyncFd<std::net::TcpListener>) {
+        while let Ok((stream, peer)) = listener.get_ref().accept() {
+            // No ready worker at all: nobody could serve it; it closes.
+            self.hand_over(cluster, &stream, peer, Bound::Lifted);
+        }
+    }
+
     /// Tries each worker once, starting after the last one served; true
     /// once one took the connection.
     fn hand_over(
@@ -262,6 +288,7 @@ impl View {
         cluster: &Cluster,
         stream: &std::net::TcpStream,
         peer: SocketAddr,
+        bound: Bound,
     ) -> bool {
         if self.routes.has_changed().unwrap_or(false) {
             self.targets = self.routes.borrow_and_update().targets.clone();
@@ -285,7 +312,7 @@ impl View {
                 None => (self.next + offset) % count,
             };
             let target = &self.targets[index];
-            if !target.has_room() {
+            if bound == Bound::Kept && !target.has_room() {
                 continue;
             }
             // Count first: the acknowledgement may come back before
