@@ -269,14 +269,14 @@ struct Row {
 /// message, the worker parses it and encodes its echo, the primary parses
 /// that. What any JSON channel pays, however it moves the bytes.
 fn json_both_ways(payload: &serde_json::Value) -> Result<(), BoxError> {
-    use supervisor::ipc::{ToPrimary, ToWorker};
-    let out = serde_json::to_vec(&ToWorker::Message {
+    use supervisor::ipc::{ToPrimary, ToWorker, encode_line};
+    let out = encode_line(&ToWorker::Message {
         body: payload.clone(),
     })?;
     let ToWorker::Message { body } = serde_json::from_slice::<ToWorker>(&out)? else {
         return Err("not a message".into());
     };
-    let back = serde_json::to_vec(&ToPrimary::Message { body })?;
+    let back = encode_line(&ToPrimary::Message { body })?;
     std::hint::black_box(serde_json::from_slice::<ToPrimary>(&back)?);
     Ok(())
 }

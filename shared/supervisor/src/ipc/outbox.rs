@@ -229,8 +229,7 @@ impl<T> Sender<T> {
         if self.peer_is_gone() {
             return Err(self.gone());
         }
-        let mut line = serde_json::to_vec(message).map_err(|_| self.gone())?;
-        line.push(b'\n');
+        let line = super::encode_line(message).map_err(|_| self.gone())?;
         self.send_line(line)
     }
 
