@@ -14,7 +14,8 @@
 //!   number of times — instead of slept for;
 //! * stopped when the [`Redis`] is dropped, and killed by the kernel if the
 //!   process that started it dies, even by `kill -9` (`PR_SET_PDEATHSIG`):
-//!   no redis-server outlives a lesson or a test.
+//!   no redis-server outlives a lesson or a test. The folder of a process
+//!   killed that way is removed by the next private start on the machine.
 //!
 //! [`Outages`] turns a stream of failed commands into one line when Redis
 //! goes away and one when it is back, instead of a line per request.
@@ -91,9 +92,11 @@ impl Redis {
 
     /// Starts a private redis-server and waits until it answers.
     pub async fn start_private() -> Result<Redis, RedisError> {
+        let temp = std::env::temp_dir();
+        sweep_stale_folders(&temp);
         let folder = tempfile::Builder::new()
-            .prefix("workbook-redis-")
-            .tempdir()
+            .prefix(&format!("{FOLDER_PREFIX}{}-", std::process::id()))
+            .tempdir_in(&temp)
             .map_err(RedisError::Folder)?;
         let socket = folder.path().join("redis.sock");
         let mut redis = Redis {
@@ -237,6 +240,51 @@ impl Drop for PrivateServer {
             let _ = child.start_kill();
         }
     }
+}
+
+/// A private server's folder is named `workbook-redis-<owner pid>-<random>`.
+const FOLDER_PREFIX: &str = "workbook-redis-";
+
+/// Removes the folders of private servers whose owner is gone.
+///
+/// A dropped [`Redis`] removes its own folder, and the kernel kills its
+/// redis-server when the owner dies, but nothing runs in a process killed
+/// with `kill -9`: its folder (a socket, nothing else) stays behind. So the
+/// next start cleans up after the dead. The owner's pid in the name is what
+/// makes that safe: a folder whose owner is alive — another lesson that is
+/// starting its server this very moment — is never touched. (A pid reused by
+/// an unrelated process only keeps a stale folder a while longer.)
+fn sweep_stale_folders(temp: &Path) {
+    let Ok(entries) = std::fs::read_dir(temp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(owner) = (name.to_str())
+            .and_then(|name| name.strip_prefix(FOLDER_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if owner > 0 && is_gone(owner) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// True if no process `pid` runs: none exists, or only its exit status is
+/// left (a zombie, until its parent — or an init that reaps — collects it).
+fn is_gone(pid: i32) -> bool {
+    let missing = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+        == Err(nix::errno::Errno::ESRCH);
+    missing
+        || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            // The state follows the command name, which is in parentheses.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                == Some("Z")
+        })
 }
 
 /// Starts redis-server in `folder`, listening on `socket` only.
@@ -383,13 +431,44 @@ mod tests {
         drop(connection);
         drop(redis);
         // Gone: the process (within a bound) and its folder.
-        let gone = |pid: u32| !Path::new(&format!("/proc/{pid}")).exists() || zombie(pid);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !gone(pid) && Instant::now() < deadline {
+        while !is_gone(pid as i32) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(gone(pid), "redis-server {pid} outlived its owner");
+        assert!(is_gone(pid as i32), "redis-server {pid} outlived its owner");
         assert!(!folder.exists());
+        Ok(())
+    }
+
+    /// What `kill -9` of an owner leaves behind is removed by the next
+    /// start; what belongs to a live owner is not.
+    #[tokio::test]
+    async fn a_start_removes_the_folders_of_dead_owners() -> Result<(), Box<dyn std::error::Error>>
+    {
+        // A pid that was surely in use a moment ago and is now free.
+        let mut child = std::process::Command::new("true").spawn()?;
+        let dead = child.id();
+        child.wait()?;
+        let temp = std::env::temp_dir();
+        let stale = temp.join(format!("{FOLDER_PREFIX}{dead}-test"));
+        let alive = temp.join(format!("{FOLDER_PREFIX}{}-test", std::process::id()));
+        for folder in [&stale, &alive] {
+            std::fs::create_dir_all(folder)?;
+            std::fs::write(folder.join("redis.sock"), b"")?;
+        }
+
+        let redis = Redis::start_private().await?;
+        let stale_gone = !stale.exists();
+        let alive_kept = alive.exists();
+        let _ = std::fs::remove_dir_all(&alive);
+        let _ = std::fs::remove_dir_all(&stale);
+        drop(redis);
+        assert!(stale_gone, "{} outlived its dead owner", stale.display());
+        assert!(
+            alive_kept,
+            "{} was removed while its owner lives",
+            alive.display()
+        );
         Ok(())
     }
 
@@ -405,10 +484,5 @@ mod tests {
         let back = outages.worked().unwrap_or_default();
         assert!(back.contains("101 commands failed"), "{back}");
         assert_eq!(outages.worked(), None);
-    }
-
-    fn zombie(pid: u32) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|stat| stat.split_whitespace().nth(2) == Some("Z"))
     }
 }
