@@ -4,8 +4,8 @@
 //! what we want almost always: a descriptor that leaks into an unrelated child
 //! (a test's `redis-server`, say) keeps a socket open that should have closed.
 //! So the flag is cleared only in the child, between fork and exec
-//! ([`keep_across_exec`], called from `pre_exec`), and the worker sets it
-//! again as soon as it has taken the descriptor ([`take_inherited`]), so its
+//! (`keep_across_exec`, called from `pre_exec`), and the worker sets it
+//! again as soon as it has taken the descriptor (`take_inherited`), so its
 //! own children do not inherit it either. The descriptor's number travels in
 //! an environment variable.
 

@@ -10,7 +10,7 @@
 //!
 //! | module      | its one job                                                       | Node name            |
 //! |-------------|-------------------------------------------------------------------|----------------------|
-//! | [`role`]    | tell a primary from a worker (an environment variable)           | `cluster.isPrimary`  |
+//! | [`role`](mod@role) | tell a primary from a worker (an environment variable)           | `cluster.isPrimary`  |
 //! | [`cluster`] | the primary: desired state, fork, events, replace, roll, health   | `cluster.fork()`     |
 //! | [`worker`]  | the worker's side of the channel: listen, ready, send, disconnect | `cluster.worker`     |
 //! | [`event`]   | the lifecycle events, as JSON for machines                        | `cluster.on('exit')` |

@@ -90,6 +90,33 @@ pub struct Vitals {
     pub restarts: u32,
 }
 
+impl Cluster {
+    /// What the health monitor last measured, one row per worker (empty
+    /// without [`ClusterOptions::health`](super::ClusterOptions::health)).
+    ///
+    /// The measurements are as old as the last sample, but who is in the
+    /// cluster and in which state is read now: a sample taken just before a
+    /// worker left would otherwise show it, still draining, until the next
+    /// round of heartbeats — a dashboard at odds with the events beside it.
+    pub fn vitals(&self) -> Vec<Vitals> {
+        let states: BTreeMap<WorkerId, WorkerState> = self.view(|registry| {
+            (registry.workers.iter())
+                .map(|(id, entry)| (*id, entry.state))
+                .collect()
+        });
+        lock(&self.inner.vitals)
+            .values()
+            .filter_map(|row| {
+                let state = *states.get(&row.id)?;
+                Some(Vitals {
+                    state,
+                    ..row.clone()
+                })
+            })
+            .collect()
+    }
+}
+
 /// What one worker looked like at the previous sample.
 #[derive(Debug, Clone, Copy)]
 struct Previous {

@@ -341,34 +341,9 @@ impl Cluster {
     }
 
     /// A stream of the events from now on. A subscriber that falls more
-    /// than [`bus::CAPACITY`] events behind misses the oldest and is told so.
+    /// than `bus::CAPACITY` (4,096) events behind misses the oldest and is told so.
     pub fn subscribe(&self) -> Events {
         Events::new(self.inner.bus.subscribe())
-    }
-
-    /// What the health monitor last measured, one row per worker (empty
-    /// without [`ClusterOptions::health`]).
-    ///
-    /// The measurements are as old as the last sample, but who is in the
-    /// cluster and in which state is read now: a sample taken just before a
-    /// worker left would otherwise show it, still draining, until the next
-    /// round of heartbeats — a dashboard at odds with the events beside it.
-    pub fn vitals(&self) -> Vec<Vitals> {
-        let states: BTreeMap<WorkerId, WorkerState> = self.view(|registry| {
-            (registry.workers.iter())
-                .map(|(id, entry)| (*id, entry.state))
-                .collect()
-        });
-        lock(&self.inner.vitals)
-            .values()
-            .filter_map(|row| {
-                let state = *states.get(&row.id)?;
-                Some(Vitals {
-                    state,
-                    ..row.clone()
-                })
-            })
-            .collect()
     }
 
     /// Prints a lesson's own event the way this cluster prints events: as
