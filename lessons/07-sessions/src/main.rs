@@ -118,16 +118,10 @@ async fn primary(args: Args) -> anyhow::Result<()> {
     };
     let mut options = args.cluster.options();
     options.sticky = args.sticky;
-    if let Some(redis) = &redis {
-        redis.share_with_workers(&mut options);
-    }
     let workers = options.workers;
-    let cluster = Cluster::start(options)
+    let cluster = redis_helper::start_cluster(redis.as_ref(), options)
         .await
         .context("starting the cluster")?;
-    if let Some(redis) = &redis {
-        redis.announce(&cluster);
-    }
     cluster
         .wait_ready(workers, Duration::from_secs(30))
         .await

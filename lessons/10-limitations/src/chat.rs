@@ -49,17 +49,11 @@ pub async fn primary(args: Args) -> anyhow::Result<()> {
     } else {
         Some(Redis::from_env_or_start().await?)
     };
-    let mut options = args.cluster.options();
-    if let Some(redis) = &redis {
-        redis.share_with_workers(&mut options);
-    }
+    let options = args.cluster.options();
     let workers = options.workers;
-    let cluster = Cluster::start(options)
+    let cluster = redis_helper::start_cluster(redis.as_ref(), options)
         .await
         .context("starting the cluster")?;
-    if let Some(redis) = &redis {
-        redis.announce(&cluster);
-    }
     cluster.wait_ready(workers, Duration::from_secs(30)).await?;
     let told = room(&cluster, usize::from(args.clients), !args.no_pubsub).await;
     cluster.shutdown();

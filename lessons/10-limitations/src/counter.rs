@@ -16,7 +16,7 @@ use loadgen::LoadSpec;
 use redis_helper::Redis;
 use serde_json::json;
 use supervisor::http::{json, serve};
-use supervisor::{Cluster, ClusterArgs, Worker};
+use supervisor::{ClusterArgs, Worker};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -35,13 +35,11 @@ const KEY: &str = "lesson10:count";
 // ANCHOR: primary
 pub async fn primary(args: Args) -> anyhow::Result<()> {
     let redis = Redis::from_env_or_start().await?;
-    let mut options = args.cluster.options();
-    redis.share_with_workers(&mut options);
+    let options = args.cluster.options();
     let workers = options.workers;
-    let cluster = Cluster::start(options)
+    let cluster = redis_helper::start_cluster(Some(&redis), options)
         .await
         .context("starting the cluster")?;
-    redis.announce(&cluster);
     cluster.wait_ready(workers, Duration::from_secs(30)).await?;
 
     let mut connection = redis.connect().await?;

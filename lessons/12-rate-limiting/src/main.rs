@@ -44,7 +44,7 @@ use redis_helper::{Outages, Redis};
 use serde_json::json;
 use supervisor::cli::parse_seconds;
 use supervisor::http::{Request, Response, json, serve};
-use supervisor::{Cluster, ClusterArgs, Role, Worker, WorkerId};
+use supervisor::{ClusterArgs, Role, Worker, WorkerId};
 
 /// Lesson 12: one limit for every worker of every machine.
 #[derive(Debug, Parser)]
@@ -110,13 +110,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
 // ANCHOR: primary
 async fn primary(args: Args) -> anyhow::Result<()> {
     let mut redis = Redis::from_env_or_start().await?;
-    let mut options = args.cluster.options();
-    redis.share_with_workers(&mut options);
+    let options = args.cluster.options();
     let workers = options.workers;
-    let cluster = Cluster::start(options)
+    let cluster = redis_helper::start_cluster(Some(&redis), options)
         .await
         .context("starting the cluster")?;
-    redis.announce(&cluster);
     cluster
         .wait_ready(workers, Duration::from_secs(30))
         .await

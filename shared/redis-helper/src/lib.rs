@@ -121,27 +121,6 @@ impl Redis {
         self.private.is_some()
     }
 
-    /// Gives the workers of a cluster started with `options` this Redis:
-    /// its address in their environment, where
-    /// [`Redis::from_env_or_start`] finds it, so every worker talks to the
-    /// same server as the primary and none starts its own.
-    pub fn share_with_workers(&self, options: &mut supervisor::ClusterOptions) {
-        options
-            .worker_env
-            .push((REDIS_URL_VAR.into(), self.url().to_owned()));
-    }
-
-    /// Says in the cluster's log that a private redis-server was started,
-    /// and where; one named by REDIS_URL needs no introduction.
-    pub fn announce(&self, cluster: &supervisor::Cluster) {
-        if self.is_private() {
-            cluster.note_line(&format!(
-                "REDIS_URL is not set: started a private redis-server at {}",
-                self.url()
-            ));
-        }
-    }
-
     /// A connection that reconnects by itself (see [`connect`]).
     pub async fn connect(&self) -> Result<ConnectionManager, RedisError> {
         connect(&self.url).await
@@ -240,6 +219,30 @@ impl Drop for PrivateServer {
             let _ = child.start_kill();
         }
     }
+}
+
+/// Starts a cluster whose workers use `redis`, when there is one.
+///
+/// Each worker finds the Redis address in its environment, where
+/// [`Redis::from_env_or_start`] looks first, so every worker talks to the
+/// server the primary uses and none starts its own. A private server is
+/// then named in the cluster's log, so the reader knows where the state
+/// lives; one from `REDIS_URL` needs no introduction.
+pub async fn start_cluster(
+    redis: Option<&Redis>,
+    mut options: supervisor::ClusterOptions,
+) -> Result<supervisor::Cluster, supervisor::ClusterError> {
+    if let Some(redis) = redis {
+        (options.worker_env).push((REDIS_URL_VAR.into(), redis.url().to_owned()));
+    }
+    let cluster = supervisor::Cluster::start(options).await?;
+    if let Some(redis) = redis.filter(|redis| redis.is_private()) {
+        cluster.note_line(&format!(
+            "REDIS_URL is not set: started a private redis-server at {}",
+            redis.url()
+        ));
+    }
+    Ok(cluster)
 }
 
 /// A private server's folder is named `workbook-redis-<owner pid>-<random>`.
