@@ -220,13 +220,7 @@ impl Worker {
 
     /// Answers `question`.
     pub fn reply(&self, question: &Question, body: &impl Serialize) -> Result<(), SendError> {
-        let body = serde_json::to_value(body).map_err(|_| SendError {
-            peer: "the primary".into(),
-        })?;
-        self.to_primary.send(&ToPrimary::Reply {
-            seq: question.seq,
-            body,
-        })
+        self.to_primary.send_reply(question.seq, body)
     }
 
     /// Asks to leave the cluster (Node's `worker.disconnect()` called in the

@@ -170,6 +170,21 @@ async fn ask_all_gathers_answers_and_names_the_worker_that_stalled()
         )]
     );
 
+    // A question with no JSON form reaches no one, and each worker's entry
+    // says why (not a `null` sent in its place, not "gone").
+    let no_json_form = std::collections::BTreeMap::from([((1, 2), "a")]);
+    let gathered = cluster.ask_all(&no_json_form, timeout).await;
+    assert!(gathered.answers.is_empty());
+    assert_eq!(gathered.missing.len(), 3);
+    for (id, why) in gathered.missing {
+        assert_eq!(
+            why.to_string(),
+            format!(
+                "the question for worker {id} cannot be sent: it has no JSON form (key must be a string)"
+            )
+        );
+    }
+
     cluster.shutdown();
     cluster.run().await?;
     Ok(())

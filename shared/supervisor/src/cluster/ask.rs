@@ -24,6 +24,9 @@ pub enum AskError {
     Timeout { id: WorkerId, after: Duration },
     #[error("worker {id} is gone")]
     Gone { id: WorkerId },
+    /// The question has no JSON form; nothing was sent.
+    #[error("the question for worker {id} cannot be sent: it has no JSON form ({reason})")]
+    NotJson { id: WorkerId, reason: String },
 }
 
 /// The answers to [`Cluster::ask_all`].
@@ -45,7 +48,10 @@ impl Cluster {
         body: &impl serde::Serialize,
         timeout: Duration,
     ) -> Result<serde_json::Value, AskError> {
-        let body = serde_json::to_value(body).map_err(|_| AskError::Gone { id })?;
+        let body = serde_json::to_value(body).map_err(|error| AskError::NotJson {
+            id,
+            reason: error.to_string(),
+        })?;
         self.ask_with(id, |seq| ToWorker::Request { seq, body }, timeout)
             .await
     }
@@ -85,7 +91,28 @@ impl Cluster {
     /// answers that arrive within `timeout`; the rest are listed as missing,
     /// with the reason.
     pub async fn ask_all(&self, body: &impl serde::Serialize, timeout: Duration) -> Gathered {
-        let body = serde_json::to_value(body).unwrap_or(serde_json::Value::Null);
+        let body = match serde_json::to_value(body) {
+            Ok(body) => body,
+            // Not sent to anyone: each worker is missing, with the reason
+            // (sending `null` in its place would be a different question).
+            Err(error) => {
+                let missing = (self.workers().into_iter())
+                    .map(|id| {
+                        (
+                            id,
+                            AskError::NotJson {
+                                id,
+                                reason: error.to_string(),
+                            },
+                        )
+                    })
+                    .collect();
+                return Gathered {
+                    answers: BTreeMap::new(),
+                    missing,
+                };
+            }
+        };
         let mut asks = tokio::task::JoinSet::new();
         for id in self.workers() {
             let cluster = self.clone();

@@ -45,12 +45,18 @@ pub const MAX_LINE: usize = 1 << 20;
 /// enough not to matter beside a worker's few megabytes.
 const READ_BUFFER: usize = 64 * 1024;
 
-/// Sending failed because the other side is gone.
+/// Why a message was not sent. `peer` names who we tried to reach
+/// ("worker 3", "the primary").
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the channel to {peer} is closed: it has exited or is exiting")]
-pub struct SendError {
-    /// Who we tried to reach ("worker 3", "the primary").
-    pub peer: String,
+pub enum SendError {
+    /// The other side is gone, or going.
+    #[error("the channel to {peer} is closed: it has exited or is exiting")]
+    Closed { peer: String },
+    /// The message has no JSON form (a map whose keys are not strings, a
+    /// `Serialize` impl that fails): nothing was sent, and the channel
+    /// still works. Node's `process.send` would throw here too.
+    #[error("a message to {peer} cannot be sent: it has no JSON form ({reason})")]
+    NotJson { peer: String, reason: String },
 }
 
 /// What the receiving half yields.
@@ -159,6 +165,34 @@ mod tests {
         a_tx.send(&ToPrimary::Online).map_err(io::Error::other)?;
         let got = b_rx.recv().await?;
         assert!(matches!(got, Some(Incoming::Message(ToPrimary::Online))));
+        Ok(())
+    }
+
+    /// A value with no JSON form is the sender's mistake, not a dead peer:
+    /// the error says so, nothing reaches the wire, and the channel goes on.
+    #[tokio::test]
+    async fn a_message_with_no_json_form_is_refused_and_the_channel_goes_on() -> io::Result<()> {
+        let (a, b) = UnixStream::pair()?;
+        let (_a_rx, a_tx) = channel::<ToWorker, ToPrimary>(a, "the primary".into());
+        let (mut b_rx, _b_tx) = channel::<ToPrimary, ToWorker>(b, "worker 1".into());
+
+        let keyed_by_pairs = std::collections::BTreeMap::from([((1, 2), "a")]);
+        // The reason is the encoder's own words; the rest is ours.
+        let refused = a_tx.send_message(&keyed_by_pairs);
+        let Err(refused @ SendError::NotJson { .. }) = refused else {
+            panic!("sent, or refused for the wrong reason: {refused:?}");
+        };
+        let said = refused.to_string();
+        assert!(
+            said.starts_with("a message to the primary cannot be sent: it has no JSON form ("),
+            "{said}"
+        );
+        a_tx.send_message(&"still here").map_err(io::Error::other)?;
+        let got = b_rx.recv().await?;
+        assert!(
+            matches!(&got, Some(Incoming::Message(ToPrimary::Message { body })) if body == "still here"),
+            "{got:?}"
+        );
         Ok(())
     }
 

@@ -229,7 +229,10 @@ impl<T> Sender<T> {
         if self.peer_is_gone() {
             return Err(self.gone());
         }
-        let line = super::encode_line(message).map_err(|_| self.gone())?;
+        let line = super::encode_line(message).map_err(|error| SendError::NotJson {
+            peer: self.peer.to_string(),
+            reason: error.to_string(),
+        })?;
         self.send_line(line)
     }
 
@@ -290,7 +293,7 @@ impl<T> Sender<T> {
     }
 
     fn gone(&self) -> SendError {
-        SendError {
+        SendError::Closed {
             peer: self.peer.to_string(),
         }
     }

@@ -63,6 +63,23 @@ struct MessageOut<'a, B: ?Sized> {
     body: &'a B,
 }
 
+/// A worker's answer as it goes on the wire, `{"type":"reply","seq":…,"body":…}`
+/// — the form of [`ToPrimary::Reply`] — serialised straight from the
+/// worker's value, for the same reason as [`MessageOut`].
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "reply")]
+struct ReplyOut<'a, B: ?Sized> {
+    seq: u64,
+    body: &'a B,
+}
+
+impl Sender<ToPrimary> {
+    /// Sends the answer to question `seq`, encoded once.
+    pub fn send_reply(&self, seq: u64, body: &(impl Serialize + ?Sized)) -> Result<(), SendError> {
+        self.send_serialized(&ReplyOut { seq, body })
+    }
+}
+
 /// The two directions whose enums have a `message` variant of that form.
 pub trait CarriesMessages {}
 impl CarriesMessages for ToWorker {}
@@ -148,7 +165,17 @@ mod tests {
         let via_enum = serde_json::to_string(&ToWorker::Message { body: body.clone() })?;
         assert_eq!(direct, via_enum);
         let parsed: ToPrimary = serde_json::from_str(&direct)?;
-        assert_eq!(parsed, ToPrimary::Message { body });
+        assert_eq!(parsed, ToPrimary::Message { body: body.clone() });
+
+        let reply = serde_json::to_string(&ReplyOut {
+            seq: 7,
+            body: &body,
+        })?;
+        let via_enum = serde_json::to_string(&ToPrimary::Reply {
+            seq: 7,
+            body: body.clone(),
+        })?;
+        assert_eq!(reply, via_enum);
         Ok(())
     }
 }
