@@ -8,25 +8,25 @@
 //!
 //! # Layout
 //!
-//! | module      | its one job                                                       | Node name            |
-//! |-------------|-------------------------------------------------------------------|----------------------|
+//! | module             | its one job                                                       | Node name            |
+//! |--------------------|-------------------------------------------------------------------|----------------------|
 //! | [`role`](mod@role) | tell a primary from a worker (an environment variable)           | `cluster.isPrimary`  |
-//! | [`cluster`] | the primary: desired state, fork, events, replace, roll, health   | `cluster.fork()`     |
-//! | [`worker`]  | the worker's side of the channel: listen, ready, send, disconnect | `cluster.worker`     |
-//! | [`event`]   | the lifecycle events, as JSON for machines                        | `cluster.on('exit')` |
-//! | [`report`]  | print events for people (colours) or machines (`--events json`)   |                      |
-//! | [`ipc`]     | newline-delimited JSON over an inherited Unix socketpair          | `process.send()`     |
-//! | [`handles`] | pass accepted sockets to workers with `SCM_RIGHTS`, acknowledged  | round-robin handles  |
-//! | [`listen`]  | the scheduling strategies behind one `listen()`                   | `schedulingPolicy`   |
-//! | [`restart`] | restart backoff and the crash-loop budget, as a pure policy       |                      |
-//! | [`http`]    | serve an accept stream with hyper; drain; answer heartbeats       | `http.createServer`  |
-//! | [`inherit`] | pass descriptors across exec, and only to the worker              |                      |
-//! | [`cli`]     | the flags every lesson shares (`--workers`, `--port`, `--events`) |                      |
-//! | [`runtime`] | each process's tokio runtime, sized so workers share the cores    |                      |
-//! | [`spread`]  | how unevenly work was spread over workers: one formula for all   |                      |
-//! | [`peer`]    | another primary of this program: a second machine, for demos      |                      |
-//! | [`sticky`]  | the same client address to the same worker (rendezvous hashing)  | sticky sessions      |
-//! | [`accept`]  | back off and report once when `accept` fails (out of descriptors) |                      |
+//! | [`cluster`]        | the primary: desired state, fork, events, replace, roll, health   | `cluster.fork()`     |
+//! | [`worker`]         | the worker's side of the channel: listen, ready, send, disconnect | `cluster.worker`     |
+//! | [`event`]          | the lifecycle events, as JSON for machines                        | `cluster.on('exit')` |
+//! | [`report`]         | print events for people (colours) or machines (`--events json`)   |                      |
+//! | [`ipc`]            | newline-delimited JSON over an inherited Unix socketpair          | `process.send()`     |
+//! | [`handles`]        | pass accepted sockets to workers with `SCM_RIGHTS`, acknowledged  | round-robin handles  |
+//! | [`listen`]         | the scheduling strategies behind one `listen()`                   | `schedulingPolicy`   |
+//! | [`restart`]        | restart backoff and the crash-loop budget, as a pure policy       |                      |
+//! | [`http`]           | serve an accept stream with hyper; drain; answer heartbeats       | `http.createServer`  |
+//! | [`inherit`]        | pass descriptors across exec, and only to the worker              |                      |
+//! | [`cli`]            | the flags every lesson shares (`--workers`, `--port`, `--events`) |                      |
+//! | [`runtime`]        | each process's tokio runtime, sized so workers share the cores    |                      |
+//! | [`spread`]         | how unevenly work was spread over workers: one formula for all   |                      |
+//! | [`peer`]           | another primary of this program: a second machine, for demos      |                      |
+//! | [`sticky`]         | the same client address to the same worker (rendezvous hashing)  | sticky sessions      |
+//! | [`accept`]         | back off and report once when `accept` fails (out of descriptors) |                      |
 //!
 //! Modules depend one way: `role` ← `listen` ← `event` ← `cluster`, and
 //! `worker` beside it; nothing below imports what is above it.
