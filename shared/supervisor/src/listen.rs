@@ -262,10 +262,36 @@ impl Listener {
         matches!(self.source, Source::Handles(_))
     }
 
+    /// A second descriptor for the inherited socket, for [`crate::Worker::ready`]
+    /// to make it listen *before* it tells the primary: then "ready" means
+    /// the port takes connections. Without it a reuseport slot listened
+    /// only at the first `accept`, a moment after the primary had heard
+    /// "ready" — a client that connected in that moment, with no other slot
+    /// listening, was refused, and a second cluster's check found the port
+    /// free. (A shared socket listens already; listening again changes
+    /// nothing.) `None` in round-robin, where connections come from the
+    /// primary.
+    pub(crate) fn socket_to_listen_on(&self) -> io::Result<Option<Socket>> {
+        match &self.source {
+            Source::Handles(_) => Ok(None),
+            Source::Socket { inherited, .. } => {
+                let inherited =
+                    (inherited.lock()).map_err(|_| io::Error::other("listener lock poisoned"))?;
+                inherited.as_ref().map(Socket::try_clone).transpose()
+            }
+        }
+    }
+
     /// The heartbeat queue, for the server that answers it. Taken once.
     pub(crate) fn take_probes(&mut self) -> Option<Probes> {
         self.probes.take()
     }
+}
+
+/// `listen(2)` with the cluster's backlog. Safe to call again on a socket
+/// that listens already.
+pub(crate) fn start_listening_now(socket: &Socket) -> io::Result<()> {
+    socket.listen(BACKLOG)
 }
 
 /// Makes the inherited socket listen (a shared socket listens already; a
@@ -277,7 +303,9 @@ fn start_listening(inherited: &std::sync::Mutex<Option<Socket>>) -> io::Result<T
         .map_err(|_| io::Error::other("listener lock poisoned"))?
         .take()
         .ok_or_else(|| io::Error::other("the inherited socket was already taken"))?;
-    socket.listen(BACKLOG)?;
+    // Usually listening since `Worker::ready`; if that failed, this fails
+    // again and says why, to the code that accepts.
+    start_listening_now(&socket)?;
     // from_std requires non-blocking mode (else a blocked runtime).
     socket.set_nonblocking(true)?;
     TcpListener::from_std(socket.into())

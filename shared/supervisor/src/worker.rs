@@ -54,6 +54,9 @@ pub struct Worker {
     to_primary: ipc::Sender<ToPrimary>,
     disconnect: watch::Receiver<bool>,
     ready: watch::Sender<bool>,
+    /// The socket [`Worker::ready`] makes listen before it says so (see
+    /// `Listener::socket_to_listen_on`).
+    listen_at_ready: Mutex<Option<socket2::Socket>>,
     probes: Mutex<Option<mpsc::Receiver<u64>>>,
     messages: Mutex<Option<mpsc::UnboundedReceiver<serde_json::Value>>>,
     questions: Mutex<Option<mpsc::UnboundedReceiver<Question>>>,
@@ -145,6 +148,7 @@ impl Worker {
             to_primary,
             disconnect,
             ready: watch::Sender::new(false),
+            listen_at_ready: Mutex::new(None),
             probes: Mutex::new(Some(probes)),
             messages: Mutex::new(Some(messages)),
             questions: Mutex::new(Some(questions)),
@@ -182,6 +186,9 @@ impl Worker {
                 reply: self.to_primary.clone(),
             });
         let listener = Listener::from_env(self.id, sched, addr, self.ready.subscribe(), probes)?;
+        if let Ok(mut slot) = self.listen_at_ready.lock() {
+            *slot = listener.socket_to_listen_on()?;
+        }
         self.to_primary.send(&ToPrimary::Listening { addr })?;
         Ok(listener)
     }
@@ -190,6 +197,12 @@ impl Worker {
     /// listener start accepting. Call it once warm: caches loaded,
     /// connections to what it depends on open.
     pub fn ready(&self) -> Result<(), SendError> {
+        let socket = self.listen_at_ready.lock().ok().and_then(|mut s| s.take());
+        if let Some(socket) = socket {
+            // A failure here surfaces at the first accept, which listens
+            // again (see `Listener::socket_to_listen_on`).
+            let _ = crate::listen::start_listening_now(&socket);
+        }
         self.ready.send_replace(true);
         self.to_primary.send(&ToPrimary::Ready)
     }
