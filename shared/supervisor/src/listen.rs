@@ -166,7 +166,7 @@ enum Source {
     /// Connections passed by the primary (round-robin).
     Handles(HandleReceiver),
     /// A listening socket: the shared one, or our slot's (reuseport). Made
-    /// a tokio listener, and made to listen, at the first accept after ready.
+    /// to listen at ready, and a tokio listener at the first accept.
     Socket {
         inherited: std::sync::Mutex<Option<Socket>>,
         listener: OnceCell<TcpListener>,
