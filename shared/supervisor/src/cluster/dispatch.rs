@@ -315,18 +315,21 @@ impl View {
             if bound == Bound::Kept && !target.has_room() {
                 continue;
             }
-            // Count first: the acknowledgement may come back before
-            // `try_send` returns.
+            // Count first: the acknowledgement, and even the response to
+            // the client, may come back before `try_send` returns (this
+            // thread can be preempted right after the send); a count made
+            // after it could lag behind what a client has already seen.
             target.unacked.fetch_add(1, Ordering::Relaxed);
+            cluster.inner.handed_out.fetch_add(1, Ordering::Relaxed);
             match target.sender.try_send(stream.as_raw_fd(), peer) {
                 Ok(()) => {
                     self.next = index + 1;
-                    cluster.inner.handed_out.fetch_add(1, Ordering::Relaxed);
                     return true;
                 }
                 // Full, or gone (its exit will be reported): try the next.
                 Err(_) => {
                     target.unacked.fetch_sub(1, Ordering::Relaxed);
+                    cluster.inner.handed_out.fetch_sub(1, Ordering::Relaxed);
                 }
             }
         }
