@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{SHORT_HEADERS, WITHIN, get, options};
+use common::{WITHIN, get, options};
 use nix::sys::signal::Signal;
 use supervisor::{
     Cluster, ClusterOptions, Event, ExitReason, HealthPolicy, Sched, WorkerId, WorkerState,
@@ -108,9 +108,11 @@ async fn a_client_that_sends_half_a_request_is_cut_off() -> Result<(), Box<dyn s
 
     let mut slow = TcpStream::connect(cluster.addr()).await?;
     slow.write_all(b"GET / HTTP/1.1\r\nHost: te").await?;
-    // The worker closes it at its header timeout, not never.
+    // The worker closes it at its header timeout, not never. The bound is
+    // the suite's patience, not a multiple of the timeout: this asserts
+    // "closed", and on a loaded machine ten times 300 ms was once too few.
     let mut rest = Vec::new();
-    let closed = tokio::time::timeout(SHORT_HEADERS * 10, slow.read_to_end(&mut rest)).await;
+    let closed = tokio::time::timeout(WITHIN, slow.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "the half request held its connection");
 
     // An honest client is still served.
