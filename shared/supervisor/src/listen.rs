@@ -266,9 +266,9 @@ impl Listener {
     /// to make it listen *before* it tells the primary: then "ready" means
     /// the port takes connections. Without it a reuseport slot listened
     /// only at the first `accept`, a moment after the primary had heard
-    /// "ready" — a client that connected in that moment, with no other slot
-    /// listening, was refused, and a second cluster's check found the port
-    /// free. (A shared socket listens already; listening again changes
+    /// "ready": a second cluster's busy-port check found the port free in
+    /// that moment (a test caught it), and a client connecting then, with
+    /// no other slot listening, would have been refused. (A shared socket listens already; listening again changes
     /// nothing.) `None` in round-robin, where connections come from the
     /// primary.
     pub(crate) fn socket_to_listen_on(&self) -> io::Result<Option<Socket>> {
