@@ -10,8 +10,10 @@
 //! check    := operand op operand
 //! op       := == | != | <= | >= | < | > | contains
 //! operand  := JSON literal (3, "text", true, [1, 3]) | fact
-//! fact     := load.NAME.FIELD        ok failed sent refused distinct_workers
+//! fact     := load.NAME.FIELD        ok failed sent distinct_workers
 //!                                    spread_pct p50_ms p99_ms status.CODE
+//!                                    refused reset closed timeout error
+//!                                    (requests with no response, by how)
 //!           | request.NAME.FIELD     status worker error body json.PATH
 //!           | exit.FIELD             code signal stderr
 //!           | workers.alive          forked worker processes still running
@@ -97,6 +99,10 @@ const LOAD_FIELDS: &[&str] = &[
     "failed",
     "sent",
     "refused",
+    "reset",
+    "closed",
+    "timeout",
+    "error",
     "distinct_workers",
     "spread_pct",
     "p50_ms",

@@ -1,4 +1,5 @@
-//! A lesson process under a scenario's control.
+//! A lesson process under a scenario's control: the lesson's Rust binary,
+//! or its Node twin (`node lessons/NN-*/node/FILE`), started the same way.
 //!
 //! The runner starts the lesson's primary with `--events json`, so stdout is
 //! a stream of events and nothing else; a task reads it into an event log
@@ -38,6 +39,8 @@ const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 pub enum LessonError {
     #[error("cannot start {bin}: {cause} (was it built? `cargo build -p lesson-NN`)")]
     Spawn { bin: PathBuf, cause: std::io::Error },
+    #[error(transparent)]
+    Node(#[from] crate::node::NodeError),
     #[error("the primary exited before it said where it listens (no `start` event)")]
     NoStart,
     #[error("the `start` event has no usable `addr`: {0}")]
@@ -52,10 +55,43 @@ pub enum LessonError {
 #[derive(Debug, Default)]
 struct Log {
     events: Vec<Value>,
+    /// When each event arrived, for measurements (`just compare`).
+    arrived: Vec<std::time::Instant>,
     /// Lines on stdout that were not JSON: a broken contract, reported.
     noise: Vec<String>,
     /// stdout reached end-of-file: the primary is gone, no more events.
     closed: bool,
+}
+
+/// How to start a lesson's primary: its executable, and what goes before
+/// the script's flags (a Node twin's file).
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// The program; its processes are the ones whose `/proc/PID/exe` is it.
+    pub exe: PathBuf,
+    pub leading: Vec<String>,
+    /// Extra environment (`REDIS_URL`).
+    pub env: Vec<(String, String)>,
+}
+
+impl Launch {
+    /// The lesson's own binary.
+    pub fn binary(bin: &Path) -> Launch {
+        Launch {
+            exe: bin.to_owned(),
+            leading: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// `node FILE`, for a Node twin.
+    pub fn node(file: &Path) -> Result<Launch, LessonError> {
+        Ok(Launch {
+            exe: crate::node::node()?,
+            leading: vec![file.to_string_lossy().into_owned()],
+            env: Vec::new(),
+        })
+    }
 }
 
 /// A running (or finished) lesson primary.
@@ -77,10 +113,18 @@ pub struct Lesson {
 impl Lesson {
     /// Starts `bin` with `args` and the runner's flags.
     pub fn start(bin: &Path, args: &[String]) -> Result<Lesson, LessonError> {
+        Lesson::launch(&Launch::binary(bin), args)
+    }
+
+    /// Starts what `launch` names with `args` and the runner's flags.
+    pub fn launch(launch: &Launch, args: &[String]) -> Result<Lesson, LessonError> {
+        let bin = launch.exe.as_path();
         let mut command = Command::new(bin);
         command
+            .args(&launch.leading)
             .args(args)
             .args(RUNNER_FLAGS)
+            .envs(launch.env.iter().map(|(key, value)| (key, value)))
             .env_remove("CLUSTER_EVENTS")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -111,7 +155,10 @@ impl Lesson {
                 while let Ok(Some(line)) = lines.next_line().await {
                     if let Ok(mut log) = log.lock() {
                         match serde_json::from_str::<Value>(&line) {
-                            Ok(event) if event.get("event").is_some() => log.events.push(event),
+                            Ok(event) if event.get("event").is_some() => {
+                                log.events.push(event);
+                                log.arrived.push(std::time::Instant::now());
+                            }
                             _ => log.noise.push(line),
                         }
                     }
@@ -158,6 +205,16 @@ impl Lesson {
             .lock()
             .map(|log| log.events.clone())
             .unwrap_or_default()
+    }
+
+    /// When the first event of `kind` arrived at or after event `after`.
+    pub fn arrival(&self, kind: &str, after: usize) -> Option<std::time::Instant> {
+        let log = self.log.lock().ok()?;
+        let from = after.min(log.events.len());
+        log.events[from..]
+            .iter()
+            .position(|event| event["event"] == kind)
+            .and_then(|at| log.arrived.get(from + at).copied())
     }
 
     pub fn event_count(&self) -> usize {

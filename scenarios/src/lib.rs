@@ -15,6 +15,7 @@
 pub mod bench;
 pub mod check;
 pub mod lesson;
+pub mod node;
 pub mod runner;
 pub mod script;
 pub mod transcript;

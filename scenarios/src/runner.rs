@@ -18,9 +18,9 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::check::{Fact, Verdict, over_events};
-use crate::lesson::Lesson;
+use crate::lesson::{Launch, Lesson};
 use crate::load::{self, LoadReport, LoadSpec, Response};
-use crate::script::{Action, Script};
+use crate::script::{Action, Program, RedisAction, Script};
 use crate::transcript::Transcript;
 
 /// How long workers get to disappear once the primary has exited.
@@ -45,19 +45,25 @@ impl Outcome {
 
 /// What the steps have learned so far.
 #[derive(Debug, Default)]
-struct Facts {
+pub struct Facts {
     loads: BTreeMap<String, LoadReport>,
     running: BTreeMap<String, JoinHandle<Result<LoadReport, load::LoadError>>>,
     requests: BTreeMap<String, Result<Response, load::Failure>>,
     failures: Vec<String>,
+    /// The run's private redis-server, for scripts with `redis = true`.
+    redis: Option<redis_helper::Redis>,
 }
 
-/// Runs `script` against the lesson binary `bin`, writing to `transcript`.
+/// Runs `script` against the lesson binary `bin` (or the script's Node
+/// twin), writing to `transcript`.
 pub async fn run(bin: &Path, script: &Script, transcript: &mut Transcript) -> Outcome {
-    let program = bin
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let program = match &script.program {
+        Program::Lesson => bin
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        Program::Node(file) => format!("node {file}"),
+    };
     transcript.line(format!("# {}: {}", script.name, script.title));
     transcript.line(
         format!("start {program} {}", script.args.join(" "))
@@ -66,13 +72,17 @@ pub async fn run(bin: &Path, script: &Script, transcript: &mut Transcript) -> Ou
     );
 
     let mut facts = Facts::default();
-    let mut lesson = match Lesson::start(bin, &script.args) {
+    let started = match prepare(bin, script, &mut facts).await {
+        Ok(launch) => Lesson::launch(&launch, &script.args).map_err(|error| error.to_string()),
+        Err(error) => Err(error),
+    };
+    let mut lesson = match started {
         Ok(lesson) => lesson,
         Err(error) => {
             transcript.line(format!("✗ {error}"));
             return Outcome {
                 transcript: transcript.text(),
-                failures: vec![error.to_string()],
+                failures: vec![error],
                 stderr: String::new(),
             };
         }
@@ -108,6 +118,30 @@ pub async fn run(bin: &Path, script: &Script, transcript: &mut Transcript) -> Ou
     }
 }
 
+/// What to start for `script`, and the private Redis it asks for.
+pub async fn prepare(bin: &Path, script: &Script, facts: &mut Facts) -> Result<Launch, String> {
+    let mut launch = match &script.program {
+        Program::Lesson => Launch::binary(bin),
+        Program::Node(file) => {
+            let root = crate::workspace_root();
+            let nn = script.name.get(..2).unwrap_or_default();
+            let twin = crate::node::twin(&root, nn, file).map_err(|error| error.to_string())?;
+            crate::node::ensure_packages(&root).map_err(|error| error.to_string())?;
+            Launch::node(&twin).map_err(|error| error.to_string())?
+        }
+    };
+    if script.redis {
+        let redis = redis_helper::Redis::start_private()
+            .await
+            .map_err(|error| format!("cannot start the scenario's redis-server: {error}"))?;
+        launch
+            .env
+            .push(("REDIS_URL".into(), redis.url().to_owned()));
+        facts.redis = Some(redis);
+    }
+    Ok(launch)
+}
+
 /// Runs one step; false if the scenario cannot go on.
 async fn run_step(
     action: &Action,
@@ -124,9 +158,35 @@ async fn run_step(
 
         Action::Wait {
             event,
+            matching,
+            within,
+            none: true,
+            ..
+        } => {
+            let found = |events: &[Value]| {
+                events[mark.min(events.len())..]
+                    .iter()
+                    .any(|e| e["event"] == event.as_str() && crate::check::matches(e, matching))
+            };
+            let came = lesson.wait_until(*within, found).await;
+            let what = describe_wait(0, event, matching);
+            let within = format_secs(*within);
+            if came {
+                let line = format!("wait  {what} for {within} ✗ one came");
+                facts.failures.push(line.clone());
+                transcript.line(line);
+            } else {
+                transcript.line(format!("wait  {what} for {within} ✓ none came"));
+            }
+            true
+        }
+
+        Action::Wait {
+            event,
             count,
             matching,
             within,
+            none: false,
         } => {
             let wanted = *count as usize;
             let found = |events: &[Value]| {
@@ -270,6 +330,30 @@ async fn run_step(
             }
         }
 
+        Action::Redis(what) => {
+            let Some(redis) = facts.redis.as_mut() else {
+                transcript.line("✗ this run has no redis-server: add `redis = true`");
+                return false;
+            };
+            match what {
+                RedisAction::Stop => {
+                    transcript.line("stop  the redis-server");
+                    redis.stop().await;
+                    true
+                }
+                RedisAction::Start => match redis.restart().await {
+                    Ok(()) => {
+                        transcript.line("start the redis-server again");
+                        true
+                    }
+                    Err(error) => {
+                        transcript.line(format!("start the redis-server again ✗ {error}"));
+                        false
+                    }
+                },
+            }
+        }
+
         Action::Expect { check, within } => {
             let deadline = Instant::now() + *within;
             let verdict = loop {
@@ -401,6 +485,9 @@ fn lookup(fact: &Fact, lesson: &Lesson, facts: &Facts) -> Result<Value, String> 
                 "failed" => Value::from(report.failed),
                 "sent" => Value::from(report.sent),
                 "refused" => Value::from(report.refused()),
+                kind @ ("reset" | "closed" | "timeout" | "error") => {
+                    Value::from(report.errors.get(kind).copied().unwrap_or(0))
+                }
                 "distinct_workers" => Value::from(report.by_worker.len()),
                 "spread_pct" => Value::from(report.spread_pct()),
                 "p50_ms" => ms(report.quantile(0.5)),
@@ -469,8 +556,21 @@ fn lookup(fact: &Fact, lesson: &Lesson, facts: &Facts) -> Result<Value, String> 
     }
 }
 
+/// `8s`, `1.5s`, `500ms`: a script's own way of writing a duration.
+fn format_secs(duration: Duration) -> String {
+    if duration < Duration::from_secs(1) {
+        format!("{}ms", duration.as_millis())
+    } else {
+        format!("{}s", duration.as_secs_f64())
+    }
+}
+
 fn describe_wait(count: u64, event: &str, matching: &[(String, Value)]) -> String {
-    let mut what = format!("{count} × {event}");
+    let mut what = if count == 0 {
+        format!("no {event}")
+    } else {
+        format!("{count} × {event}")
+    };
     if !matching.is_empty() {
         let fields: Vec<String> = matching.iter().map(|(k, v)| format!("{k} = {v}")).collect();
         what.push_str(&format!(" with {}", fields.join(", ")));

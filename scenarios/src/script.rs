@@ -23,6 +23,26 @@
 //! expect = "load.main.failed == 0"  # a check; see `check.rs`
 //! ```
 //!
+//! A script runs the lesson's Rust binary unless it names a Node twin, the
+//! usual answer run in Node itself (`lessons/NN-*/node/FILE`), which takes
+//! the same flags and prints the same events. `redis = true` gives the run a
+//! private redis-server, its address in `REDIS_URL`, that `redis` steps can
+//! stop and start again:
+//!
+//! ```toml
+//! title = "The usual rolling restart, in Node"
+//! node = "usual.js"                 # lessons/08-*/node/usual.js
+//! redis = true                      # a private redis-server for this run
+//!
+//! [[step]]
+//! redis = "stop"                    # an outage; "start" ends it
+//!
+//! [[step]]
+//! wait = "exit"
+//! none = true                       # the check: no exit within the time
+//! within = "8s"
+//! ```
+//!
 //! A background load can run through a story and stop when it is over:
 //!
 //! ```toml
@@ -68,7 +88,20 @@ pub struct Script {
     /// The lesson's flags; the runner adds `--port 0 --host 127.0.0.1
     /// --events json`.
     pub args: Vec<String>,
+    /// What runs: the lesson's binary or its Node twin.
+    pub program: Program,
+    /// The run gets a private redis-server (`REDIS_URL`).
+    pub redis: bool,
     pub steps: Vec<Step>,
+}
+
+/// What a script runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    /// The lesson's own binary.
+    Lesson,
+    /// A Node twin: this file in the lesson's `node/` folder.
+    Node(String),
 }
 
 /// One step and the line it starts on.
@@ -84,12 +117,15 @@ pub enum Action {
     /// A line of narration for the transcript.
     Say(String),
     /// Wait until `count` events of kind `event` (matching every `matching`
-    /// field) have arrived since the last action step began.
+    /// field) have arrived since the last action step began — or, with
+    /// `none`, check that not one arrives for all of `within`: how a script
+    /// says that something hangs.
     Wait {
         event: String,
         count: u64,
         matching: Vec<(String, serde_json::Value)>,
         within: Duration,
+        none: bool,
     },
     /// Put load on the cluster; `background` runs it while later steps go on
     /// until an `await` step collects it; `until` stops sending once an
@@ -117,6 +153,17 @@ pub enum Action {
     WaitExit { within: Duration },
     /// A check; `within` retries it until it holds or the time is up.
     Expect { check: Check, within: Duration },
+    /// Stop or start the run's private redis-server.
+    Redis(RedisAction),
+}
+
+/// What a `redis` step does to the run's private server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisAction {
+    /// An outage: the server stops (its data goes with it).
+    Stop,
+    /// The server runs again, on the same address.
+    Start,
 }
 
 impl Action {
@@ -153,6 +200,9 @@ struct RawScript {
     title: String,
     #[serde(default)]
     args: Vec<String>,
+    node: Option<Spanned<String>>,
+    #[serde(default)]
+    redis: bool,
     step: Vec<Spanned<RawStep>>,
 }
 
@@ -161,7 +211,7 @@ type RawStep = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
 /// The action keys, each with the options it takes.
 const ACTIONS: &[(&str, &[&str])] = &[
     ("say", &[]),
-    ("wait", &["count", "matching", "within"]),
+    ("wait", &["count", "matching", "within", "none"]),
     (
         "load",
         &[
@@ -181,6 +231,7 @@ const ACTIONS: &[(&str, &[&str])] = &[
     ("kill_worker", &[]),
     ("wait_exit", &[]),
     ("expect", &["within"]),
+    ("redis", &[]),
 ];
 
 impl Script {
@@ -208,11 +259,37 @@ impl Script {
         if raw.step.is_empty() {
             return Err(at(0..0, "a script needs at least one [[step]]".into()));
         }
+        let name = path
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let program = match raw.node {
+            None => Program::Lesson,
+            Some(file) => {
+                let span = file.span();
+                let file = file.into_inner();
+                if file.is_empty() || file.contains('/') || !file.ends_with(".js") {
+                    return Err(at(
+                        span,
+                        format!(
+                            "`node` names a .js file in the lesson's node/ folder, like \"usual.js\", not {file:?}"
+                        ),
+                    ));
+                }
+                Program::Node(file)
+            }
+        };
         let mut steps = Vec::with_capacity(raw.step.len());
         for step in raw.step {
             let span = step.span();
             let action = read_step(step.into_inner(), span.clone())
                 .map_err(|(span, message)| at(span, message))?;
+            if matches!(action, Action::Redis(_)) && !raw.redis {
+                return Err(at(
+                    span,
+                    "a `redis` step needs `redis = true` at the top of the script".into(),
+                ));
+            }
             steps.push(Step {
                 line: line_of(source, span.start),
                 action,
@@ -220,12 +297,11 @@ impl Script {
         }
         Ok(Script {
             path: path.to_owned(),
-            name: path
-                .file_stem()
-                .map(|stem| stem.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            name,
             title: raw.title,
             args: raw.args,
+            program,
+            redis: raw.redis,
             steps,
         })
     }
@@ -374,6 +450,7 @@ fn read_step(raw: RawStep, span: std::ops::Range<usize>) -> Result<Action, StepE
             count: options.count("count")?.unwrap_or(1),
             matching: matching(&mut options)?,
             within: options.duration("within")?.unwrap_or(DEFAULT_WITHIN),
+            none: options.flag("none")?.unwrap_or(false),
         },
         "load" => {
             let name = required_string(&mut options, "load", &action_span)?;
@@ -431,6 +508,16 @@ fn read_step(raw: RawStep, span: std::ops::Range<usize>) -> Result<Action, StepE
                 within: options.duration("within")?.unwrap_or(Duration::ZERO),
             }
         }
+        "redis" => match required_string(&mut options, "redis", &action_span)?.as_str() {
+            "stop" => Action::Redis(RedisAction::Stop),
+            "start" => Action::Redis(RedisAction::Start),
+            other => {
+                return Err((
+                    action_span,
+                    format!("`redis` takes \"stop\" or \"start\", not {other:?}"),
+                ));
+            }
+        },
         other => unreachable!("ACTIONS lists {other} without a reader"),
     };
     options.finish()?;
@@ -599,6 +686,37 @@ wait_exit = "5s"
         let message = error("title = \"t\"\n[[step]]\nexpect = \"load.x.ok =\"\n");
         assert!(
             message.starts_with("scenarios/99-test.toml:3:"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_node_twin_and_its_redis_are_read() -> Result<(), ScriptError> {
+        let script = parse(
+            "title = \"t\"\nnode = \"usual.js\"\nredis = true\n[[step]]\nredis = \"stop\"\n[[step]]\nwait = \"exit\"\nnone = true\nwithin = \"1s\"\n",
+        )?;
+        assert_eq!(script.program, Program::Node("usual.js".into()));
+        assert!(script.redis);
+        assert!(matches!(
+            script.steps[0].action,
+            Action::Redis(RedisAction::Stop)
+        ));
+        assert!(matches!(
+            script.steps[1].action,
+            Action::Wait { none: true, .. }
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn a_redis_step_needs_a_redis_and_a_twin_needs_a_js_file() {
+        let message = error("title = \"t\"\n[[step]]\nredis = \"stop\"\n");
+        assert!(message.contains("needs `redis = true`"), "{message}");
+        let message = error("title = \"t\"\nredis = true\n[[step]]\nredis = \"pause\"\n");
+        assert!(message.contains("takes \"stop\" or \"start\""), "{message}");
+        let message = error("title = \"t\"\nnode = \"../x.js\"\n[[step]]\nsay = \"hi\"\n");
+        assert!(
+            message.starts_with("scenarios/99-test.toml:2:"),
             "{message}"
         );
     }
