@@ -15,18 +15,18 @@ default:
 # Run lesson NN (8 or 08); flags after the number go to the lesson
 [group('learn')]
 lesson NN *ARGS: (_check NN)
-    cargo run -q -p lesson-{{ replace_regex(NN, nn, '0$1') }} -- "${@:2}"
+    @cargo run -q -p lesson-{{ replace_regex(NN, nn, '0$1') }} -- "${@:2}"
 
 # Replay lesson NN's scripted scenario and show its transcript live
 [group('learn')]
 scenario NN: (_check NN)
-    cargo build -q -p lesson-{{ replace_regex(NN, nn, '0$1') }}
-    cargo run -q -p scenarios --bin scenario -- {{ replace_regex(NN, nn, '0$1') }}
+    @cargo build -q -p lesson-{{ replace_regex(NN, nn, '0$1') }}
+    @cargo run -q -p scenarios --bin scenario -- {{ replace_regex(NN, nn, '0$1') }}
 
-# Serve the book at http://localhost:3300 (lessons use 3000) and open it
+# Serve the book at http://localhost:3000 and open it (lessons use 8000)
 [group('learn')]
 book:
-    mdbook serve book --port 3300 --open
+    @mdbook serve book --open
 
 # Run every test: unit, integration, scenario snapshots, workbook checks
 [group('check')]
@@ -65,14 +65,14 @@ bench *ARGS:
 # Measure lesson 04's strategies side by side (rr, shared, reuseport × new, keep-alive)
 [group('measure')]
 bench-lb *ARGS:
-    cargo build --release -q -p lesson-04 -p scenarios
-    target/release/bench-lb "$@"
+    @cargo build --release -q -p lesson-04 -p scenarios
+    @target/release/bench-lb "$@"
 
 # Measure lesson 08's rolling restart: requests/s during a rollout vs at rest, failures
 [group('measure')]
 bench-rollout *ARGS:
-    cargo build --release -q -p lesson-08 -p scenarios
-    target/release/bench-rollout "$@"
+    @cargo build --release -q -p lesson-08 -p scenarios
+    @target/release/bench-rollout "$@"
 
 # Install what is missing: just, mdbook, and redis-server on Debian/Ubuntu
 [group('setup')]

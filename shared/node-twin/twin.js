@@ -71,8 +71,8 @@ function setup({ title = '', flags = {} } = {}) {
   const opts = { ...values };
   opts.port = whole(values.port, '--port', 0, 65535);
   opts.workers = values.workers === undefined ? undefined : whole(values.workers, '--workers', 1, 256);
-  if (!['human', 'json'].includes(values.events)) {
-    fail(`--events takes human or json, not ${JSON.stringify(values.events)}`);
+  if (!['human', 'json', 'quiet'].includes(values.events)) {
+    fail(`--events takes human, json or quiet, not ${JSON.stringify(values.events)}`);
   }
   format = values.events;
 
@@ -132,7 +132,7 @@ function watch(opts) {
         pid: process.pid,
         addr,
         sched: opts.sched,
-        workers: opts.workers ?? null,
+        workers: Object.keys(cluster.workers).length,
       });
     }
     emit('listening', { id: worker.id, addr });
@@ -160,11 +160,36 @@ function emit(kind, fields = {}) {
   }
   if (format === 'json') {
     process.stdout.write(`${JSON.stringify({ event: kind, ...fields })}\n`);
-  } else {
-    const detail = Object.entries(fields)
-      .map(([key, value]) => `${key}=${typeof value === 'string' ? value : JSON.stringify(value)}`)
-      .join(' ');
-    process.stdout.write(`[primary] ${kind} ${detail}\n`);
+  } else if (format === 'human') {
+    process.stdout.write(`[primary] ${human(kind, fields)}\n`);
+  }
+}
+
+/// An event as a sentence; a twin's own events as `kind key=value …`.
+function human(kind, f) {
+  switch (kind) {
+    case 'start':
+      return `serving on http://${f.addr} (the first worker listens)`;
+    case 'fork':
+      return `worker ${f.id} forked (pid ${f.pid})`;
+    case 'online':
+      return `worker ${f.id} is online`;
+    case 'listening':
+      return `worker ${f.id} is listening on ${f.addr}`;
+    case 'message':
+      return `worker ${f.id} sent ${JSON.stringify(f.body)}`;
+    case 'disconnect':
+      return `worker ${f.id} disconnected`;
+    case 'exit': {
+      const how = f.signal ? `was killed by ${f.signal}` : `exited with code ${f.code}`;
+      return `worker ${f.id} ${how}${f.exited_after_disconnect ? ' after disconnect()' : ''}`;
+    }
+    default: {
+      const detail = Object.entries(f)
+        .map(([key, value]) => `${key}=${typeof value === 'string' ? value : JSON.stringify(value)}`)
+        .join(' ');
+      return `${kind} ${detail}`.trimEnd();
+    }
   }
 }
 
@@ -221,7 +246,7 @@ function usage(title, flags) {
     '  -p, --port N        port to listen on; 0 picks a free one [default: 8000]',
     '      --host ADDR     address to listen on [default: 127.0.0.1]',
     '      --sched NAME    rr (the primary accepts) or shared (the workers do) [default: rr]',
-    '      --events FMT    human or json (one event per line on stdout) [default: human]',
+    '      --events FMT    human, json (one event per line on stdout) or quiet [default: human]',
   ];
   for (const [name, spec] of Object.entries(flags)) {
     const arg = spec.type === 'boolean' ? '' : ' X';

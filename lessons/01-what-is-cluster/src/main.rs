@@ -12,7 +12,7 @@
 //!
 //! ```text
 //! just lesson 01            # then, in another terminal:
-//! curl -s localhost:3000    # hello from worker 3 (pid 81234)
+//! curl -s localhost:8000    # hello from worker 3 (pid 81234)
 //! ```
 //!
 //! Rust has no one-thread limit — tokio already uses every core in one
@@ -27,7 +27,7 @@
 //! | `cluster.isPrimary` (was `isMaster`)  | [`supervisor::role()`] → `Role::Primary`              |
 //! | `os.availableParallelism()`           | [`supervisor::default_workers`] (`available_parallelism`) |
 //! | `cluster.fork()` × N                  | `Cluster::start(ClusterOptions { workers, .. })`      |
-//! | `http.createServer(h).listen(3000)`   | `worker.listen()` then `supervisor::http::serve`      |
+//! | `http.createServer(h).listen(8000)`   | `worker.listen()` then `supervisor::http::serve`      |
 //! | `cluster.worker.id`                   | `worker.id()`                                         |
 //! | `cluster.on('exit', …)`               | the event stream (`--events json` to see it raw)      |
 

@@ -23,7 +23,7 @@
 //!
 //! ```text
 //! just lesson 02 --workers 3
-//! curl -s localhost:3000/whoami   # {"role":"worker","id":2,"pid":81234,"parent_pid":81230}
+//! curl -s localhost:8000/whoami   # {"role":"worker","id":2,"pid":81234,"parent_pid":81230}
 //! ```
 //!
 //! | Node                                 | Rust (this workbook)                               |

@@ -15,9 +15,9 @@
 //!
 //! ```text
 //! just lesson 03 --workers 2
-//! curl localhost:3000/crash        # the worker exits with code 1: replaced
+//! curl localhost:8000/crash        # the worker exits with code 1: replaced
 //! kill -9 <a worker's pid>         # killed by SIGKILL: replaced
-//! curl localhost:3000/leave        # asked to leave: NOT replaced
+//! curl localhost:8000/leave        # asked to leave: NOT replaced
 //! just lesson 03 --crash-on-start  # backoff 100, 200, 400 ms … then gives up
 //! ```
 //!

@@ -10,9 +10,9 @@
 //!
 //! ```text
 //! just lesson 06 --workers 2 --grace 5
-//! curl 'localhost:3000/slow?ms=3000' &   # then, within 3 s:
+//! curl 'localhost:8000/slow?ms=3000' &   # then, within 3 s:
 //! kill -TERM <primary pid>              # the curl still gets its 200
-//! curl 'localhost:3000/slow?ms=9000' &   # longer than the grace period:
+//! curl 'localhost:8000/slow?ms=9000' &   # longer than the grace period:
 //! kill -TERM <primary pid>              # killed at 5 s, exit status 1
 //! just lesson 06 --idle-client          # watch an idle keep-alive client
 //! just lesson 06 --naive                # the usual answer, as it behaves

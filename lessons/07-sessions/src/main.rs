@@ -14,8 +14,8 @@
 //! just lesson 07 --store redis             # every answer right, on a second cluster too
 //! just lesson 07 --store memory --sticky   # right again: each address sticks to a worker
 //! just lesson 07 --store memory --sticky --one-address   # all behind one NAT: one worker
-//! just lesson 07 --serve                   # then: curl -c jar -X POST 'localhost:3000/login?user=ada'
-//!                                          #       curl -b jar localhost:3000/me
+//! just lesson 07 --serve                   # then: curl -c jar -X POST 'localhost:8000/login?user=ada'
+//!                                          #       curl -b jar localhost:8000/me
 //! ```
 //!
 //! **What the usual answer gets wrong.** Its sticky snippet,

@@ -11,9 +11,9 @@
 //!
 //! ```text
 //! just lesson 09 --dashboard                  # a live view of every worker
-//! curl 'localhost:3000/block?ms=20000'        # blocks one worker's only thread
+//! curl 'localhost:8000/block?ms=20000'        # blocks one worker's only thread
 //! just lesson 09 --workers 1                  # then, three times:
-//! curl 'localhost:3000/leak?mb=32'            # one worker keeps 96 MiB: replaced
+//! curl 'localhost:8000/leak?mb=32'            # one worker keeps 96 MiB: replaced
 //! just lesson 09 --leak 40 --health-budget 2  # every worker leaks: the budget stops it
 //! ```
 //!

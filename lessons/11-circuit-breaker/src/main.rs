@@ -16,7 +16,7 @@
 //! just lesson 11 --usual          # the usual answer: a timer race, and a half-open that lets all through
 //! just lesson 11 --serve          # then flip the upstream yourself:
 //! curl -X POST 'localhost:UPSTREAM/mode?set=fail'   # (the start-up line names UPSTREAM)
-//! curl localhost:3000/            # 502 a few times per worker, then 503 at once
+//! curl localhost:8000/            # 502 a few times per worker, then 503 at once
 //! ```
 //!
 //! **What the usual answer gets wrong.** `Promise.race([call, timeout])`

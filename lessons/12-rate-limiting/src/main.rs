@@ -20,7 +20,7 @@
 //! just lesson 12                       # --algorithm sliding: 10 a window, exactly 100 of 300
 //! just lesson 12 --algorithm gcra      # the same limit, one number per client
 //! just lesson 12 --redis-down closed   # during the outage: 503 instead of letting requests through
-//! just lesson 12 --serve               # then: curl -i -H 'x-api-key: ada' localhost:3000/
+//! just lesson 12 --serve               # then: curl -i -H 'x-api-key: ada' localhost:8000/
 //! ```
 //!
 //! | Node                                              | Rust (this workbook)                                |

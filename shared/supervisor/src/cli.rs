@@ -22,7 +22,7 @@ pub struct ClusterArgs {
     pub host: IpAddr,
 
     /// Port to listen on; 0 picks any free port
-    #[arg(long, short = 'p', default_value_t = 3000)]
+    #[arg(long, short = 'p', default_value_t = 8000)]
     pub port: u16,
 
     /// Who accepts connections: rr (the primary, round-robin), shared (the workers,
@@ -30,7 +30,8 @@ pub struct ClusterArgs {
     #[arg(long, default_value_t = Sched::RoundRobin)]
     pub sched: Sched,
 
-    /// How the primary prints events: human or json (one object per line)
+    /// How the primary prints events: human (log lines), json (one object per line)
+    /// or quiet (none)
     #[arg(long, default_value_t = EventsFormat::Human, env = "CLUSTER_EVENTS")]
     pub events: EventsFormat,
 
