@@ -62,6 +62,12 @@ ci: fmt-check clippy test book-build bench-build
 bench *ARGS:
     cargo bench --workspace "$@"
 
+# Run lesson NN's Node twin and the Rust lesson under the same scripts, side by side
+[group('measure')]
+compare NN *ARGS: (_check NN)
+    @cargo build --release -q -p lesson-{{ replace_regex(NN, nn, '0$1') }} -p scenarios
+    @target/release/compare {{ replace_regex(NN, nn, '0$1') }} --out book/measured/{{ replace_regex(NN, nn, '0$1') }}-compare.md "${@:2}"
+
 # Measure lesson 04's strategies side by side (rr, shared, reuseport × new, keep-alive)
 [group('measure')]
 bench-lb *ARGS:

@@ -207,6 +207,20 @@ impl Lesson {
             .unwrap_or_default()
     }
 
+    /// Every event so far with the moment it arrived.
+    pub fn timeline(&self) -> Vec<(std::time::Instant, Value)> {
+        self.log
+            .lock()
+            .map(|log| {
+                log.arrived
+                    .iter()
+                    .copied()
+                    .zip(log.events.iter().cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// When the first event of `kind` arrived at or after event `after`.
     pub fn arrival(&self, kind: &str, after: usize) -> Option<std::time::Instant> {
         let log = self.log.lock().ok()?;

@@ -14,6 +14,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod compare;
 pub mod lesson;
 pub mod node;
 pub mod runner;

@@ -35,6 +35,25 @@ pub struct Outcome {
     pub failures: Vec<String>,
     /// Everything the lesson wrote on stderr.
     pub stderr: String,
+    /// What was measured on the way, for `just compare`.
+    pub measured: Measured,
+}
+
+/// The numbers of one run, kept for side-by-side tables (`just compare`):
+/// what the clients saw, when things happened, how big the workers were.
+#[derive(Debug, Default)]
+pub struct Measured {
+    /// Every finished load, by name.
+    pub loads: BTreeMap<String, LoadReport>,
+    /// Every event the primary printed, with when it arrived (from the start).
+    pub timeline: Vec<(Duration, Value)>,
+    /// When each `signal` step sent its signal (from the start).
+    pub signals: Vec<(Duration, String)>,
+    /// When the primary exited (from the start), if it did by itself.
+    pub exited: Option<Duration>,
+    /// The resident memory of each live worker at the last `sample`
+    /// step, in MiB.
+    pub worker_rss_mib: Vec<f64>,
 }
 
 impl Outcome {
@@ -52,6 +71,11 @@ pub struct Facts {
     failures: Vec<String>,
     /// The run's private redis-server, for scripts with `redis = true`.
     redis: Option<redis_helper::Redis>,
+    /// When the program was started.
+    begun: Option<Instant>,
+    signals: Vec<(Duration, String)>,
+    exited: Option<Duration>,
+    worker_rss_mib: Vec<f64>,
 }
 
 /// Runs `script` against the lesson binary `bin` (or the script's Node
@@ -84,9 +108,12 @@ pub async fn run(bin: &Path, script: &Script, transcript: &mut Transcript) -> Ou
                 transcript: transcript.text(),
                 failures: vec![error],
                 stderr: String::new(),
+                measured: Measured::default(),
             };
         }
     };
+    let begun = Instant::now();
+    facts.begun = Some(begun);
     transcript.detail(format!(
         "primary pid {}, flags added: {}",
         lesson.pid(),
@@ -111,10 +138,22 @@ pub async fn run(bin: &Path, script: &Script, transcript: &mut Transcript) -> Ou
     }
 
     finish(&mut lesson, &mut facts, transcript).await;
+    let timeline = lesson
+        .timeline()
+        .into_iter()
+        .map(|(at, event)| (at.saturating_duration_since(begun), event))
+        .collect();
     Outcome {
         transcript: transcript.text(),
         failures: facts.failures,
         stderr: lesson.stderr(),
+        measured: Measured {
+            loads: facts.loads,
+            timeline,
+            signals: facts.signals,
+            exited: facts.exited,
+            worker_rss_mib: facts.worker_rss_mib,
+        },
     }
 }
 
@@ -290,6 +329,11 @@ async fn run_step(
 
         Action::Signal(signal) => {
             transcript.line(format!("send  {signal} to the primary"));
+            if let Some(begun) = facts.begun {
+                facts
+                    .signals
+                    .push((begun.elapsed(), signal.as_str().to_owned()));
+            }
             match lesson.signal(*signal) {
                 Ok(()) => true,
                 Err(error) => {
@@ -315,8 +359,12 @@ async fn run_step(
 
         Action::WaitExit { within } => {
             let begun = Instant::now();
+            let was_running = lesson.exit_status().is_none();
             match lesson.wait_exit(*within).await {
                 Some(status) => {
+                    if was_running && let Some(begun) = facts.begun {
+                        facts.exited = Some(begun.elapsed());
+                    }
                     transcript.line("wait  for the primary to exit ✓");
                     transcript.detail(format!("{status} after {:?}", begun.elapsed()));
                     true
@@ -328,6 +376,23 @@ async fn run_step(
                     false
                 }
             }
+        }
+
+        Action::SampleMemory => {
+            let alive = lesson.alive_workers();
+            facts.worker_rss_mib = alive.iter().filter_map(|&pid| rss_mib(pid)).collect();
+            transcript.line("sample the workers' memory");
+            transcript.detail(format!(
+                "{} workers, RSS {} MiB",
+                facts.worker_rss_mib.len(),
+                facts
+                    .worker_rss_mib
+                    .iter()
+                    .map(|mib| format!("{mib:.1}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+            true
         }
 
         Action::Redis(what) => {
@@ -554,6 +619,20 @@ fn lookup(fact: &Fact, lesson: &Lesson, facts: &Facts) -> Result<Value, String> 
             over_events(*func, path, &of_kind)
         }
     }
+}
+
+/// The resident memory of `pid` in MiB (`VmRSS`), if it is still running.
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
 }
 
 /// `8s`, `1.5s`, `500ms`: a script's own way of writing a duration.

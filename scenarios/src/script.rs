@@ -43,6 +43,9 @@
 //! within = "8s"
 //! ```
 //!
+//! `[[step]] sample = "memory"` notes each live worker's resident memory,
+//! for the side-by-side tables of `just compare`.
+//!
 //! A background load can run through a story and stop when it is over:
 //!
 //! ```toml
@@ -92,6 +95,9 @@ pub struct Script {
     pub program: Program,
     /// The run gets a private redis-server (`REDIS_URL`).
     pub redis: bool,
+    /// A side-by-side comparison's own settings (`scenarios/compare/*.toml`),
+    /// read by [`crate::compare`]; scenario scripts have none.
+    pub compare: Option<toml::Table>,
     pub steps: Vec<Step>,
 }
 
@@ -155,6 +161,8 @@ pub enum Action {
     Expect { check: Check, within: Duration },
     /// Stop or start the run's private redis-server.
     Redis(RedisAction),
+    /// Note each live worker's resident memory, for `just compare`.
+    SampleMemory,
 }
 
 /// What a `redis` step does to the run's private server.
@@ -172,7 +180,11 @@ impl Action {
     pub fn is_action(&self) -> bool {
         !matches!(
             self,
-            Action::Say(_) | Action::Wait { .. } | Action::Expect { .. } | Action::Await { .. }
+            Action::Say(_)
+                | Action::Wait { .. }
+                | Action::Expect { .. }
+                | Action::Await { .. }
+                | Action::SampleMemory
         )
     }
 }
@@ -203,6 +215,7 @@ struct RawScript {
     node: Option<Spanned<String>>,
     #[serde(default)]
     redis: bool,
+    compare: Option<toml::Table>,
     step: Vec<Spanned<RawStep>>,
 }
 
@@ -232,6 +245,7 @@ const ACTIONS: &[(&str, &[&str])] = &[
     ("wait_exit", &[]),
     ("expect", &["within"]),
     ("redis", &[]),
+    ("sample", &[]),
 ];
 
 impl Script {
@@ -302,6 +316,7 @@ impl Script {
             args: raw.args,
             program,
             redis: raw.redis,
+            compare: raw.compare,
             steps,
         })
     }
@@ -508,6 +523,15 @@ fn read_step(raw: RawStep, span: std::ops::Range<usize>) -> Result<Action, StepE
                 within: options.duration("within")?.unwrap_or(Duration::ZERO),
             }
         }
+        "sample" => match required_string(&mut options, "sample", &action_span)?.as_str() {
+            "memory" => Action::SampleMemory,
+            other => {
+                return Err((
+                    action_span,
+                    format!("`sample` takes \"memory\", not {other:?}"),
+                ));
+            }
+        },
         "redis" => match required_string(&mut options, "redis", &action_span)?.as_str() {
             "stop" => Action::Redis(RedisAction::Stop),
             "start" => Action::Redis(RedisAction::Start),
