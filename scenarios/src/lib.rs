@@ -15,6 +15,7 @@
 pub mod bench;
 pub mod check;
 pub mod compare;
+pub mod gone;
 pub mod lesson;
 pub mod node;
 pub mod runner;

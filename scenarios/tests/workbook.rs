@@ -139,6 +139,36 @@ fn summary_links(summary: &str) -> Vec<String> {
     links
 }
 
+/// Every side-by-side comparison (`scenarios/compare/NN-*.toml`) reads,
+/// names a Node twin that exists, and belongs to a lesson that exists, so
+/// that `just compare NN` cannot fail on a typo after minutes of running.
+#[test]
+fn every_comparison_reads_and_names_a_twin_that_exists() {
+    let root = root();
+    let dir = root.join("scenarios/compare");
+    let mut problems = Vec::new();
+    for name in names(&dir) {
+        if !name.ends_with(".toml") {
+            continue;
+        }
+        let Some(nn) = lesson_number(&name) else {
+            problems.push(format!(
+                "scenarios/compare/{name}: the name must start with a lesson number (08-…)"
+            ));
+            continue;
+        };
+        match scenarios::compare::Comparison::load(&dir.join(&name)) {
+            Ok(comparison) => {
+                if let Err(error) = scenarios::node::twin(&root, nn, &comparison.settings.node) {
+                    problems.push(format!("scenarios/compare/{name}: {error}"));
+                }
+            }
+            Err(error) => problems.push(error),
+        }
+    }
+    report("comparisons", &problems);
+}
+
 #[test]
 fn summary_lists_every_chapter() {
     let src = root().join("book/src");

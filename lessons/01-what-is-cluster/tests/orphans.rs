@@ -7,23 +7,13 @@
 //! exits: an event to await, so no polling and no sleeps.
 
 use std::io::{BufRead, BufReader};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::libc;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use scenarios::gone::{still_running_after, watch};
 use serde_json::Value;
-
-/// Opens a pidfd for `pid`; `None` if the process is already gone.
-fn pidfd(pid: i32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    // SAFETY: a non-negative result is a descriptor we now own.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
 
 // Round-robin workers also lose their handle channel when the primary dies;
 // shared-socket workers have only the IPC channel and PR_SET_PDEATHSIG. Both
@@ -72,29 +62,14 @@ fn sigkill_primary_then_expect_no_workers(sched: &str) -> Result<(), Box<dyn std
         }
     }
     assert_eq!(pids.len(), 3, "expected 3 forks before 3 listening events");
-    let watched: Vec<(i32, OwnedFd)> = pids
-        .iter()
-        .filter_map(|&pid| pidfd(pid).map(|fd| (pid, fd)))
-        .collect();
+    let watched: Vec<_> = pids.iter().filter_map(|&pid| watch(pid)).collect();
     assert_eq!(watched.len(), 3, "every worker was alive before the kill");
 
     kill(Pid::from_raw(primary.id() as i32), Signal::SIGKILL)?;
     primary.wait()?;
 
     // Each pidfd turns readable when its process exits; give them 2 s in all.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let mut alive = Vec::new();
-    for (pid, fd) in &watched {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(fd), PollFlags::POLLIN)];
-        let ready = poll(
-            &mut fds,
-            PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO),
-        )?;
-        if ready == 0 {
-            alive.push(*pid);
-        }
-    }
+    let alive = still_running_after(&watched, Duration::from_secs(2));
     for pid in &alive {
         // Do not leave them behind either way.
         let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);

@@ -16,9 +16,13 @@ use scenarios::{Script, Transcript};
 struct Args {
     /// The lesson: 1 to 12 (8 and 08 both work).
     lesson: String,
-    /// Only the script whose name contains this (lesson 03 has two).
+    /// Only the scripts whose name contains this (`--only node`: the Node twin's).
     #[arg(long)]
     only: Option<String>,
+    /// Run this script file instead of the lesson's own (a script of your
+    /// own; its name must start with the lesson's number, `08-mine.toml`).
+    #[arg(long)]
+    script: Option<PathBuf>,
     /// The lesson binary; by default the one next to this program.
     #[arg(long)]
     bin: Option<PathBuf>,
@@ -44,15 +48,20 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         Ok(n @ 1..=12) => format!("{n:02}"),
         _ => bail!("no lesson {:?}: lessons are numbered 01 to 12", args.lesson),
     };
-    let scripts: Vec<PathBuf> = scenarios::scripts_for(&nn)
-        .with_context(|| format!("listing {}", scenarios::scripts_dir().display()))?
+    let paths: Vec<PathBuf> = match args.script {
+        Some(path) => vec![path],
+        None => scenarios::scripts_for(&nn)
+            .with_context(|| format!("listing {}", scenarios::scripts_dir().display()))?,
+    };
+    let scripts = paths
         .into_iter()
         .filter(|path| {
             args.only
                 .as_deref()
                 .is_none_or(|only| path.to_string_lossy().contains(only))
         })
-        .collect();
+        .map(|path| Script::load(&path))
+        .collect::<Result<Vec<_>, _>>()?;
     if scripts.is_empty() {
         bail!(
             "no scenario script scenarios/{nn}-*.toml matches: lesson {nn} has none yet, or --only matched nothing"
@@ -65,15 +74,18 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             .context("finding this program's folder")?
             .with_file_name(format!("lesson-{nn}")),
     };
-    if !bin.is_file() {
+    // A Node twin's script needs node, not the lesson's binary.
+    let needs_bin = scripts
+        .iter()
+        .any(|script| script.program == scenarios::script::Program::Lesson);
+    if needs_bin && !bin.is_file() {
         bail!(
             "{} does not exist: build it with `cargo build -p lesson-{nn}` (`just scenario {nn}` does that for you)",
             bin.display()
         );
     }
     let mut all_passed = true;
-    for path in scripts {
-        let script = Script::load(&path)?;
+    for script in scripts {
         let mut transcript = Transcript::live();
         let outcome = scenarios::run(&bin, &script, &mut transcript).await;
         if args.stderr {
