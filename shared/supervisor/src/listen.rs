@@ -149,6 +149,40 @@ pub(crate) fn check_port_free(addr: SocketAddr) -> io::Result<()> {
     probe.bind(&addr.into())
 }
 
+/// A reuseport cluster's claim on its address, held for the cluster's life.
+///
+/// [`check_port_free`] sees a port as busy only once somebody *listens*
+/// there, and a reuseport slot listens only when its first worker is ready:
+/// two clusters started at the same instant both passed the check and split
+/// the traffic (19 runs in 20). A check followed by a bind can always race,
+/// so the claim is one atomic act instead: binding a Unix socket in Linux's
+/// abstract namespace, named after the address. Only one process can hold
+/// a name; the kernel frees it when that process ends, `kill -9` included,
+/// so nothing is left behind to clean up. It guards against clusters of this
+/// workbook; any other program on the port is still found by
+/// [`check_port_free`].
+#[derive(Debug)]
+pub(crate) struct PortClaim(#[allow(dead_code)] std::os::unix::net::UnixListener);
+
+/// Claims `addr` for one reuseport cluster, or fails with `AddrInUse`.
+/// Port 0 needs no claim: the kernel gives every cluster its own port.
+pub(crate) fn claim_port(addr: SocketAddr) -> io::Result<Option<PortClaim>> {
+    use std::os::linux::net::SocketAddrExt;
+    if addr.port() == 0 {
+        return Ok(None);
+    }
+    let name = format!("cluster-workbook/reuseport/{addr}");
+    let unix = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    match std::os::unix::net::UnixListener::bind_addr(&unix) {
+        Ok(claim) => Ok(Some(PortClaim(claim))),
+        Err(error) if error.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "Address already in use by another cluster of this workbook",
+        )),
+        Err(error) => Err(error),
+    }
+}
+
 /// A worker's accept stream, whatever the strategy.
 #[derive(Debug)]
 pub struct Listener {

@@ -145,6 +145,39 @@ async fn a_second_reuseport_cluster_on_a_busy_port_is_refused()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_reuseport_clusters_started_together_cannot_both_serve()
+-> Result<(), Box<dyn std::error::Error>> {
+    let reuseport = |addr| ClusterOptions {
+        sched: Sched::ReusePort,
+        addr,
+        ..options(1, "plain")
+    };
+    // A free port, given back: both clusters are told to use it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    // The second starts before the first has a ready worker — before any
+    // socket listens there, which is what the busy-port check looks for.
+    let first = Cluster::start(reuseport(port)).await?;
+    let second = Cluster::start(reuseport(port)).await;
+    let message = match second {
+        Ok(second) => {
+            second.shutdown();
+            second.run().await?;
+            first.shutdown();
+            first.run().await?;
+            return Err("two reuseport clusters started on one port".into());
+        }
+        Err(error) => error.to_string(),
+    };
+    assert!(message.contains("Address already in use"), "{message}");
+    first.wait_ready(1, WITHIN).await?;
+    let response = get(first.addr()).await?;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    first.shutdown();
+    first.run().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ask_all_gathers_answers_and_names_the_worker_that_stalled()
 -> Result<(), Box<dyn std::error::Error>> {
     let cluster = Cluster::start(options(3, "stall")).await?;

@@ -116,6 +116,8 @@ struct Inner {
     vitals: Mutex<BTreeMap<WorkerId, Vitals>>,
     /// The outcome, once the cluster has stopped.
     outcome: watch::Receiver<Option<Result<Stopped, Arc<ClusterError>>>>,
+    /// Reuseport: this cluster's claim on its address, kept while it lives.
+    _port_claim: Option<listen::PortClaim>,
 }
 
 impl Cluster {
@@ -133,14 +135,18 @@ impl Cluster {
         };
         // Round-robin and shared: one listening socket, the primary's. Reuseport:
         // a bound socket that never listens, to hold the port (see `listen`).
-        let (listener, reserved) = match options.sched {
-            Sched::RoundRobin | Sched::Shared => {
-                (Some(listen::bind(options.addr).map_err(bind_error)?), None)
-            }
+        let (listener, reserved, port_claim) = match options.sched {
+            Sched::RoundRobin | Sched::Shared => (
+                Some(listen::bind(options.addr).map_err(bind_error)?),
+                None,
+                None,
+            ),
             Sched::ReusePort => {
+                // Claimed first, checked second: see `listen::PortClaim`.
+                let claim = listen::claim_port(options.addr).map_err(bind_error)?;
                 listen::check_port_free(options.addr).map_err(bind_error)?;
                 let reserved = listen::bind_reuse_port(options.addr).map_err(bind_error)?;
-                (None, Some(reserved))
+                (None, Some(reserved), claim)
             }
         };
         let local = match (&listener, &reserved) {
@@ -187,6 +193,7 @@ impl Cluster {
                 handed_out: AtomicU64::new(0),
                 vitals: Mutex::default(),
                 outcome,
+                _port_claim: port_claim,
             }),
         };
 
