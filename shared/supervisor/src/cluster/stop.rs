@@ -207,6 +207,11 @@ impl Cluster {
             self.publish(Event::Draining { id, reason });
         }
         if let Some((from, to)) = scaled {
+            // Said once, here, because nothing else would say it: the flag
+            // asked for `from` workers and the cluster now runs fewer.
+            self.note_line(&format!(
+                "worker {id} leaves for good, so nothing replaces it (as Node does after disconnect()): {to} of the {from} workers from now on; SIGTTIN adds one"
+            ));
             self.publish(Event::Scale { from, to });
         }
         // `update` took it out of the dispatcher's routes; now tell it that
