@@ -129,10 +129,10 @@ async fn primary(args: Args) -> anyhow::Result<()> {
 async fn worker(id: WorkerId) -> anyhow::Result<()> {
     let worker = Worker::connect().await?;
     let me = Identity::of_this_process("worker", Some(id));
-    eprintln!(
+    supervisor::report::stderr_line(&format!(
         "[worker {id}] I am a worker: pid {}, started by pid {}",
         me.pid, me.parent_pid
-    );
+    ));
     worker.send(&me)?;
 
     let listener = worker.listen().await?;

@@ -110,7 +110,9 @@ async fn worker(args: Args) -> anyhow::Result<()> {
     let worker = Arc::new(Worker::connect().await?);
     let id = worker.id();
     if args.crash_on_start {
-        eprintln!("[worker {id}] crashing on start, as --crash-on-start asks");
+        supervisor::report::stderr_line(&format!(
+            "[worker {id}] crashing on start, as --crash-on-start asks"
+        ));
         std::process::exit(1);
     }
     let listener = worker.listen().await?;
@@ -122,7 +124,9 @@ async fn worker(args: Args) -> anyhow::Result<()> {
         async move {
             match request.uri().path() {
                 "/crash" => {
-                    eprintln!("[worker {id}] /crash: exiting with code 1");
+                    supervisor::report::stderr_line(&format!(
+                        "[worker {id}] /crash: exiting with code 1"
+                    ));
                     std::process::exit(1)
                 }
                 "/leave" => match me.disconnect() {

@@ -299,9 +299,9 @@ async fn worker(args: Args, id: WorkerId) -> anyhow::Result<()> {
                     mine.apply(version, greeting);
                     let _ = me.send(&FromWorker::ConfigApplied { version });
                 }
-                Err(error) => {
-                    eprintln!("[worker {id}] ignored a message of the wrong shape: {error}")
-                }
+                Err(error) => supervisor::report::stderr_line(&format!(
+                    "[worker {id}] ignored a message of the wrong shape: {error}"
+                )),
             }
         }
     });

@@ -253,7 +253,7 @@ async fn worker(args: Args, id: WorkerId) -> anyhow::Result<()> {
             said(&outages, id, answer.is_ok());
             answer.unwrap_or_else(|error| {
                 if let Some(line) = outage(&outages, &error) {
-                    eprintln!("[worker {id}] {line}");
+                    supervisor::report::stderr_line(&format!("[worker {id}] {line}"));
                 }
                 json(503, &json!({ "error": "the session store is unavailable" }))
             })
@@ -348,7 +348,7 @@ fn said(outages: &Mutex<Outages>, id: WorkerId, worked: bool) {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .worked()
     {
-        eprintln!("[worker {id}] {line}");
+        supervisor::report::stderr_line(&format!("[worker {id}] {line}"));
     }
 }
 
