@@ -40,7 +40,7 @@ pub struct ClusterArgs {
     pub grace: Duration,
 
     /// Seconds a new worker may take to say it is ready before it is killed
-    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    #[arg(long, default_value = "10", value_parser = parse_ready_timeout)]
     pub ready_timeout: Duration,
 
     /// Threads in each worker's async runtime; 1 runs one event loop per worker,
@@ -94,6 +94,17 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value * scale).map_err(|_| bad())
 }
 
+/// A ready timeout: [`parse_seconds`], but never 0, which would kill
+/// every worker before it could say it is ready and leave none serving.
+pub fn parse_ready_timeout(text: &str) -> Result<Duration, String> {
+    match parse_seconds(text)? {
+        Duration::ZERO => Err(format!(
+            "{text:?} would kill every worker before it could be ready: give it time, like 10 or 500ms"
+        )),
+        timeout => Ok(timeout),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +118,13 @@ mod tests {
         assert!(parse_seconds("-1").is_err());
         assert!(parse_seconds("soon").is_err());
         assert!(parse_seconds("1e19").is_err());
+    }
+
+    #[test]
+    fn a_ready_timeout_of_zero_is_refused() {
+        assert_eq!(parse_ready_timeout("250ms"), Ok(Duration::from_millis(250)));
+        let refused = parse_ready_timeout("0").err().unwrap_or_default();
+        assert!(refused.contains("would kill every worker"), "{refused}");
+        assert!(parse_ready_timeout("0ms").is_err());
     }
 }

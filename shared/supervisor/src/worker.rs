@@ -22,7 +22,9 @@ use crate::inherit::{InheritError, take_inherited};
 use crate::ipc::{self, Incoming, SendError, ToPrimary, ToWorker};
 use crate::listen::{ListenError, Listener, Probes, Sched};
 use crate::report::stderr_line;
-use crate::role::{ADDR_VAR, BadWorkerId, IPC_FD_VAR, Role, SCHED_VAR, WorkerId, role};
+use crate::role::{
+    ADDR_VAR, BadWorkerId, IPC_FD_VAR, Role, SCHED_VAR, WORKER_ID_VAR, WorkerId, role,
+};
 
 /// Heartbeats queued for the server; more than this waiting means the
 /// server is not answering, and the primary's timeout will say so.
@@ -39,8 +41,16 @@ pub enum WorkerError {
     Inherit(#[from] InheritError),
     #[error("{var}={value:?} from the primary is not valid")]
     BadEnv { var: &'static str, value: String },
-    #[error("cannot use the channel to the primary: {0}")]
-    Io(#[from] std::io::Error),
+    /// The descriptor is open but is not a socket this process can use:
+    /// the cause is printed in the message, not again as a source.
+    #[error(
+        "{IPC_FD_VAR} does not name a usable channel to the primary ({0}): start this program without {WORKER_ID_VAR} to run a primary"
+    )]
+    Channel(std::io::Error),
+    #[error("cannot watch for SIGTERM: {0}")]
+    Signal(std::io::Error),
+    #[error("cannot set up the listening socket: {0}")]
+    Socket(std::io::Error),
     #[error(transparent)]
     Listen(#[from] ListenError),
     #[error(transparent)]
@@ -80,9 +90,9 @@ impl Worker {
         };
         let fd = take_inherited(IPC_FD_VAR)?;
         let stream = std::os::unix::net::UnixStream::from(fd);
-        stream.set_nonblocking(true)?;
+        stream.set_nonblocking(true).map_err(WorkerError::Channel)?;
         let (mut from_primary, to_primary) = ipc::channel::<ToWorker, ToPrimary>(
-            UnixStream::from_std(stream)?,
+            UnixStream::from_std(stream).map_err(WorkerError::Channel)?,
             "the primary".into(),
         );
 
@@ -134,7 +144,7 @@ impl Worker {
         // the cluster keeps its desired count. (SIGINT and SIGHUP, which a
         // terminal sends to the whole group, are ignored: see
         // `cluster/spawn.rs`.)
-        let mut terms = signal(SignalKind::terminate())?;
+        let mut terms = signal(SignalKind::terminate()).map_err(WorkerError::Signal)?;
         let tell = to_primary.clone();
         tokio::spawn(async move {
             while terms.recv().await.is_some() {
@@ -187,7 +197,9 @@ impl Worker {
             });
         let listener = Listener::from_env(self.id, sched, addr, self.ready.subscribe(), probes)?;
         if let Ok(mut slot) = self.listen_at_ready.lock() {
-            *slot = listener.socket_to_listen_on()?;
+            *slot = listener
+                .socket_to_listen_on()
+                .map_err(WorkerError::Socket)?;
         }
         self.to_primary.send(&ToPrimary::Listening { addr })?;
         Ok(listener)

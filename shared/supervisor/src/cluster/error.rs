@@ -49,7 +49,7 @@ pub enum ClusterError {
         window.as_secs()
     )]
     HealthLoop { restarts: u32, window: Duration },
-    #[error("{} within the {}s grace period: killed (a request took longer than the grace allows)", forced(ids), grace.as_secs_f32())]
+    #[error("{} within the {}s grace period, so killed: still serving (a request longer than the grace), or unable to drain at all (stopped, or its event loop blocked)", forced(ids), grace.as_secs_f32())]
     ForcedStop { ids: Vec<WorkerId>, grace: Duration },
     #[error(
         "{how} asked to stop at once: {} killed before draining; requests in flight on them were cut",

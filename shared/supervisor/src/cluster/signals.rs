@@ -88,9 +88,11 @@ impl Supervisor {
                 "SIGTERM again: already stopping gracefully (Ctrl-C again or SIGQUIT stops at once)",
             ),
             (Caught::Roll(name), false) => {
-                cluster.note_line(&format!("{name}: rolling restart"));
-                // Refused while another runs; that is published.
-                let _ = cluster.start_rollout();
+                // Refused while another runs: `rollout_ignored` says so, and
+                // this line is only for a rollout that really starts.
+                if cluster.start_rollout().is_ok() {
+                    cluster.note_line(&format!("{name}: rolling restart"));
+                }
             }
             (Caught::MoreWorkers, false) => cluster.scale(cluster.desired() + 1),
             (Caught::FewerWorkers, false) => cluster.scale(cluster.desired().saturating_sub(1)),
