@@ -1,0 +1,84 @@
+// Lesson 03's Node twin: the usual answer to "how do you detect a dead
+// worker and restart it?", as interviewees write it — an `exit` handler
+// that logs `code || signal` and forks again, and a worker whose `/crash`
+// calls `process.exit(1)` — run in Node so the workbook can check what the
+// `exit` event really carries and what the unconditional fork does.
+//
+//   node lessons/03-restart-dead-workers/node/usual.js --workers 2
+//   curl localhost:8000/crash          # a crash: exit code 1
+//   kill -9 <a worker's pid>           # a signal: code null
+//   kill -HUP <primary pid>            # the primary calls worker.disconnect()
+//   kill -USR2 <primary pid>           # the primary calls worker.kill()
+//   node lessons/03-restart-dead-workers/node/usual.js --workers 2 --crash-at-start
+//
+// What the twin adds for the scenarios: `--workers` (the usual answer forks
+// one); `--crash-at-start` (every worker exits with code 1 before it
+// listens: a bad release); `--crash-after 1s` (/crash first keeps its
+// worker busy, as a long synchronous task would); the `died` and
+// `restarting` events at the two lines the usual handler logs; and two
+// signals that make the primary stop its oldest worker the two ways the
+// cluster API offers, `disconnect()` (SIGHUP) and `kill()` (SIGUSR2), so a
+// script can see what `exit` says about each. `twin.js` adds the
+// workbook's flags and event lines (see its header).
+
+'use strict';
+
+const cluster = require('node:cluster');
+const http = require('node:http');
+const twin = require('../../../shared/node-twin/twin.js');
+
+const opts = twin.setup({
+  title: "Lesson 03's Node twin: log the exit, fork again",
+  flags: {
+    'crash-at-start': { type: 'boolean', help: 'every worker exits with code 1 as it starts' },
+    'crash-after': { type: 'string', help: 'DURATION: /crash keeps its worker busy this long first' },
+  },
+});
+
+if (cluster.isMaster) {
+  // ANCHOR: primary
+  for (let i = 0; i < (opts.workers ?? 1); i++) {
+    cluster.fork();
+  }
+
+  cluster.on('exit', (worker, code, signal) => {
+    console.log(`worker ${worker.id} died (${code || signal})`);
+    twin.emit('died', { id: worker.id, reported: code || signal });
+    console.log('forking a new worker');
+    twin.emit('restarting', { after: worker.id });
+    cluster.fork();
+  });
+  // ANCHOR_END: primary
+
+  // Twin only: stop the oldest worker on purpose, one way or the other,
+  // so that a script can read what `exit` says about each.
+  const oldest = () => Object.values(cluster.workers).sort((a, b) => a.id - b.id)[0];
+  process.on('SIGHUP', () => oldest()?.disconnect());
+  process.on('SIGUSR2', () => oldest()?.kill());
+} else {
+  if (opts['crash-at-start']) {
+    process.exit(1); // a bad release: say, a setting it cannot do without
+  }
+
+  // ANCHOR: worker
+  const server = http.createServer((req, res) => {
+    if (req.url === '/crash') {
+      process.exit(1);
+    }
+    res.end('OK\n');
+  });
+  // ANCHOR_END: worker
+
+  if (opts['crash-after'] !== undefined) {
+    // Twin only: a crash at the end of a long synchronous task. The
+    // worker's event loop is busy meanwhile, so it takes in nothing.
+    const ms = twin.seconds(opts['crash-after'], '--crash-after') * 1000;
+    server.prependListener('request', (req) => {
+      if (req.url === '/crash') {
+        const until = Date.now() + ms;
+        while (Date.now() < until);
+      }
+    });
+  }
+  twin.tag(server).listen(opts.port, opts.host);
+}
