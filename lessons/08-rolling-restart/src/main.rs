@@ -20,9 +20,12 @@
 //!
 //! **What the usual answer gets wrong.** It treats `listening` as ready; a
 //! replacement that never listens hangs its loop forever; and the old
-//! worker's `server.close()` closes idle keep-alive connections under
-//! clients that are sending on them at that instant, so those requests fail
-//! with a reset. `--naive` runs that sequence and counts what it loses.
+//! worker's `server.close()` (Node 20) closes the keep-alive connections
+//! idle at that instant — under clients that may be sending on them, so
+//! those requests fail — while a connection busy with a request goes on
+//! serving its client with keep-alive for as long as the client sends, and
+//! the loop waits on it. `--naive` runs that sequence, closing connections
+//! as Node does, and counts what it loses.
 //!
 //! | Node                                             | Rust (this workbook)                                   |
 //! |--------------------------------------------------|--------------------------------------------------------|
@@ -30,9 +33,11 @@
 //! | `cluster.fork()` then `worker.on('listening')`   | `cluster.rolling_restart()` waits for `ready`          |
 //! | `process.send('ready')` (PM2's `wait_ready`)     | `worker.ready()`                                       |
 //! | `worker.disconnect()` + `server.close()`         | the drain: `Connection: close`, idle timeout, `--grace` |
+//! | (a slow handler)                                 | `--handler-ms`: every response waits this long          |
 //! | (hand-written, if at all) a ready timeout        | `--ready-timeout`: kill the replacement, keep the old  |
 
 mod naive;
+mod node_close;
 mod report;
 
 use std::process::ExitCode;
@@ -61,10 +66,17 @@ struct Args {
     #[arg(long)]
     bad_release: bool,
 
-    /// The usual answer: wait for `listening`, not `ready`; close idle
-    /// connections at once when draining
+    /// The usual answer: wait for `listening`, not `ready`; the old worker
+    /// closes connections as Node 20's `server.close()` does (idle ones at
+    /// once, busy ones only after 5 s idle). With --serve, SIGHUP or SIGUSR2
+    /// runs it
     #[arg(long)]
     naive: bool,
+
+    /// Milliseconds each response waits before it is sent: with a few
+    /// hundred, a keep-alive client nearly always has a request in progress
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    handler_ms: u64,
 
     /// How long a worker warms up between listening and ready
     #[arg(long, default_value = "200ms", value_parser = parse_seconds)]
@@ -96,11 +108,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
 // ANCHOR: primary
 async fn primary(mut args: Args) -> anyhow::Result<()> {
     let workers = *args.cluster.workers.get_or_insert(DEFAULT_WORKERS);
+    // `--serve --naive`: the usual answer's own SIGUSR2 handler rolls.
+    let usual_signals = args.serve && args.naive;
     let options = supervisor::ClusterOptions {
         restart: Some(RestartPolicy::default()),
+        handle_signals: !usual_signals,
         ..args.cluster.options()
     };
     let ready_timeout = options.ready_timeout;
+    let usual_signals = match usual_signals {
+        true => Some(naive::UsualSignals::new().context("catching SIGUSR2")?),
+        false => None,
+    };
     let cluster = Cluster::start(options)
         .await
         .context("starting the cluster")?;
@@ -115,6 +134,9 @@ async fn primary(mut args: Args) -> anyhow::Result<()> {
             cluster.addr(),
             std::process::id()
         ));
+        if let Some(signals) = usual_signals {
+            tokio::spawn(signals.serve(cluster.clone()));
+        }
     } else {
         let shown = demo(&cluster, &args).await;
         cluster.shutdown();
@@ -162,8 +184,14 @@ async fn demo(cluster: &Cluster, args: &Args) -> anyhow::Result<()> {
 // ANCHOR: worker
 async fn worker(args: Args) -> anyhow::Result<()> {
     let worker = Arc::new(Worker::connect().await?);
-    let listener = worker.listen().await?;
     let (id, generation) = (worker.id(), worker.generation());
+    if args.naive {
+        // A Node worker listens once its start-up is done and takes
+        // connections from then on: `listening` is all the usual answer
+        // waits for. Here too, with --naive: start-up first, then listen.
+        tokio::time::sleep(args.warmup).await;
+    }
+    let listener = worker.listen().await?;
 
     if args.bad_release && generation > 1 {
         // A release that cannot start: it listens, but never gets ready.
@@ -172,24 +200,31 @@ async fn worker(args: Args) -> anyhow::Result<()> {
         worker.disconnected().await;
         return Ok(());
     }
-    // Listening is not ready: caches to load, connections to open.
-    tokio::time::sleep(args.warmup).await;
+    if !args.naive {
+        // Listening is not ready: caches to load, connections to open.
+        tokio::time::sleep(args.warmup).await;
+    }
     worker.ready()?;
 
-    let server = if args.naive {
-        // Node's `server.close()` (since Node 19): idle keep-alive
-        // connections closed at once, racing clients about to use them.
-        Server::new().idle_close(Duration::ZERO)
-    } else {
-        Server::new()
-    };
+    let delay = Duration::from_millis(args.handler_ms);
     let hello = move |_| async move {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         text(
             200,
             format!("hello from worker {id} (generation {generation})\n"),
         )
     };
-    server.serve(listener, hello, worker.disconnected()).await;
+    if args.naive {
+        // As Node 20's `server.close()`: idle connections closed at once,
+        // busy ones served on with keep-alive (see `node_close.rs`).
+        node_close::serve(listener, hello, worker.disconnected()).await;
+    } else {
+        Server::new()
+            .serve(listener, hello, worker.disconnected())
+            .await;
+    }
     Ok(())
 }
 // ANCHOR_END: worker

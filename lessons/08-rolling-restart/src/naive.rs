@@ -1,34 +1,47 @@
-//! The usual answer, written with the same API, to measure what it loses.
+//! The usual answer's sequence, written with the supervisor's API, so that
+//! what it does can be measured beside the supervisor's rollout.
 //!
 //! ```js
 //! for (const old of Object.values(cluster.workers)) {
 //!   const next = cluster.fork();
 //!   await once(next, 'listening');   // "listening" taken for "ready"
-//!   old.disconnect();                // its server.close() drops idle sockets
-//!   await once(old, 'exit');         // no timeout: a stuck worker hangs here
+//!   old.disconnect();                // its server.close() closes idle connections
+//!   await once(old, 'exit');         // no timeout: a busy worker holds the loop
 //! }
 //! ```
 //!
 //! Two things differ from [`supervisor::Cluster::rolling_restart`]: the wait
-//! ends at `listening`, and the old worker's drain closes idle keep-alive
-//! connections at once (the worker side of `--naive`, in `main.rs`). The
-//! wait for `exit` is bounded here only so the demo cannot hang; the usual
-//! code would wait for ever.
+//! ends at `listening`, and the old worker closes its connections the way
+//! Node 20's `server.close()` does ([`crate::node_close`], the worker side
+//! of `--naive`): idle ones at once, busy ones not at all while their
+//! clients keep sending. That is the loop of the Node twin
+//! `node/disconnect.js`, and `tests/naive_like_node.rs` checks that clients
+//! see the same from both. What remains of the supervisor: `disconnect`
+//! kills a worker still draining after `--grace`, and the wait for `exit`
+//! is bounded so that the demo cannot hang; the Node loop has neither.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use serde_json::json;
 use supervisor::{Cluster, Event, ExitReason, ReplaceStep, RolloutOutcome, RolloutReport};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// How long the demo waits where the usual code waits for ever.
-const PATIENCE: Duration = Duration::from_secs(30);
+const PATIENCE: Duration = Duration::from_secs(60);
 
 // ANCHOR: naive
 pub async fn rolling_restart(cluster: &Cluster) -> anyhow::Result<RolloutReport> {
     let begun = Instant::now();
     let mut events = cluster.subscribe();
+    let old_workers = cluster.workers();
+    say(
+        cluster,
+        "rollout_started",
+        json!({ "workers": old_workers.len() }),
+    );
     let mut steps = Vec::new();
-    for old in cluster.workers() {
+    for old in old_workers {
         let forked = Instant::now();
         let new = cluster.fork()?;
         let listening = |e: &Event| matches!(e, Event::Listening { id, .. } if *id == new);
@@ -45,6 +58,7 @@ pub async fn rolling_restart(cluster: &Cluster) -> anyhow::Result<RolloutReport>
             .wait_for(PATIENCE, exited)
             .await
             .with_context(|| format!("worker {old} did not exit"))?;
+        say(cluster, "replaced", json!({ "old": old, "new": new }));
         steps.push(ReplaceStep {
             old,
             new,
@@ -53,6 +67,9 @@ pub async fn rolling_restart(cluster: &Cluster) -> anyhow::Result<RolloutReport>
             drained_after: drain.elapsed(),
         });
     }
+    let replaced: Vec<_> = steps.iter().map(|s| [s.old, s.new]).collect();
+    let done = json!({ "outcome": "completed", "replaced": replaced });
+    say(cluster, "rollout_finished", done);
     Ok(RolloutReport {
         generation: 1,
         outcome: RolloutOutcome::Completed,
@@ -62,3 +79,58 @@ pub async fn rolling_restart(cluster: &Cluster) -> anyhow::Result<RolloutReport>
     })
 }
 // ANCHOR_END: naive
+
+/// One of the usual answer's log lines, as an event named like the
+/// supervisor's own (`rollout_started`, `replaced`, `rollout_finished`), so
+/// that the same scenario checks read both.
+fn say(cluster: &Cluster, kind: &str, fields: serde_json::Value) {
+    let human = format!("the usual sequence: {kind} {fields}");
+    cluster.report(kind, &fields, &human);
+}
+
+/// `--serve --naive`: the usual answer's `process.on('SIGUSR2', …)`. Each
+/// SIGUSR2 (or SIGHUP) starts the loop — a second one while a loop runs
+/// starts a second loop beside it, as in Node; SIGINT or SIGTERM stops the
+/// cluster (the supervisor's graceful stop). Made before the cluster starts,
+/// so that no signal finds the process without its handler.
+#[derive(Debug)]
+pub struct UsualSignals {
+    roll: [Signal; 2],
+    stop: [Signal; 2],
+}
+
+impl UsualSignals {
+    pub fn new() -> std::io::Result<Self> {
+        Ok(UsualSignals {
+            roll: [
+                signal(SignalKind::user_defined2())?,
+                signal(SignalKind::hangup())?,
+            ],
+            stop: [
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            ],
+        })
+    }
+
+    pub async fn serve(self, cluster: Cluster) {
+        let UsualSignals {
+            roll: [mut usr2, mut hup],
+            stop: [mut term, mut int],
+        } = self;
+        loop {
+            tokio::select! {
+                _ = usr2.recv() => {}
+                _ = hup.recv() => {}
+                _ = term.recv() => { cluster.shutdown(); continue; }
+                _ = int.recv() => { cluster.shutdown(); continue; }
+            }
+            let cluster = cluster.clone();
+            tokio::spawn(async move {
+                if let Err(error) = rolling_restart(&cluster).await {
+                    cluster.note_line(&format!("the usual sequence stopped: {error:#}"));
+                }
+            });
+        }
+    }
+}
