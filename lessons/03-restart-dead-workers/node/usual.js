@@ -35,8 +35,24 @@ const opts = twin.setup({
   },
 });
 
+// Twin only, in a worker: the faults the scenarios need.
+if (cluster.isWorker && opts['crash-at-start']) {
+  process.exit(1); // a bad release: say, a setting it cannot do without
+}
+if (cluster.isWorker && opts['crash-after'] !== undefined) {
+  // A crash at the end of a long synchronous task: `process.exit` first
+  // keeps the event loop busy, so the worker takes in nothing meanwhile.
+  const ms = twin.seconds(opts['crash-after'], '--crash-after') * 1000;
+  const exit = process.exit;
+  process.exit = (code) => {
+    const until = Date.now() + ms;
+    while (Date.now() < until);
+    exit(code);
+  };
+}
+
+// ANCHOR: usual
 if (cluster.isMaster) {
-  // ANCHOR: primary
   for (let i = 0; i < (opts.workers ?? 1); i++) {
     cluster.fork();
   }
@@ -48,37 +64,21 @@ if (cluster.isMaster) {
     twin.emit('restarting', { after: worker.id });
     cluster.fork();
   });
-  // ANCHOR_END: primary
-
-  // Twin only: stop the oldest worker on purpose, one way or the other,
-  // so that a script can read what `exit` says about each.
-  const oldest = () => Object.values(cluster.workers).sort((a, b) => a.id - b.id)[0];
-  process.on('SIGHUP', () => oldest()?.disconnect());
-  process.on('SIGUSR2', () => oldest()?.kill());
 } else {
-  if (opts['crash-at-start']) {
-    process.exit(1); // a bad release: say, a setting it cannot do without
-  }
-
-  // ANCHOR: worker
   const server = http.createServer((req, res) => {
     if (req.url === '/crash') {
       process.exit(1);
     }
     res.end('OK\n');
   });
-  // ANCHOR_END: worker
-
-  if (opts['crash-after'] !== undefined) {
-    // Twin only: a crash at the end of a long synchronous task. The
-    // worker's event loop is busy meanwhile, so it takes in nothing.
-    const ms = twin.seconds(opts['crash-after'], '--crash-after') * 1000;
-    server.prependListener('request', (req) => {
-      if (req.url === '/crash') {
-        const until = Date.now() + ms;
-        while (Date.now() < until);
-      }
-    });
-  }
   twin.tag(server).listen(opts.port, opts.host);
+}
+// ANCHOR_END: usual
+
+// Twin only, in the primary: stop the oldest worker on purpose, one way or
+// the other, so that a script can read what `exit` says about each.
+if (cluster.isPrimary) {
+  const oldest = () => Object.values(cluster.workers).sort((a, b) => a.id - b.id)[0];
+  process.on('SIGHUP', () => oldest()?.disconnect());
+  process.on('SIGUSR2', () => oldest()?.kill());
 }
