@@ -11,9 +11,11 @@
 //   kill -USR2 <primary pid>                                 # roll
 //   node lessons/08-rolling-restart/node/usual.js --handler-ms 200
 //
-// `twin.js` adds only the workbook's flags and event lines (see its header);
-// `--handler-ms` makes every response wait, so that a scenario's clients
-// are "chatty": a request in progress on every connection, nearly always.
+// `twin.js` adds only the workbook's flags and event lines (see its header).
+// Two flags of its own put the scenarios' faults on it: `--handler-ms`
+// makes every response wait, so that clients are "chatty" (a request in
+// progress on every connection, nearly always); `--bad-release` makes the
+// workers forked after SIGUSR2 hang in their start-up, never listening.
 
 'use strict';
 
@@ -29,12 +31,15 @@ const opts = twin.setup({
       default: '0',
       help: 'ms each response waits before it is sent (0: at once) [default: 0]',
     },
+    'bad-release': {
+      type: 'boolean',
+      help: 'workers forked after SIGUSR2 never listen (a release whose start-up hangs)',
+    },
   },
 });
 if (!/^[0-9]+$/.test(opts['handler-ms'])) twin.fail('--handler-ms takes a whole number of milliseconds');
 const handlerMs = Number(opts['handler-ms']);
 
-// ANCHOR: primary
 if (cluster.isPrimary) {
   const workers = [];
   const numWorkers = opts.workers ?? 4;
@@ -53,6 +58,7 @@ if (cluster.isPrimary) {
           resolve();
           return;
         }
+        // ANCHOR: replace
         const oldWorker = workers[index];
         const newWorker = cluster.fork();
 
@@ -74,6 +80,7 @@ if (cluster.isPrimary) {
             }
           }, 10000);
         });
+        // ANCHOR_END: replace
       }
 
       replaceNext();
@@ -82,6 +89,8 @@ if (cluster.isPrimary) {
 
   process.on('SIGUSR2', async () => {
     twin.emit('rollout_started', { workers: workers.length });
+    // --bad-release: the workers forked from now on run the new release.
+    if (opts['bad-release']) process.env.TWIN_BAD_RELEASE = '1';
     await rollingRestart();
   });
 
@@ -93,9 +102,10 @@ if (cluster.isPrimary) {
       if (idx !== -1) workers[idx] = newWorker;
     }
   });
-  // ANCHOR_END: primary
+} else if (process.env.TWIN_BAD_RELEASE) {
+  // A start-up that never finishes (a dependency that never answers): the
+  // worker lives, with its IPC channel open, and never listens.
 } else {
-  // ANCHOR: worker
   const server = http.createServer((req, res) => {
     const answer = () => res.end(`Worker ${cluster.worker.id} (PID: ${process.pid})\n`);
     if (handlerMs > 0) setTimeout(answer, handlerMs);
@@ -103,11 +113,12 @@ if (cluster.isPrimary) {
   });
   twin.tag(server).listen(opts.port, opts.host);
 
+  // ANCHOR: shutdown
   process.on('message', (msg) => {
     if (msg.type === 'shutdown') {
       server.close(() => process.exit(0));
       setTimeout(() => process.exit(0), 5000);
     }
   });
-  // ANCHOR_END: worker
+  // ANCHOR_END: shutdown
 }
