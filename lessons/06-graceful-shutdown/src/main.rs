@@ -15,15 +15,16 @@
 //! curl 'localhost:8000/slow?ms=9000' &   # longer than the grace period:
 //! kill -TERM <primary pid>              # killed at 5 s, exit status 1
 //! just lesson 06 --idle-client          # watch an idle keep-alive client
-//! just lesson 06 --naive                # the usual answer, as it behaves
+//! node lessons/06-graceful-shutdown/node/usual.js   # the usual answer, in Node
 //! ```
 //!
-//! **What the usual answer gets wrong.** Its worker counts *requests*, and
-//! exits the moment none is in flight: an idle keep-alive connection is no
-//! request, so it is cut under its client. Its primary waits out a fixed
-//! timer whether or not the workers are long gone, kills what is left, and
-//! exits 0 — success — even when it had to kill. `--naive` runs exactly
-//! that, with the same API, so the scenarios can show it.
+//! **What the usual answer gets wrong.** Its worker counts *requests*, not
+//! connections, and its `server.close()` leaves busy keep-alive connections
+//! serving: under keep-alive load it never drains. Its primary waits out a
+//! fixed timer whether or not the workers are long gone, kills what is
+//! left, and exits 0 — success — even when it had to kill; and a send to a
+//! worker that died earlier crashes it. Its Node twin (`node/usual.js`) runs
+//! it in Node itself, and the `06-*-node*` scenarios show each of these.
 //!
 //! | Node                                          | Rust (this workbook)                                   |
 //! |-----------------------------------------------|--------------------------------------------------------|
@@ -35,7 +36,6 @@
 //! | `cluster.on('exit')` until none are left      | `cluster.run().await` returns after the last exit      |
 
 mod idle_client;
-mod usual;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -54,12 +54,6 @@ struct Args {
     #[command(flatten)]
     cluster: ClusterArgs,
 
-    /// Behave like the usual answer's code: each worker exits once its
-    /// requests are done, cutting idle keep-alive connections; the primary
-    /// waits out the whole --grace timer, kills what is left, and exits 0
-    #[arg(long)]
-    naive: bool,
-
     /// Play an idle keep-alive client: one request, then silence; report how
     /// the drain closes its connection
     #[arg(long)]
@@ -77,15 +71,12 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     match supervisor::role()? {
         Role::Primary => primary(args).await,
-        Role::Worker(_) => worker(args).await,
+        Role::Worker(_) => worker().await,
     }
 }
 
 // ANCHOR: primary
 async fn primary(args: Args) -> anyhow::Result<()> {
-    if args.naive {
-        return usual::primary(args.cluster.options(), args.idle_client).await;
-    }
     let options = args.cluster.options();
     let workers = options.workers;
     let cluster = Cluster::start(options)
@@ -138,22 +129,16 @@ fn spawn_idle_client(cluster: &Cluster, workers: usize, grace: Duration) -> Join
 }
 
 // ANCHOR: worker
-async fn worker(args: Args) -> anyhow::Result<()> {
+async fn worker() -> anyhow::Result<()> {
     let worker = Arc::new(Worker::connect().await?);
     let listener = worker.listen().await?;
     worker.ready()?;
     let id = worker.id();
 
-    let server = if args.naive {
-        // The usual answer's worker exits the moment its last request is
-        // done. Requests, not connections: an idle keep-alive connection is
-        // cut at once, under a client that may be sending on it right then.
-        Server::new().idle_close(Duration::ZERO)
-    } else {
-        // Connections: the next response says `Connection: close`, and a
-        // connection that stays idle is closed after a short wait.
-        Server::new()
-    };
+    // Connections, not requests: once the drain begins, the next response
+    // on each connection says `Connection: close`, and a connection that
+    // stays idle is closed after a short wait.
+    let server = Server::new();
 
     let me = Arc::clone(&worker);
     let handler = move |request: Request| {
