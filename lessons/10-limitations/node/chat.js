@@ -1,0 +1,105 @@
+// Lesson 10's Node twin for WebSockets: the usual answer's chat worker —
+// `ws` on the worker's HTTP server, and Redis pub/sub (ioredis) to pass a
+// message to the clients of every worker. `--no-pubsub` sends to this
+// worker's own clients instead: what a cluster does without the relay.
+//
+//   REDIS_URL=redis://127.0.0.1:6379 node lessons/10-limitations/node/chat.js --room 8
+//
+// The load generator speaks HTTP only, so with `--room N` the primary plays
+// the room (as the Rust lesson's primary does): once every worker listens
+// it connects N clients, has client 0 say one line, and emits `websocket
+// {clients, workers_with_clients, on_senders_worker, heard}` after a second.
+// `twin.js` adds only the workbook's flags and event lines (see its header).
+
+'use strict';
+
+const cluster = require('node:cluster');
+const http = require('node:http');
+const os = require('node:os');
+const twin = require('../../../shared/node-twin/twin.js');
+
+const opts = twin.setup({
+  title: "Lesson 10's Node twin: a ws chat relayed through Redis pub/sub",
+  flags: {
+    room: { type: 'string', default: '0', help: 'the primary connects this many clients and counts who hears client 0 [default: 0, none]' },
+    'no-pubsub': { type: 'boolean', default: false, help: "send to this worker's own clients, without Redis" },
+  },
+});
+const WebSocket = twin.dependency('ws');
+
+if (cluster.isPrimary) {
+  const workers = opts.workers ?? os.cpus().length;
+  for (let i = 0; i < workers; i++) {
+    cluster.fork();
+  }
+  let listening = 0;
+  cluster.on('listening', (_worker, address) => {
+    listening += 1;
+    if (listening === workers && Number(opts.room) > 0) {
+      room(Number(opts.room), address.port).catch((error) => twin.log(`room: ${error.stack}`));
+    }
+  });
+} else {
+  const Redis = twin.dependency('ioredis');
+  const server = http.createServer();
+  // ANCHOR: chat
+  const wss = new WebSocket.Server({ server }); // wss.clients: this worker's sockets only
+  const redis = connect(Redis);
+  const subscriber = connect(Redis); // a subscribed connection can only listen
+
+  subscriber.subscribe('broadcast');
+  subscriber.on('message', (channel, message) => {
+    wss.clients.forEach((client) => {
+      if (client.readyState === WebSocket.OPEN) client.send(message);
+    });
+  });
+
+  wss.on('connection', (ws) => {
+    ws.on('message', (msg) => {
+      if (opts['no-pubsub']) {
+        wss.clients.forEach((client) => client.send(msg.toString())); // this worker's only
+      } else {
+        redis.publish('broadcast', msg); // every worker, through Redis
+      }
+    });
+  });
+  // ANCHOR_END: chat
+  // The handshake's answer names the worker, as twin.tag does for HTTP.
+  wss.on('headers', (headers) => headers.push(`x-worker-id: ${cluster.worker.id}`));
+  server.listen(opts.port, opts.host);
+}
+
+/// The primary's test room: N clients, client 0 speaks, count who heard it.
+async function room(count, port) {
+  const clients = [];
+  for (let i = 0; i < count; i++) {
+    const ws = new WebSocket(`ws://${opts.host}:${port}/`);
+    const client = { ws, worker: null, heard: false };
+    ws.on('upgrade', (res) => (client.worker = res.headers['x-worker-id']));
+    ws.on('message', () => (client.heard = true));
+    await new Promise((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('error', reject);
+    });
+    clients.push(client);
+  }
+  clients[0].ws.send('hello from client 0');
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  const heard = clients.filter((c) => c.heard).length;
+  const onSenders = clients.filter((c) => c.worker === clients[0].worker).length;
+  twin.emit('websocket', {
+    clients: count,
+    workers_with_clients: new Set(clients.map((c) => c.worker)).size,
+    senders_worker: Number(clients[0].worker),
+    on_senders_worker: onSenders,
+    heard,
+  });
+  for (const c of clients) c.ws.close();
+}
+
+/// ioredis on REDIS_URL (`redis+unix:///path` is the runner's private server).
+function connect(Redis) {
+  const url = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
+  const unix = /^redis\+unix:\/\/(\/[^?]*)/.exec(url);
+  return unix ? new Redis({ path: unix[1] }) : new Redis(url);
+}
