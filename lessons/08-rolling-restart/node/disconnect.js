@@ -43,8 +43,8 @@ if (cluster.isPrimary) {
     for (const old of Object.values(cluster.workers)) { // a copy: new workers are not visited
       const next = cluster.fork();
       await once(next, 'listening'); // no deadline, and "listening" is not "ready"
-      old.disconnect();              // leaves cluster.workers at once; its server closes
-      await once(old, 'exit');       // when its last connection has closed
+      old.disconnect();              // its server closes: idle connections now, busy ones stay
+      await once(old, 'exit');       // once its last connection has closed
       twin.emit('replaced', { old: old.id, new: next.id });
       replaced.push([old.id, next.id]);
     }

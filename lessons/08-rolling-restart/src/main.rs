@@ -189,6 +189,9 @@ async fn worker(args: Args) -> anyhow::Result<()> {
         // A Node worker listens once its start-up is done and takes
         // connections from then on: `listening` is all the usual answer
         // waits for. Here too, with --naive: start-up first, then listen.
+        // (Listening first, the usual loop's steps came 10 ms apart, and
+        // clients that had just reconnected, their first request not yet
+        // read, held the next old worker: Node's slower forks never did.)
         tokio::time::sleep(args.warmup).await;
     }
     let listener = worker.listen().await?;
