@@ -56,8 +56,10 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use socket2::{Domain, Protocol, Socket, Type};
+use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OnceCell, mpsc, watch};
+
+use tokio::sync::{mpsc, watch};
 
 use crate::handles::HandleReceiver;
 use crate::inherit::{InheritError, take_inherited};
@@ -191,6 +193,11 @@ pub struct Listener {
     source: Source,
     /// Becomes true when the worker says it is ready; no accept before.
     ready: watch::Receiver<bool>,
+    /// Becomes true when the primary asks every worker to close its
+    /// listening socket, the first step of stopping the cluster.
+    stop_accepting: watch::Receiver<bool>,
+    /// Tells the primary when the socket is closed.
+    to_primary: ipc::Sender<ToPrimary>,
     /// Heartbeats from the primary, answered by [`crate::http::Server`].
     probes: Option<Probes>,
 }
@@ -199,12 +206,19 @@ pub struct Listener {
 enum Source {
     /// Connections passed by the primary (round-robin).
     Handles(HandleReceiver),
-    /// A listening socket: the shared one, or our slot's (reuseport). Made
-    /// to listen at ready, and a tokio listener at the first accept.
-    Socket {
-        inherited: std::sync::Mutex<Option<Socket>>,
-        listener: OnceCell<TcpListener>,
-    },
+    /// A listening socket: the shared one, or our slot's (reuseport).
+    Socket(std::sync::Mutex<SocketState>),
+}
+
+/// Where a worker's own listening socket is in its life.
+#[derive(Debug)]
+enum SocketState {
+    /// As inherited: made to listen at ready ([`Listener::socket_to_listen_on`]).
+    Inherited(Socket),
+    /// Handed to tokio at the first accept.
+    Accepting(Arc<TcpListener>),
+    /// Closed for good: the cluster is stopping ([`Listener::close_socket`]).
+    Closed,
 }
 
 /// Heartbeats waiting to be answered: each is a correlation id to reply to.
@@ -230,25 +244,24 @@ impl Listener {
         id: WorkerId,
         sched: Sched,
         addr: SocketAddr,
-        ready: watch::Receiver<bool>,
+        signals: ListenerSignals,
         probes: Option<Probes>,
     ) -> Result<Self, ListenError> {
         let source = match sched {
             Sched::RoundRobin => {
                 Source::Handles(HandleReceiver::new(take_inherited(HANDLES_FD_VAR)?)?)
             }
-            Sched::Shared | Sched::ReusePort => Source::Socket {
-                inherited: std::sync::Mutex::new(Some(Socket::from(take_inherited(
-                    LISTEN_FD_VAR,
-                )?))),
-                listener: OnceCell::new(),
-            },
+            Sched::Shared | Sched::ReusePort => Source::Socket(std::sync::Mutex::new(
+                SocketState::Inherited(Socket::from(take_inherited(LISTEN_FD_VAR)?)),
+            )),
         };
         Ok(Listener {
             id,
             addr,
             source,
-            ready,
+            ready: signals.ready,
+            stop_accepting: signals.stop_accepting,
+            to_primary: signals.to_primary,
             probes,
         })
     }
@@ -277,16 +290,81 @@ impl Listener {
                 None => Ok(None),
                 Some((stream, peer)) => Ok(Some((TcpStream::from_std(stream)?, peer))),
             },
-            Source::Socket {
-                inherited,
-                listener,
-            } => {
-                let listener = listener
-                    .get_or_try_init(|| async { start_listening(inherited) })
-                    .await?;
+            Source::Socket(state) => {
+                let listener = {
+                    let mut state = lock(state)?;
+                    match &*state {
+                        SocketState::Accepting(listener) => Arc::clone(listener),
+                        SocketState::Closed => return Ok(None),
+                        SocketState::Inherited(_) => {
+                            let SocketState::Inherited(socket) =
+                                std::mem::replace(&mut *state, SocketState::Closed)
+                            else {
+                                unreachable!("matched just above");
+                            };
+                            let listener = Arc::new(start_listening(socket)?);
+                            *state = SocketState::Accepting(Arc::clone(&listener));
+                            listener
+                        }
+                    }
+                };
                 listener.accept().await.map(Some)
             }
         }
+    }
+
+    /// Takes every connection already waiting in the accept queue, without
+    /// waiting for more: the last batch before a draining worker lets go
+    /// of its listening socket.
+    ///
+    /// Closing a listening socket resets the connections queued on it, and
+    /// under a stream of reconnecting clients the queue is seldom empty:
+    /// a worker whose turn to run came late found dozens there (a stop
+    /// under 32 keep-alive clients reset up to 27 requests at once, shared
+    /// and reuseport alike). Each one taken here is answered instead, with
+    /// `Connection: close`. What arrives between the last take and the
+    /// close is still reset: microseconds, not the worker's whole delay.
+    /// Round-robin's dispatcher does the same in the primary.
+    pub fn accept_queued(&self) -> Vec<TcpStream> {
+        let Source::Socket(state) = &self.source else {
+            return Vec::new();
+        };
+        match lock(state).as_deref() {
+            Ok(SocketState::Accepting(listener)) => take_queued(listener),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Resolves when the primary asks this worker to close its listening
+    /// socket: the cluster is stopping. Never, in round-robin, where the
+    /// primary closes the only listening socket itself.
+    pub async fn stop_requested(&self) {
+        let mut stop = self.stop_accepting.clone();
+        if matches!(self.source, Source::Handles(_)) || stop.wait_for(|&yes| yes).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Closes this worker's listening socket for good, after taking what is
+    /// queued on it (returned, to be served as usual), and tells the
+    /// primary. Its keep-alive connections are not touched: the primary
+    /// tells every worker to drain only once every worker has closed its
+    /// socket. Draining first — telling keep-alive clients to reconnect —
+    /// sent them into sockets that were about to close, and under a stream
+    /// of clients a stop reset a few requests in one run of ten.
+    pub fn close_socket(&self) -> Vec<TcpStream> {
+        let Source::Socket(state) = &self.source else {
+            return Vec::new();
+        };
+        let taken = match lock(state) {
+            Ok(mut state) => match std::mem::replace(&mut *state, SocketState::Closed) {
+                SocketState::Accepting(listener) => take_queued(&listener),
+                SocketState::Inherited(_) | SocketState::Closed => Vec::new(),
+            },
+            Err(_) => Vec::new(),
+        };
+        let _ = self.to_primary.send(&ToPrimary::NotAccepting);
+        taken
     }
 
     /// True when connections are handed to us by the primary (round-robin):
@@ -308,11 +386,10 @@ impl Listener {
     pub(crate) fn socket_to_listen_on(&self) -> io::Result<Option<Socket>> {
         match &self.source {
             Source::Handles(_) => Ok(None),
-            Source::Socket { inherited, .. } => {
-                let inherited =
-                    (inherited.lock()).map_err(|_| io::Error::other("listener lock poisoned"))?;
-                inherited.as_ref().map(Socket::try_clone).transpose()
-            }
+            Source::Socket(state) => match &*lock(state)? {
+                SocketState::Inherited(socket) => socket.try_clone().map(Some),
+                SocketState::Accepting(_) | SocketState::Closed => Ok(None),
+            },
         }
     }
 
@@ -331,16 +408,44 @@ pub(crate) fn start_listening_now(socket: &Socket) -> io::Result<()> {
 /// Makes the inherited socket listen (a shared socket listens already; a
 /// reuseport slot's socket starts here, which puts it in the kernel's
 /// hashing group) and hands it to tokio.
-fn start_listening(inherited: &std::sync::Mutex<Option<Socket>>) -> io::Result<TcpListener> {
-    let socket = inherited
-        .lock()
-        .map_err(|_| io::Error::other("listener lock poisoned"))?
-        .take()
-        .ok_or_else(|| io::Error::other("the inherited socket was already taken"))?;
+fn start_listening(socket: Socket) -> io::Result<TcpListener> {
     // Usually listening since `Worker::ready`; if that failed, this fails
     // again and says why, to the code that accepts.
     start_listening_now(&socket)?;
     // from_std requires non-blocking mode (else a blocked runtime).
     socket.set_nonblocking(true)?;
     TcpListener::from_std(socket.into())
+}
+
+/// Every connection waiting in `listener`'s queue, without waiting for more.
+fn take_queued(listener: &TcpListener) -> Vec<TcpStream> {
+    let mut taken = Vec::new();
+    // A borrowed view of the non-blocking socket: `accept` returns
+    // WouldBlock once the queue is empty.
+    let socket = socket2::SockRef::from(listener);
+    while let Ok((stream, _)) = socket.accept() {
+        let stream: std::net::TcpStream = stream.into();
+        if stream.set_nonblocking(true).is_ok()
+            && let Ok(stream) = TcpStream::from_std(stream)
+        {
+            taken.push(stream);
+        }
+    }
+    taken
+}
+
+fn lock(
+    state: &std::sync::Mutex<SocketState>,
+) -> io::Result<std::sync::MutexGuard<'_, SocketState>> {
+    state
+        .lock()
+        .map_err(|_| io::Error::other("listener lock poisoned"))
+}
+
+/// What a worker's [`Listener`] hears from the rest of the worker.
+#[derive(Debug)]
+pub(crate) struct ListenerSignals {
+    pub(crate) ready: watch::Receiver<bool>,
+    pub(crate) stop_accepting: watch::Receiver<bool>,
+    pub(crate) to_primary: ipc::Sender<ToPrimary>,
 }

@@ -64,6 +64,8 @@ pub struct Worker {
     to_primary: ipc::Sender<ToPrimary>,
     disconnect: watch::Receiver<bool>,
     ready: watch::Sender<bool>,
+    /// Set when the primary asks to close the listening socket (a stop).
+    stop_accepting: watch::Receiver<bool>,
     /// The socket [`Worker::ready`] makes listen before it says so (see
     /// `Listener::socket_to_listen_on`).
     listen_at_ready: Mutex<Option<socket2::Socket>>,
@@ -97,6 +99,7 @@ impl Worker {
         );
 
         let (disconnect_tx, disconnect) = watch::channel(false);
+        let (stop_accepting_tx, stop_accepting) = watch::channel(false);
         let (messages_tx, messages) = mpsc::unbounded_channel();
         let (questions_tx, questions) = mpsc::unbounded_channel();
         let (probes_tx, probes) = mpsc::channel(PROBE_QUEUE);
@@ -111,6 +114,9 @@ impl Worker {
                     }
                     Ok(Some(Incoming::Message(ToWorker::Disconnect))) => {
                         let _ = disconnect_tx.send(true);
+                    }
+                    Ok(Some(Incoming::Message(ToWorker::StopAccepting))) => {
+                        let _ = stop_accepting_tx.send(true);
                     }
                     Ok(Some(Incoming::Message(ToWorker::Heartbeat { seq }))) => {
                         // Not answered here: the HTTP server answers, after
@@ -158,6 +164,7 @@ impl Worker {
             to_primary,
             disconnect,
             ready: watch::Sender::new(false),
+            stop_accepting,
             listen_at_ready: Mutex::new(None),
             probes: Mutex::new(Some(probes)),
             messages: Mutex::new(Some(messages)),
@@ -195,7 +202,12 @@ impl Worker {
                 queue,
                 reply: self.to_primary.clone(),
             });
-        let listener = Listener::from_env(self.id, sched, addr, self.ready.subscribe(), probes)?;
+        let signals = crate::listen::ListenerSignals {
+            ready: self.ready.subscribe(),
+            stop_accepting: self.stop_accepting.clone(),
+            to_primary: self.to_primary.clone(),
+        };
+        let listener = Listener::from_env(self.id, sched, addr, signals, probes)?;
         if let Ok(mut slot) = self.listen_at_ready.lock() {
             *slot = listener
                 .socket_to_listen_on()

@@ -78,7 +78,9 @@ impl Supervisor {
         lock(&cluster.inner.pending).retain(|_, (asked, _)| *asked != id);
         lock(&cluster.inner.vitals).remove(&id);
 
-        if self.stopping.is_some() {
+        if let Some(stop) = &mut self.stopping {
+            // Gone: its socket is closed with it.
+            stop.socket_closed(&cluster, id);
             return;
         }
         match reason {

@@ -226,6 +226,7 @@ async fn watch_worker(
                 ToPrimary::Message { body } => Note::Worker(Event::Message { id, body }),
                 ToPrimary::Disconnect => Note::WantsToLeave(id),
                 ToPrimary::Terminated => Note::Terminated(id),
+                ToPrimary::NotAccepting => Note::NotAccepting(id),
                 ToPrimary::Reply { seq, body } => {
                     // No waiter means the question timed out already: drop it.
                     if let Some((_, answer)) = lock(&cluster.inner.pending).remove(&seq) {

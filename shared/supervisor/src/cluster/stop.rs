@@ -27,6 +27,7 @@ use super::supervise::Command;
 use super::{Cluster, ClusterError};
 use crate::event::{Event, ExitReason, GaveUpCause, StopReason};
 use crate::ipc::ToWorker;
+use crate::listen::Sched;
 use crate::role::WorkerId;
 
 /// How a cluster ended.
@@ -93,6 +94,60 @@ pub(super) struct Stopping {
     pub gave_up: Option<(u32, Duration, GaveUpCause)>,
     /// Set by a fast stop: what asked for it.
     pub cut_short: Option<&'static str>,
+    /// Shared and reuseport: the first step, until every worker has closed
+    /// its listening socket; only then are they told to drain.
+    pub closing: Option<Closing>,
+}
+
+/// The workers whose listening sockets are still open, and how long the
+/// stop waits for them before it drains anyway.
+#[derive(Debug)]
+pub(super) struct Closing {
+    open: std::collections::BTreeSet<WorkerId>,
+    until: Instant,
+}
+
+/// How long a stop waits for the workers to close their sockets. A worker
+/// answers within milliseconds; one that does not (stopped, blocked, not
+/// serving through `http::Server`) only delays the drain by this much.
+const CLOSE_WITHIN: Duration = Duration::from_secs(1);
+
+impl Stopping {
+    pub(super) fn closing_deadline(&self) -> Option<Instant> {
+        self.closing.as_ref().map(|closing| closing.until)
+    }
+
+    /// Worker `id` closed its socket (or exited): when it was the last,
+    /// every worker is told to drain.
+    pub(super) fn socket_closed(&mut self, cluster: &Cluster, id: WorkerId) {
+        if let Some(closing) = &mut self.closing {
+            closing.open.remove(&id);
+            if closing.open.is_empty() {
+                self.closing = None;
+                drain_all(cluster);
+            }
+        }
+    }
+
+    /// The wait for sockets is over: drain whoever is left.
+    pub(super) fn closing_overdue(&mut self, cluster: &Cluster) {
+        if self
+            .closing
+            .as_ref()
+            .is_some_and(|c| c.until <= Instant::now())
+        {
+            self.closing = None;
+            drain_all(cluster);
+        }
+    }
+}
+
+/// Tells every worker to leave: the drain, with its `grace` deadline.
+fn drain_all(cluster: &Cluster) {
+    for id in cluster.view(|registry| registry.workers.keys().copied().collect::<Vec<_>>()) {
+        // A worker whose channel is already closed is exiting anyway.
+        let _ = cluster.depart(id, ExitReason::Shutdown);
+    }
 }
 
 /// Begins stopping the cluster, once; a second call changes nothing.
@@ -106,7 +161,7 @@ pub(super) async fn begin_stop(
     if stopping.is_some() {
         return;
     }
-    let ids = cluster.update(|registry| {
+    let never_ready = cluster.update(|registry| {
         registry.stopping = true;
         // Shared and reuseport: our copies of the listening sockets close
         // now; each closes for good when the last worker lets go of its copy.
@@ -115,16 +170,65 @@ pub(super) async fn begin_stop(
         for slot in registry.slots.values_mut() {
             slot.socket = None;
         }
-        registry.workers.keys().copied().collect::<Vec<_>>()
+        // A worker that never said it was ready has taken no connection,
+        // so it has nothing to drain: it is killed now, not waited for.
+        // Waiting would hold the stop for the rest of its warm-up, and its
+        // copy of a listening socket with it: the kernel would go on
+        // queueing clients there that nobody takes, and reset them all when
+        // it finally closed (a rollout's replacement, warming up when
+        // SIGTERM came, cost each keep-alive client one request).
+        let mut never_ready = Vec::new();
+        for (id, entry) in &mut registry.workers {
+            if !entry.ever_ready && !entry.killed {
+                entry.killed = true;
+                entry.departure.get_or_insert(ExitReason::Shutdown);
+                never_ready.push((*id, entry.pid));
+            }
+        }
+        never_ready
     });
+    for (_, pid) in &never_ready {
+        sigkill(*pid);
+    }
     if let Some(dispatcher) = dispatcher.take() {
         // It returns as soon as it sees `stopping`; the bound is a backstop.
         let _ = tokio::time::timeout(Duration::from_secs(1), dispatcher).await;
     }
     cluster.publish_now(Event::Shutdown { reason });
-    for id in ids {
-        // A worker whose channel is already closed is exiting anyway.
-        let _ = cluster.depart(id, ExitReason::Shutdown);
+    if !never_ready.is_empty() {
+        let names: Vec<String> = never_ready.iter().map(|(id, _)| id.to_string()).collect();
+        cluster.note_line(&format!(
+            "killed worker(s) {} at once: never ready, so nothing to drain",
+            names.join(", ")
+        ));
+    }
+    // Round-robin: the primary's socket, the only one, is closed already.
+    // Shared and reuseport: each worker holds a listening socket, and a
+    // socket that closes resets the clients queued on it. Telling workers
+    // to drain sends their keep-alive clients off to reconnect, so first
+    // every socket closes, then the drain begins: a client that reconnects
+    // now finds the port closed (refused, before it sent anything) rather
+    // than a queue about to be thrown away.
+    let closing = match cluster.inner.options.sched {
+        Sched::RoundRobin => None,
+        Sched::Shared | Sched::ReusePort => {
+            let open: std::collections::BTreeSet<WorkerId> = cluster.view(|registry| {
+                registry
+                    .workers
+                    .iter()
+                    .filter(|(_, entry)| !entry.killed)
+                    .filter(|(_, entry)| entry.to_worker.send(&ToWorker::StopAccepting).is_ok())
+                    .map(|(id, _)| *id)
+                    .collect()
+            });
+            (!open.is_empty()).then(|| Closing {
+                open,
+                until: Instant::now() + CLOSE_WITHIN,
+            })
+        }
+    };
+    if closing.is_none() {
+        drain_all(cluster);
     }
     *stopping = Some(Stopping {
         reason,
@@ -132,6 +236,7 @@ pub(super) async fn begin_stop(
         forced: Vec::new(),
         gave_up,
         cut_short: None,
+        closing,
     });
 }
 

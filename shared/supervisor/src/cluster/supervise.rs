@@ -44,6 +44,8 @@ pub(crate) enum Note {
     WantsToLeave(WorkerId),
     /// The worker was sent SIGTERM.
     Terminated(WorkerId),
+    /// The worker closed its listening socket, as a stop asked.
+    NotAccepting(WorkerId),
     Malformed {
         id: WorkerId,
         reason: String,
@@ -112,7 +114,13 @@ pub(super) async fn supervise(
             me.reconcile().await;
         }
         let ready_timeout = me.cluster.inner.options.ready_timeout;
-        let wake = me.cluster.view(|r| next_timer(r, ready_timeout));
+        let closing = me.stopping.as_ref().and_then(Stopping::closing_deadline);
+        let wake = me
+            .cluster
+            .view(|r| next_timer(r, ready_timeout))
+            .into_iter()
+            .chain(closing)
+            .min();
         let caught = async {
             match &mut signals {
                 Some(signals) => signals.recv().await,
@@ -205,6 +213,11 @@ impl Supervisor {
             }
             // Stopping: it is draining with the others already.
             Note::Terminated(_) => {}
+            Note::NotAccepting(id) => {
+                if let Some(stop) = &mut self.stopping {
+                    stop.socket_closed(&cluster, id);
+                }
+            }
             Note::Malformed { id, reason } => cluster.note_line(&format!(
                 "worker {id} sent a message that is not valid ({reason}); dropped it"
             )),

@@ -46,6 +46,9 @@ impl Supervisor {
     /// Kills the workers that overran a deadline.
     pub(super) fn on_timers(&mut self) {
         let cluster = self.cluster.clone();
+        if let Some(stop) = &mut self.stopping {
+            stop.closing_overdue(&cluster);
+        }
         let ready_timeout = cluster.inner.options.ready_timeout;
         let now = Instant::now();
         let (not_ready, overdue) = cluster.update(|registry| {

@@ -208,6 +208,8 @@ impl Server {
         let (drain_tx, drain) = watch::channel(false);
         let mut connections = JoinSet::new();
         let mut draining = false;
+        // False once the socket is closed (a stop's first step).
+        let mut accepting = true;
         let mut probes = listener.take_probes();
         let mut failures = AcceptFailures::default();
         tokio::pin!(shutdown);
@@ -217,7 +219,7 @@ impl Server {
             tokio::select! {
                 // At the limit: take nothing more until a connection ends.
                 Some(_) = connections.join_next(), if full => {}
-                accepted = listener.accept(), if !full => match accepted {
+                accepted = listener.accept(), if !full && accepting => match accepted {
                     Ok(Some((stream, _peer))) => {
                         if let Some(line) = failures.succeeded() {
                             stderr_line(&format!("[worker {}] {line}", listener.worker_id()));
@@ -237,6 +239,16 @@ impl Server {
                         tokio::time::sleep(retry.after).await;
                     }
                 },
+                // The cluster is stopping: close the socket, serve what was
+                // queued on it as usual, and keep every connection until
+                // the drain (see `Listener::close_socket`).
+                () = listener.stop_requested(), if accepting && !draining => {
+                    accepting = false;
+                    for stream in listener.close_socket() {
+                        self.stats.connections.fetch_add(1, Ordering::Relaxed);
+                        connections.spawn(conn.clone().run(stream, handler.clone(), drain.clone(), false, true));
+                    }
+                }
                 Some(seq) = next_probe(&mut probes) => {
                     let reply = probes.as_ref().map(|p| p.reply.clone());
                     connections.spawn(probe(conn.clone(), handler.clone(), drain.clone(), seq, reply));
@@ -245,6 +257,12 @@ impl Server {
                     draining = true;
                     let _ = drain_tx.send(true);
                     if !listener.is_handed_connections() {
+                        // The last batch: what waits in the queue would be
+                        // reset when the socket closes (see `accept_queued`).
+                        for stream in listener.accept_queued() {
+                            self.stats.connections.fetch_add(1, Ordering::Relaxed);
+                            connections.spawn(conn.clone().run(stream, handler.clone(), drain.clone(), true, true));
+                        }
                         break;
                     }
                 }

@@ -32,6 +32,9 @@ pub enum ToPrimary {
     /// The worker was sent SIGTERM on its own (not the whole group): the
     /// primary replaces it the safe way, then lets it drain.
     Terminated,
+    /// The worker's listening socket is closed: the answer to
+    /// [`ToWorker::StopAccepting`].
+    NotAccepting,
 }
 
 /// What the primary tells a worker.
@@ -46,6 +49,10 @@ pub enum ToWorker {
     /// Stop accepting, finish what is in flight, exit 0. No new connections
     /// will be sent after this one.
     Disconnect,
+    /// The cluster is stopping: close your listening socket now (taking
+    /// what is queued on it), but serve your connections as usual until
+    /// [`ToWorker::Disconnect`] follows. Shared and reuseport only.
+    StopAccepting,
     /// Prove the request path is alive: the worker's HTTP server serves one
     /// request to itself and answers with a [`ToPrimary::Reply`] carrying
     /// `seq` and its counters. A blocked runtime cannot answer.
