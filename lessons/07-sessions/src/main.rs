@@ -81,9 +81,14 @@ struct Args {
     #[arg(long)]
     one_address: bool,
 
-    /// How long an unused session lives (Redis store)
+    /// How long an unused session lives
     #[arg(long, default_value = "1800s", value_parser = parse_seconds)]
     session_ttl: Duration,
+
+    /// Live sessions each worker keeps at most (memory store); a login
+    /// past it is refused with 503 until sessions expire
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    max_sessions: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -223,7 +228,9 @@ async fn worker(args: Args, id: WorkerId) -> anyhow::Result<()> {
     let worker = Worker::connect().await?;
     let store = Arc::new(match args.store {
         StoreKind::Memory => Store::Memory {
-            map: Mutex::default(),
+            map: Mutex::new(store::Sessions::new(
+                usize::try_from(args.max_sessions).unwrap_or(usize::MAX),
+            )),
             ttl: args.session_ttl,
         },
         StoreKind::Redis => {
@@ -242,6 +249,16 @@ async fn worker(args: Args, id: WorkerId) -> anyhow::Result<()> {
     let handler = move |request: Request| {
         let (store, outages) = (store.clone(), outages.clone());
         async move {
+            // While Redis is down, only one request in a while asks it
+            // (redis_helper::Outages): the rest are answered at once.
+            if store.is_redis()
+                && !outages
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .may_try()
+            {
+                return json(503, &json!({ "error": "the session store is unavailable" }));
+            }
             let answer = match (request.method(), request.uri().path()) {
                 (&Method::POST, "/login") => login(&store, &request, id).await,
                 (_, "/me") => who_am_i(&store, &request, id).await,
@@ -252,6 +269,10 @@ async fn worker(args: Args, id: WorkerId) -> anyhow::Result<()> {
             };
             said(&outages, id, answer.is_ok());
             answer.unwrap_or_else(|error| {
+                if let store::StoreError::Full = error {
+                    // A flood of logins, not a fault: answered, not logged.
+                    return json(503, &json!({ "error": error.to_string() }));
+                }
                 if let Some(line) = outage(&outages, &error) {
                     supervisor::report::stderr_line(&format!("[worker {id}] {line}"));
                 }

@@ -202,17 +202,28 @@ async fn worker(args: Args, id: WorkerId) -> anyhow::Result<()> {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("anonymous")
                 .to_owned();
-            let decided = limiter.check(&client, policy).await;
+            // While Redis is down, only one request in a while asks it
+            // (redis_helper::Outages): the rest decide at once.
+            let may_try = outages.lock().unwrap_or_else(|p| p.into_inner()).may_try();
+            let decided = if may_try {
+                Some(limiter.check(&client, policy).await)
+            } else {
+                None
+            };
             let mut outages = outages.lock().unwrap_or_else(|p| p.into_inner());
             match decided {
-                Ok(decision) => {
+                Some(Ok(decision)) => {
                     if let Some(line) = outages.worked() {
                         supervisor::report::stderr_line(&format!("[worker {id}] {line}"));
                     }
                     answer(&decision, id)
                 }
-                Err(error) => {
-                    if let Some(line) = outages.failed(&error) {
+                failed => {
+                    let said = match &failed {
+                        Some(Err(error)) => outages.failed(error),
+                        _ => None,
+                    };
+                    if let Some(line) = said {
                         supervisor::report::stderr_line(&format!(
                             "[worker {id}] {line}; failing {} until it is back",
                             if when_down == WhenDown::Open {

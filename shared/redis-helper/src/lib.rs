@@ -12,6 +12,7 @@
 //!   the lesson's, for the lesson's life;
 //! * waited for — the server is asked `PING` until it answers, a bounded
 //!   number of times — instead of slept for;
+//! * kept: started again if it dies (see [`Redis::start_private`]);
 //! * stopped when the [`Redis`] is dropped, and killed by the kernel if the
 //!   process that started it dies, even by `kill -9` (`PR_SET_PDEATHSIG`):
 //!   no redis-server outlives a lesson or a test. The folder of a process
@@ -22,11 +23,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
 
 /// The environment variable naming an existing Redis.
 pub const REDIS_URL_VAR: &str = "REDIS_URL";
@@ -54,6 +57,8 @@ pub enum RedisError {
         url: String,
         cause: redis::RedisError,
     },
+    #[error("the task that keeps the private redis-server is gone (its runtime ended)")]
+    KeeperGone,
     #[error("cannot reach Redis at {url}: {cause} (is it running? is REDIS_URL right?)")]
     Unreachable {
         url: String,
@@ -68,13 +73,51 @@ pub struct Redis {
     private: Option<PrivateServer>,
 }
 
-/// A redis-server we started, and the folder it lives in.
+/// A redis-server we started: its folder, and the task that keeps it.
 #[derive(Debug)]
 struct PrivateServer {
-    child: Option<Child>,
-    folder: tempfile::TempDir,
-    socket: PathBuf,
+    /// Orders for the keeper; dropping it ends the keeper and the server.
+    control: mpsc::UnboundedSender<Control>,
+    /// Where the keeper's news goes (see [`Redis::on_news`]).
+    news: News,
+    // Last, so the server is told to go before its folder is removed.
+    _folder: tempfile::TempDir,
 }
+
+/// What the keeper is asked to do.
+#[derive(Debug)]
+enum Control {
+    /// Stop the server and keep it stopped: an outage on purpose.
+    Stop(oneshot::Sender<()>),
+    /// Start it (again), and say whether it answers.
+    Start(oneshot::Sender<Result<(), RedisError>>),
+}
+
+/// Where a private server's news goes: a line when it dies and one when it
+/// is back. Printed on stderr until somebody says otherwise.
+type Say = Box<dyn Fn(&str) + Send + Sync>;
+
+#[derive(Clone)]
+struct News(Arc<Mutex<Say>>);
+
+impl News {
+    fn say(&self, line: &str) {
+        if let Ok(say) = self.0.lock() {
+            say(line);
+        }
+    }
+}
+
+impl std::fmt::Debug for News {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("News")
+    }
+}
+
+/// The first wait before starting a server that died, doubled after each
+/// failed start up to [`RESTART_MAX_DELAY`].
+const RESTART_FIRST_DELAY: Duration = Duration::from_millis(50);
+const RESTART_MAX_DELAY: Duration = Duration::from_secs(5);
 
 impl Redis {
     /// `REDIS_URL` if it is set (checked with a `PING`), otherwise a private
@@ -91,6 +134,13 @@ impl Redis {
     }
 
     /// Starts a private redis-server and waits until it answers.
+    ///
+    /// The server is *kept*: a task waits on it, and if it dies — killed,
+    /// crashed, out of memory — says so once, starts it again on the same
+    /// socket (waiting 50 ms, then twice as long after each failed try, up
+    /// to 5 s) and says once when it is back. Workers reconnect by
+    /// themselves. Before, a lesson whose private server died ran without
+    /// Redis for the rest of its life, and said nothing.
     pub async fn start_private() -> Result<Redis, RedisError> {
         let temp = std::env::temp_dir();
         sweep_stale_folders(&temp);
@@ -99,16 +149,26 @@ impl Redis {
             .tempdir_in(&temp)
             .map_err(RedisError::Folder)?;
         let socket = folder.path().join("redis.sock");
-        let mut redis = Redis {
-            url: format!("redis+unix://{}", socket.display()),
-            private: Some(PrivateServer {
-                child: None,
-                folder,
-                socket,
-            }),
+        let url = format!("redis+unix://{}", socket.display());
+        let server = Server {
+            folder: folder.path().to_owned(),
+            socket,
+            url: url.clone(),
         };
-        redis.start().await?;
-        Ok(redis)
+        let child = server.start().await?;
+        let news = News(Arc::new(Mutex::new(Box::new(|line: &str| {
+            supervisor::report::stderr_line(line);
+        }))));
+        let (control, orders) = mpsc::unbounded_channel();
+        tokio::spawn(keep(server, child, orders, news.clone()));
+        Ok(Redis {
+            url,
+            private: Some(PrivateServer {
+                control,
+                news,
+                _folder: folder,
+            }),
+        })
     }
 
     /// Where to connect: pass it to workers (they connect themselves).
@@ -121,72 +181,45 @@ impl Redis {
         self.private.is_some()
     }
 
+    /// Sends a private server's news (it died; it is back) to `say`
+    /// instead of stderr: a lesson's log, say.
+    pub fn on_news(&self, say: impl Fn(&str) + Send + Sync + 'static) {
+        if let Some(server) = &self.private
+            && let Ok(mut slot) = server.news.0.lock()
+        {
+            *slot = Box::new(say);
+        }
+    }
+
     /// A connection that reconnects by itself (see [`connect`]).
     pub async fn connect(&self) -> Result<ConnectionManager, RedisError> {
         connect(&self.url).await
     }
 
     /// Stops the private server, as an outage would (tests and lessons
-    /// that show what happens while Redis is away). Data is lost: it was
-    /// never persisted. A no-op for someone else's Redis.
+    /// that show what happens while Redis is away), and keeps it stopped
+    /// until [`Redis::restart`]. Data is lost: it was never persisted. A
+    /// no-op for someone else's Redis.
     pub async fn stop(&mut self) {
-        if let Some(server) = &mut self.private
-            && let Some(mut child) = server.child.take()
-        {
-            if let Some(pid) = child.id() {
-                let pid = nix::unistd::Pid::from_raw(pid as i32);
-                let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+        if let Some(server) = &self.private {
+            let (done, stopped) = oneshot::channel();
+            if server.control.send(Control::Stop(done)).is_ok() {
+                let _ = stopped.await;
             }
-            let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-            let _ = child.kill().await;
         }
     }
 
     /// Starts the private server again, on the same socket.
     pub async fn restart(&mut self) -> Result<(), RedisError> {
-        self.stop().await;
-        self.start().await
-    }
-
-    async fn start(&mut self) -> Result<(), RedisError> {
-        let Some(server) = &mut self.private else {
+        let Some(server) = &self.private else {
             return Ok(());
         };
-        let _ = std::fs::remove_file(&server.socket);
-        let child = spawn(server.folder.path(), &server.socket)?;
-        server.child = Some(child);
-        let begun = Instant::now();
-        let client =
-            redis::Client::open(self.url.as_str()).map_err(|cause| RedisError::BadUrl {
-                url: self.url.clone(),
-                cause,
-            })?;
-        loop {
-            // Polled, because nothing tells us when it is up: a short
-            // pause between tries, and a bound on the whole wait.
-            if let Ok(mut connection) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING")
-                    .query_async::<String>(&mut connection)
-                    .await
-                    .is_ok()
-            {
-                return Ok(());
-            }
-            if let Some(child) = server.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                let said = last_words(child).await;
-                server.child = None;
-                return Err(RedisError::ExitedAtStart {
-                    status: status.to_string(),
-                    said,
-                });
-            }
-            if begun.elapsed() > START_WITHIN {
-                return Err(RedisError::NoAnswer);
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let (done, started) = oneshot::channel();
+        server
+            .control
+            .send(Control::Start(done))
+            .map_err(|_| RedisError::KeeperGone)?;
+        started.await.map_err(|_| RedisError::KeeperGone)?
     }
 
     async fn ping(&self) -> Result<(), RedisError> {
@@ -211,14 +244,141 @@ impl Redis {
     }
 }
 
-impl Drop for PrivateServer {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            // The runtime may be gone already: a plain kill, then the
-            // child is reaped by tokio's orphan queue or by init.
-            let _ = child.start_kill();
+/// How to start the private server, again and again.
+#[derive(Debug)]
+struct Server {
+    folder: PathBuf,
+    socket: PathBuf,
+    url: String,
+}
+
+impl Server {
+    /// Starts redis-server and waits until it answers `PING`.
+    async fn start(&self) -> Result<Child, RedisError> {
+        let _ = std::fs::remove_file(&self.socket);
+        let mut child = spawn(&self.folder, &self.socket)?;
+        let begun = Instant::now();
+        let client =
+            redis::Client::open(self.url.as_str()).map_err(|cause| RedisError::BadUrl {
+                url: self.url.clone(),
+                cause,
+            })?;
+        loop {
+            // Polled, because nothing tells us when it is up: a short
+            // pause between tries, and a bound on the whole wait.
+            if let Ok(mut connection) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
+                    .is_ok()
+            {
+                return Ok(child);
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let said = last_words(&mut child).await;
+                return Err(RedisError::ExitedAtStart {
+                    status: status.to_string(),
+                    said,
+                });
+            }
+            if begun.elapsed() > START_WITHIN {
+                return Err(RedisError::NoAnswer);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
+}
+
+/// Stops `child`: SIGTERM, a bounded wait, then SIGKILL.
+async fn stop(mut child: Child) {
+    if let Some(pid) = child.id() {
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+    let _ = child.kill().await;
+}
+
+/// The keeper: owns the running server, obeys [`Control`]s, and starts the
+/// server again when it dies without being asked to. Ends — and the server
+/// with it (`kill_on_drop`) — when the [`Redis`] is dropped.
+async fn keep(
+    server: Server,
+    child: Child,
+    mut orders: mpsc::UnboundedReceiver<Control>,
+    news: News,
+) {
+    let mut running = Some(child);
+    // Set while a server that died is being started again.
+    let mut lost: Option<(Instant, Duration)> = None;
+    loop {
+        let waiting = async {
+            match (&mut running, lost) {
+                (Some(child), _) => Event::Died(child.wait().await),
+                (None, Some((_, delay))) => {
+                    tokio::time::sleep(delay).await;
+                    Event::Retry
+                }
+                (None, None) => std::future::pending().await,
+            }
+        };
+        let event = tokio::select! {
+            order = orders.recv() => match order {
+                Some(order) => Event::Order(order),
+                None => return,
+            },
+            event = waiting => event,
+        };
+        match event {
+            Event::Order(Control::Stop(done)) => {
+                lost = None;
+                if let Some(child) = running.take() {
+                    stop(child).await;
+                }
+                let _ = done.send(());
+            }
+            Event::Order(Control::Start(done)) => {
+                lost = None;
+                if let Some(child) = running.take() {
+                    stop(child).await;
+                }
+                let started = server.start().await;
+                let _ = done.send(started.map(|child| {
+                    running = Some(child);
+                }));
+            }
+            Event::Died(status) => {
+                running = None;
+                let how = status.map_or_else(|error| error.to_string(), |s| s.to_string());
+                news.say(&format!(
+                    "the private redis-server died ({how}); starting it again at {}",
+                    server.url
+                ));
+                lost = Some((Instant::now(), RESTART_FIRST_DELAY));
+            }
+            Event::Retry => {
+                let Some((since, delay)) = lost else { continue };
+                match server.start().await {
+                    Ok(child) => {
+                        running = Some(child);
+                        lost = None;
+                        news.say(&format!(
+                            "the private redis-server is back after {} ms (its data is not: it was never saved)",
+                            since.elapsed().as_millis()
+                        ));
+                    }
+                    Err(_) => lost = Some((since, (delay * 2).min(RESTART_MAX_DELAY))),
+                }
+            }
+        }
+    }
+}
+
+/// What woke the keeper.
+enum Event {
+    Order(Control),
+    Died(std::io::Result<std::process::ExitStatus>),
+    Retry,
 }
 
 /// Starts a cluster whose workers use `redis`, when there is one.
@@ -241,6 +401,8 @@ pub async fn start_cluster(
             "REDIS_URL is not set: started a private redis-server at {}",
             redis.url()
         ));
+        let log = cluster.clone();
+        redis.on_news(move |line| log.note_line(line));
     }
     Ok(cluster)
 }
@@ -362,23 +524,75 @@ pub async fn connect(url: &str) -> Result<ConnectionManager, RedisError> {
     })
 }
 
-/// Failed Redis commands, said once per outage.
+/// While Redis is down, how often one command may go and find out whether
+/// it is back. The others fail at once.
+pub const PROBE_EVERY: Duration = Duration::from_millis(200);
+
+/// Failed Redis commands, said once per outage — and not sent at all while
+/// the outage lasts, but for one probe every [`PROBE_EVERY`].
+///
+/// A command to a Redis that is gone does not fail at once: the connection
+/// manager first tries to connect again, with backoff, and every request
+/// waited for that (about 150 ms each: lesson 12 fell from 50,860 to 415
+/// requests a second). So while Redis is down a request asks
+/// [`Outages::may_try`] first, and decides without Redis — fail open or
+/// closed — when the answer is no. It is a small circuit breaker (lesson 11)
+/// around one dependency.
 #[derive(Debug, Default)]
 pub struct Outages {
-    down: Option<(Instant, u64)>,
+    down: Option<Outage>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Outage {
+    since: Instant,
+    /// Commands sent that failed.
+    failed: u64,
+    /// Commands not sent: decided without Redis.
+    skipped: u64,
+    last_try: Instant,
 }
 
 impl Outages {
+    /// Whether this request should send its command: always while Redis
+    /// works; during an outage, one request every [`PROBE_EVERY`].
+    pub fn may_try(&mut self) -> bool {
+        self.may_try_at(Instant::now())
+    }
+
+    fn may_try_at(&mut self, now: Instant) -> bool {
+        match &mut self.down {
+            None => true,
+            Some(outage) if now.saturating_duration_since(outage.last_try) >= PROBE_EVERY => {
+                outage.last_try = now;
+                true
+            }
+            Some(outage) => {
+                outage.skipped += 1;
+                false
+            }
+        }
+    }
+
     /// A command failed with `error`: the line to print, for the first
     /// failure of an outage only.
     pub fn failed(&mut self, error: &redis::RedisError) -> Option<String> {
+        self.failed_at(error, Instant::now())
+    }
+
+    fn failed_at(&mut self, error: &redis::RedisError, now: Instant) -> Option<String> {
         match &mut self.down {
-            Some((_, count)) => {
-                *count += 1;
+            Some(outage) => {
+                outage.failed += 1;
                 None
             }
             None => {
-                self.down = Some((Instant::now(), 1));
+                self.down = Some(Outage {
+                    since: now,
+                    failed: 1,
+                    skipped: 0,
+                    last_try: now,
+                });
                 Some(format!("Redis is unreachable: {error}"))
             }
         }
@@ -386,11 +600,15 @@ impl Outages {
 
     /// A command worked: the line to print if it ends an outage.
     pub fn worked(&mut self) -> Option<String> {
-        let (since, count) = self.down.take()?;
+        let outage = self.down.take()?;
+        let plural = |n: u64| if n == 1 { "" } else { "s" };
         Some(format!(
-            "Redis is back after {} ms; {count} command{} failed meanwhile",
-            since.elapsed().as_millis(),
-            if count == 1 { "" } else { "s" }
+            "Redis is back after {} ms; meanwhile {} command{} failed and {} request{} did not wait for it",
+            outage.since.elapsed().as_millis(),
+            outage.failed,
+            plural(outage.failed),
+            outage.skipped,
+            plural(outage.skipped),
         ))
     }
 
@@ -420,17 +638,12 @@ mod tests {
             .await?;
         assert_eq!(got, "yes");
 
-        let pid = redis
-            .private
-            .as_ref()
-            .and_then(|p| p.child.as_ref())
-            .and_then(Child::id)
-            .ok_or("no child")?;
         let folder = redis
             .private
             .as_ref()
-            .map(|p| p.folder.path().to_owned())
+            .map(|p| p._folder.path().to_owned())
             .ok_or("no folder")?;
+        let pid = server_pid(&folder).ok_or("no redis-server runs in the folder")?;
         drop(connection);
         drop(redis);
         // Gone: the process (within a bound) and its folder.
@@ -440,6 +653,77 @@ mod tests {
         }
         assert!(is_gone(pid as i32), "redis-server {pid} outlived its owner");
         assert!(!folder.exists());
+        Ok(())
+    }
+
+    /// The pid of the redis-server whose socket is in `folder`, from /proc.
+    fn server_pid(folder: &Path) -> Option<i32> {
+        let socket = folder.join("redis.sock");
+        std::fs::read_dir("/proc")
+            .ok()?
+            .filter_map(Result::ok)
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+            .find(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|line| {
+                    let line = String::from_utf8_lossy(&line);
+                    line.contains("redis-server") && line.contains(&*socket.to_string_lossy())
+                }) && !is_gone(*pid)
+            })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_private_server_that_dies_is_started_again_and_said_once_each_way()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let redis = Redis::start_private().await?;
+        let (said, mut heard) = mpsc::unbounded_channel::<String>();
+        redis.on_news(move |line| {
+            let _ = said.send(line.to_owned());
+        });
+        let folder = redis
+            .private
+            .as_ref()
+            .map(|p| p._folder.path().to_owned())
+            .ok_or("no folder")?;
+        let first = server_pid(&folder).ok_or("no redis-server")?;
+
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(first), Signal::SIGKILL)?;
+        let within = Duration::from_secs(10);
+        let died = tokio::time::timeout(within, heard.recv())
+            .await?
+            .unwrap_or_default();
+        assert!(died.contains("died"), "{died}");
+        let back = tokio::time::timeout(within, heard.recv())
+            .await?
+            .unwrap_or_default();
+        assert!(back.contains("is back after"), "{back}");
+        redis.ping().await?;
+        let second = server_pid(&folder).ok_or("no redis-server after the restart")?;
+        assert_ne!(first, second);
+        // Said once each way: nothing more while it runs.
+        assert!(heard.try_recv().is_err());
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_stopped_on_purpose_stays_stopped_until_restarted()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let mut redis = Redis::start_private().await?;
+        let (said, mut heard) = mpsc::unbounded_channel::<String>();
+        redis.on_news(move |line| {
+            let _ = said.send(line.to_owned());
+        });
+        redis.stop().await;
+        assert!(redis.ping().await.is_err());
+        // The keeper's first retry would come after 50 ms: give it ten times
+        // that to (wrongly) start the server again.
+        tokio::time::sleep(RESTART_FIRST_DELAY * 10).await;
+        assert!(redis.ping().await.is_err(), "a stop on purpose was undone");
+        assert!(
+            heard.try_recv().is_err(),
+            "a stop on purpose was reported as a death"
+        );
+        redis.restart().await?;
+        redis.ping().await?;
         Ok(())
     }
 
@@ -487,5 +771,31 @@ mod tests {
         let back = outages.worked().unwrap_or_default();
         assert!(back.contains("101 commands failed"), "{back}");
         assert_eq!(outages.worked(), None);
+    }
+
+    #[test]
+    fn while_redis_is_down_one_request_per_interval_tries_it() {
+        let mut outages = Outages::default();
+        let error =
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let t0 = Instant::now();
+        assert!(outages.may_try_at(t0), "Redis works: everyone tries");
+        outages.failed_at(&error, t0);
+        // Within the interval: nobody waits on a connection attempt.
+        let tries = (1..100)
+            .filter(|ms| outages.may_try_at(t0 + Duration::from_millis(*ms)))
+            .count();
+        assert_eq!(tries, 0);
+        // Then exactly one probe per interval.
+        let at = t0 + PROBE_EVERY;
+        assert!(outages.may_try_at(at));
+        assert!(!outages.may_try_at(at + Duration::from_millis(1)));
+        assert!(outages.may_try_at(at + PROBE_EVERY));
+        let back = outages.worked().unwrap_or_default();
+        assert!(
+            back.contains("1 command failed and 100 requests did not wait"),
+            "{back}"
+        );
+        assert!(outages.may_try_at(at + PROBE_EVERY));
     }
 }
