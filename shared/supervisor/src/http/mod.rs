@@ -50,8 +50,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+mod crowd;
 mod probe;
 
+use self::crowd::{Crowd, Presence};
 use self::probe::{next_probe, probe};
 use crate::accept::AcceptFailures;
 use crate::listen::Listener;
@@ -212,20 +214,44 @@ impl Server {
         let mut accepting = true;
         let mut probes = listener.take_probes();
         let mut failures = AcceptFailures::default();
+        // Who is idle, so that a full worker can make room (see `crowd`).
+        let mut crowd = Crowd::new();
+        let nearly_full = self.max_connections - self.max_connections / 10;
         tokio::pin!(shutdown);
 
         loop {
             let full = connections.len() >= self.max_connections;
+            // Full: close what has been quiet long enough, and come back
+            // when the next quiet one will be.
+            let quiet_at = if full && !draining {
+                while connections.len() >= self.max_connections
+                    && crowd.close_quietest(std::time::Instant::now())
+                {
+                    // Each close ends its task soon; one is enough per turn
+                    // unless the set is still over the limit.
+                    if connections.try_join_next().is_none() {
+                        break;
+                    }
+                }
+                crowd.next_quiet_at()
+            } else {
+                None
+            };
             tokio::select! {
                 // At the limit: take nothing more until a connection ends.
                 Some(_) = connections.join_next(), if full => {}
+                () = sleep_until_opt(quiet_at), if quiet_at.is_some() => {}
                 accepted = listener.accept(), if !full && accepting => match accepted {
                     Ok(Some((stream, _peer))) => {
                         if let Some(line) = failures.succeeded() {
                             stderr_line(&format!("[worker {}] {line}", listener.worker_id()));
                         }
                         self.stats.connections.fetch_add(1, Ordering::Relaxed);
-                        connections.spawn(conn.clone().run(stream, handler.clone(), drain.clone(), draining, true));
+                        if connections.len() >= nearly_full {
+                            crowd.close_quietest(std::time::Instant::now());
+                        }
+                        let presence = crowd.join();
+                        connections.spawn(conn.clone().run(stream, handler.clone(), drain.clone(), draining, Some(presence)));
                     }
                     // Round-robin: the primary will send nothing more.
                     Ok(None) => break,
@@ -246,7 +272,8 @@ impl Server {
                     accepting = false;
                     for stream in listener.close_socket() {
                         self.stats.connections.fetch_add(1, Ordering::Relaxed);
-                        connections.spawn(conn.clone().run(stream, handler.clone(), drain.clone(), false, true));
+                        let presence = crowd.join();
+                        connections.spawn(conn.clone().run(stream, handler.clone(), drain.clone(), false, Some(presence)));
                     }
                 }
                 Some(seq) = next_probe(&mut probes) => {
@@ -261,7 +288,8 @@ impl Server {
                         // reset when the socket closes (see `accept_queued`).
                         for stream in listener.accept_queued() {
                             self.stats.connections.fetch_add(1, Ordering::Relaxed);
-                            connections.spawn(conn.clone().run(stream, handler.clone(), drain.clone(), true, true));
+                            let presence = crowd.join();
+                            connections.spawn(conn.clone().run(stream, handler.clone(), drain.clone(), true, Some(presence)));
                         }
                         break;
                     }
@@ -276,6 +304,13 @@ impl Server {
         while connections.join_next().await.is_some() {}
     }
     // ANCHOR_END: serve
+}
+
+async fn sleep_until_opt(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Serves `handler` with the default [`Server`] settings.
@@ -300,13 +335,16 @@ struct Conn {
 impl Conn {
     /// Serves one connection (a TCP stream, or a heartbeat's in-memory
     /// pipe); `counted` is false for heartbeats, which are not traffic.
+    /// Serves one connection. `presence` says when it is busy or idle, for
+    /// a full worker that must make room; the heartbeat's own connection
+    /// has none, and is not counted in [`Stats`] either.
     async fn run<H, F, S>(
         self,
         stream: S,
         handler: H,
         mut drain: watch::Receiver<bool>,
         late: bool,
-        counted: bool,
+        presence: Option<Arc<Presence>>,
     ) where
         H: Fn(Request) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response> + Send + 'static,
@@ -318,14 +356,23 @@ impl Conn {
             idle_close,
             header_timeout,
         } = self;
+        let counted = presence.is_some();
         let draining = drain.clone();
+        let seen = presence.clone();
         let service = service_fn(move |request| {
             let handler = handler.clone();
             let worker_id = worker_id.clone();
             let stats = Arc::clone(&stats);
             let draining = *draining.borrow();
+            let seen = seen.clone();
             async move {
+                if let Some(seen) = &seen {
+                    seen.busy();
+                }
                 let mut response = handler(request).await;
+                if let Some(seen) = &seen {
+                    seen.idle();
+                }
                 let headers = response.headers_mut();
                 headers.insert(WORKER_ID_HEADER, worker_id);
                 if draining {
@@ -351,9 +398,23 @@ impl Conn {
             // `hyper::upgrade::on`); without this, hyper would refuse.
             .with_upgrades();
         tokio::pin!(conn);
-        tokio::select! {
+        let evicted = async {
+            match &presence {
+                Some(presence) => presence.evicted().await,
+                None => std::future::pending().await,
+            }
+        };
+        let evict = tokio::select! {
             _ = conn.as_mut() => return,
-            _ = drain.wait_for(|&yes| yes) => {}
+            _ = drain.wait_for(|&yes| yes) => false,
+            () = evicted => true,
+        };
+        if evict {
+            // A full worker needs the room: close now if idle, after the
+            // response if busy.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+            return;
         }
         // Draining: the next response says `Connection: close`. Give a quiet
         // connection `idle_close` to send its request before we close it.

@@ -43,7 +43,7 @@ pub(super) async fn probe<H, F>(
 {
     let stats = Arc::clone(&conn.stats);
     let (client_end, server_end) = tokio::io::duplex(16 * 1024);
-    let server = conn.run(server_end, handler, drain, true, false);
+    let server = conn.run(server_end, handler, drain, true, None);
     let client = async {
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(client_end)).await?;
