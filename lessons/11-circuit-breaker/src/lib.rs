@@ -7,7 +7,12 @@
 //!   at least `min_calls` are kept and the share of failures reaches
 //!   `failure_rate`, the breaker opens. A rate over a window, not "N in a
 //!   row": five failures among a thousand successes are noise, and three
-//!   failures in three calls are not.
+//!   failures in three calls are not. But a rate alone opens late after
+//!   busy healthy traffic — 3 s at 13,000 calls a second leave 39,000
+//!   successes in a 10 s window, and as many failures must pass before
+//!   the rate reaches one half — and never opens on an upstream that fails
+//!   every other fifth of a second. So `trip_after` failures in a row open
+//!   it too, whatever the window holds.
 //! * **Open** — calls fail at once, without touching the upstream, for
 //!   `reset_timeout`: the upstream gets room to recover, the callers get a
 //!   fast answer instead of a slow failure.
@@ -44,6 +49,8 @@ pub struct Policy {
     pub reset_timeout: Duration,
     /// Calls let through at once while half-open; as many successes close it.
     pub probes: u32,
+    /// Failures in a row that open the breaker whatever the window says.
+    pub trip_after: u32,
 }
 
 impl Default for Policy {
@@ -54,6 +61,7 @@ impl Default for Policy {
             failure_rate: 0.5,
             reset_timeout: Duration::from_secs(2),
             probes: 2,
+            trip_after: 20,
         }
     }
 }
@@ -233,8 +241,9 @@ impl Breaker {
                     *streak >= policy.min_calls
                 } else {
                     let (calls, failures) = window.counts(now);
-                    calls >= u64::from(policy.min_calls)
-                        && failures as f64 / calls as f64 >= policy.failure_rate
+                    let rate = calls >= u64::from(policy.min_calls)
+                        && failures as f64 / calls as f64 >= policy.failure_rate;
+                    rate || *streak >= policy.trip_after
                 };
                 should_open.then_some(Inner::Open {
                     until: now + policy.reset_timeout,
@@ -317,6 +326,7 @@ mod tests {
             failure_rate: 0.5,
             reset_timeout: Duration::from_secs(2),
             probes: 2,
+            trip_after: 20,
         }
     }
 
@@ -348,6 +358,48 @@ mod tests {
             assert!(call(&usual, ok));
         }
         assert_eq!(usual.state(), State::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_in_a_row_open_it_after_busy_healthy_traffic() {
+        let breaker = Breaker::new(policy());
+        // A busy healthy stretch fills the window with successes ...
+        for _ in 0..40_000 {
+            assert!(call(&breaker, true));
+        }
+        // ... so the rate would need 40,000 failures; the streak needs 20.
+        for _ in 0..19 {
+            assert!(call(&breaker, false));
+        }
+        assert_eq!(breaker.state(), State::Closed);
+        assert!(call(&breaker, false));
+        assert_eq!(breaker.state(), State::Open);
+        assert!(!call(&breaker, false), "open: the next call is refused");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upstream_that_flaps_opens_it_once_failing_long_enough() {
+        let breaker = Breaker::new(policy());
+        // Healthy and failing by turns, 400 calls each; a success resets
+        // the streak, and with successes a bit more than half the rate stays
+        // under one half.
+        let mut opened_after = None;
+        for round in 0..10 {
+            for _ in 0..420 {
+                call(&breaker, true);
+            }
+            for n in 0..400 {
+                if !call(&breaker, false) {
+                    opened_after = Some((round, n));
+                    break;
+                }
+            }
+            if opened_after.is_some() {
+                break;
+            }
+        }
+        // The first failing stretch opens it, 20 calls in.
+        assert_eq!(opened_after, Some((0, 20)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -92,6 +92,10 @@ struct Args {
     /// Calls let through at once while half-open
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
     probes: u32,
+
+    /// Failures in a row that open a breaker whatever its window holds
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    trip_after: u32,
 }
 
 impl Args {
@@ -102,6 +106,7 @@ impl Args {
             failure_rate: self.failure_rate.clamp(0.0, 1.0),
             reset_timeout: self.reset_timeout,
             probes: self.probes,
+            trip_after: self.trip_after,
         }
     }
 }
