@@ -18,33 +18,32 @@
 //! ```
 //!
 //! **What the usual answer gets wrong.** Its sample keeps the restart
-//! history by worker id, and every replacement has a new id, so its "max
-//! restarts per hour" never trips (see `usual.rs`, and the `usual_budget`
-//! line this lesson prints beside the real budget). It prints cumulative CPU
+//! history in a tracker per worker id, and every replacement gets a new
+//! tracker, so its "max restarts per hour" never trips (its Node twin,
+//! `node/usual.js`, shows it in Node itself). It prints cumulative CPU
 //! seconds as a percentage, and heap used as memory — RSS is what the
 //! machine gives the process. And a heartbeat answered by the IPC handler
 //! proves only that the IPC handler runs.
 //!
 //! | Node                                           | Rust (this workbook)                                  |
 //! |------------------------------------------------|-------------------------------------------------------|
-//! | `setInterval(() => worker.send('ping'))`       | `HealthPolicy { interval, timeout, missed, .. }`      |
-//! | `process.on('message', …)` answering `pong`    | the worker's HTTP server serves itself one request   |
+//! | `setInterval(() => worker.send(check))`        | `HealthPolicy { interval, timeout, missed, .. }`      |
+//! | `process.on('message', …)` answering `health`  | the worker's HTTP server serves itself one request   |
 //! | `process.memoryUsage().heapUsed`               | RSS, read with the `procfs` crate                     |
-//! | `worker.kill()` then `cluster.fork()`          | `Cluster::replace`: the new one is ready first        |
-//! | `restartHistory[worker.id]`                    | one `RestartBudget` for the whole cluster             |
+//! | `cluster.fork()`, `kill()` at `'listening'`    | `Cluster::replace`: the new one is ready first        |
+//! | `tracker.restarts`, a tracker per worker id    | one `RestartBudget` for the whole cluster             |
 
 mod dashboard;
-mod usual;
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use supervisor::cli::parse_seconds;
 use supervisor::http::{Request, serve, text};
-use supervisor::{Cluster, ClusterArgs, Event, HealthPolicy, RestartPolicy, Role, Worker};
+use supervisor::{Cluster, ClusterArgs, HealthPolicy, RestartPolicy, Role, Worker};
 
 /// Lesson 09: hung and leaking workers found and replaced, within a budget.
 #[derive(Debug, Parser)]
@@ -137,11 +136,6 @@ async fn primary(args: Args) -> anyhow::Result<()> {
         .await
         .context("starting the cluster")?;
 
-    tokio::spawn(compare_with_the_usual_budget(
-        cluster.clone(),
-        args.health_budget,
-        args.health_window,
-    ));
     if args.dashboard {
         let every = Duration::from_secs(1);
         tokio::spawn(dashboard::run(cluster.clone(), args.cluster.events, every));
@@ -150,36 +144,6 @@ async fn primary(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Beside every real health replacement, what the usual sample would have
-/// decided: its history is keyed by the sick worker's id.
-async fn compare_with_the_usual_budget(cluster: Cluster, max: u32, window: Duration) {
-    let mut usual = usual::UsualHistory::default();
-    let mut events = cluster.subscribe();
-    while let Ok(event) = events.next().await {
-        let Event::Unhealthy { id, .. } = event else {
-            continue;
-        };
-        let allowed = usual.can_restart(id, max as usize, window, Instant::now());
-        let fields = serde_json::json!({
-            "id": id,
-            "would_restart": allowed,
-            "longest_history": usual.longest(),
-        });
-        let verdict = if allowed {
-            "would restart it again"
-        } else {
-            "would give up"
-        };
-        cluster.report(
-            "usual_budget",
-            &fields,
-            &format!(
-                "the usual sample keys its history by worker id: no id has more than {} restart(s) of the {max} allowed, so it {verdict}",
-                usual.longest()
-            ),
-        );
-    }
-}
 // ANCHOR_END: primary
 
 // ANCHOR: worker
