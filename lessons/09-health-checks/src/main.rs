@@ -68,6 +68,12 @@ struct Args {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_rss: u64,
 
+    /// The kernel's hard limit on a worker's memory (MiB, RLIMIT_DATA): past
+    /// it an allocation fails and the worker dies at once. The backstop for a
+    /// leak too fast for --max-rss's samples; keep it well above --max-rss
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
+    max_memory: u64,
+
     /// Samples over --max-rss in a row that make a worker over memory
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     rss_samples: u32,
@@ -127,9 +133,18 @@ async fn primary(args: Args) -> anyhow::Result<()> {
             ..RestartPolicy::default()
         },
     };
+    if args.max_memory <= args.max_rss {
+        anyhow::bail!(
+            "--max-memory {} MiB must be above --max-rss {} MiB: it is the hard backstop behind the sampled limit",
+            args.max_memory,
+            args.max_rss
+        );
+    }
     let options = supervisor::ClusterOptions {
         restart: Some(RestartPolicy::default()),
         health: Some(health),
+        // Soft limit above, sampled; hard limit here, enforced by the kernel.
+        worker_memory_limit: Some(args.max_memory << 20),
         ..args.cluster.options()
     };
     let cluster = Cluster::start(options)

@@ -49,6 +49,14 @@ pub struct ClusterOptions {
     pub worker_threads: Option<usize>,
     /// Extra environment for workers.
     pub worker_env: Vec<(String, String)>,
+    /// The kernel's hard limit on each worker's memory, in bytes
+    /// (`RLIMIT_DATA`: its heap and private mappings), set before the
+    /// worker's program starts. A sampled limit such as
+    /// [`HealthPolicy::max_rss`] is soft: between two samples a fast leak
+    /// runs on. Past this one an allocation fails and the worker dies —
+    /// abruptly, its requests with it — and is replaced as a crash. Set it
+    /// well above the soft limit, as the backstop it is.
+    pub worker_memory_limit: Option<u64>,
 }
 
 impl Default for ClusterOptions {
@@ -67,6 +75,7 @@ impl Default for ClusterOptions {
             worker_args: None,
             worker_threads: None,
             worker_env: Vec::new(),
+            worker_memory_limit: None,
         }
     }
 }

@@ -122,9 +122,10 @@ impl Cluster {
             inherited.push(fd);
         }
         let parent = nix::unistd::getpid();
+        let memory_limit = self.inner.options.worker_memory_limit;
         // SAFETY: the closure runs in the child between fork and exec, and
         // calls only async-signal-safe functions (fcntl, prctl, getppid,
-        // signal); it allocates nothing: the Vec was built before the fork,
+        // signal, setrlimit); it allocates nothing: the Vec was built before the fork,
         // and its one error is a static message.
         unsafe {
             command.pre_exec(move || {
@@ -146,6 +147,14 @@ impl Cluster {
                 // exec).
                 nix::sys::signal::signal(Signal::SIGINT, nix::sys::signal::SigHandler::SigIgn)?;
                 nix::sys::signal::signal(Signal::SIGHUP, nix::sys::signal::SigHandler::SigIgn)?;
+                // The hard memory limit, inherited by the program exec runs.
+                if let Some(limit) = memory_limit {
+                    nix::sys::resource::setrlimit(
+                        nix::sys::resource::Resource::RLIMIT_DATA,
+                        limit,
+                        limit,
+                    )?;
+                }
                 Ok(())
             });
         }

@@ -295,7 +295,7 @@ impl Cluster {
             // once (Node drops it from `cluster.workers` at once, too),
             // unless a replacement already holds that place.
             let mut scaled = None;
-            if first && reason == ExitReason::Left {
+            if first && reason == ExitReason::Left && !registry.stopping {
                 let taken = registry
                     .workers
                     .values()
