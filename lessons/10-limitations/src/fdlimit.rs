@@ -11,6 +11,10 @@
 //! until the cluster stops answering new ones. It counts them per worker and
 //! in total, then lets them all go and checks the cluster serves again.
 //!
+//! The demo's workers keep quiet connections (`make_room(false)`): the
+//! supervisor's default closes the quietest when a worker is full, which
+//! would hide the limit this demo is about.
+//!
 //! Two ways to meet the limit. By default each worker stops taking
 //! connections a little below it (the supervisor's `Server` keeps a reserve
 //! of descriptors), so new clients wait in a queue instead of failing.
@@ -133,11 +137,13 @@ pub async fn worker(args: Args) -> anyhow::Result<()> {
     worker.ready()?;
     let id = worker.id();
     // ANCHOR: server
+    // The demo fills each worker to its limit, so a full worker here keeps
+    // its quiet connections instead of closing them to make room.
     let server = if args.unguarded {
-        Server::new().max_connections(usize::MAX)
+        Server::new().make_room(false).max_connections(usize::MAX)
     } else {
         // The default: the file limit less a reserve, read after we set it.
-        Server::new()
+        Server::new().make_room(false)
     };
     // ANCHOR_END: server
     let hello = move |_| async move { text(200, format!("hello from worker {id}\n")) };

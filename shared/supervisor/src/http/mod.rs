@@ -126,6 +126,7 @@ pub struct Server {
     idle_close: Duration,
     header_timeout: Duration,
     max_connections: usize,
+    make_room: bool,
 }
 
 impl Default for Server {
@@ -135,6 +136,7 @@ impl Default for Server {
             idle_close: Duration::from_millis(500),
             header_timeout: Duration::from_secs(30),
             max_connections: default_max_connections(),
+            make_room: true,
         }
     }
 }
@@ -184,6 +186,15 @@ impl Server {
         self
     }
 
+    /// Whether a worker at (or near) its connection limit closes the
+    /// connections that have been quiet longest to make room for new ones
+    /// (see `crowd`). On by default; off, quiet connections hold their
+    /// places until the header timeout, as lesson 10's `fd-limit` shows.
+    pub fn make_room(mut self, yes: bool) -> Self {
+        self.make_room = yes;
+        self
+    }
+
     /// The live counters of this server.
     pub fn stats(&self) -> Arc<Stats> {
         Arc::clone(&self.stats)
@@ -223,7 +234,7 @@ impl Server {
             let full = connections.len() >= self.max_connections;
             // Full: close what has been quiet long enough, and come back
             // when the next quiet one will be.
-            let quiet_at = if full && !draining {
+            let quiet_at = if full && !draining && self.make_room {
                 while connections.len() >= self.max_connections
                     && crowd.close_quietest(std::time::Instant::now())
                 {
@@ -247,7 +258,7 @@ impl Server {
                             stderr_line(&format!("[worker {}] {line}", listener.worker_id()));
                         }
                         self.stats.connections.fetch_add(1, Ordering::Relaxed);
-                        if connections.len() >= nearly_full {
+                        if self.make_room && connections.len() >= nearly_full {
                             crowd.close_quietest(std::time::Instant::now());
                         }
                         let presence = crowd.join();
