@@ -15,7 +15,7 @@
 //! node_args = ["--workers", "4"]
 //! rounds = 2                                # each program, alternating
 //! operation = "rollout"                     # what the timed stretch is called
-//! from = "rollout_started"                  # an event kind, or "signal"
+//! from = "rollout_started"                  # an event kind, "signal" or "kill"
 //! to = "rollout_finished"                   # an event kind, or "exit"
 //!
 //! [[step]]
@@ -59,7 +59,8 @@ pub struct Settings {
     pub rounds: u32,
     /// What the timed stretch is called in the table ("rollout", "drain").
     pub operation: String,
-    /// Where it starts: an event kind, or `signal` (the first signal step).
+    /// Where it starts: an event kind, `signal` (the first signal step) or
+    /// `kill` (the first `kill_worker` step).
     pub from: String,
     /// Where it ends: an event kind, or `exit` (the primary's exit).
     pub to: String,
@@ -152,7 +153,8 @@ pub fn comparisons_for(nn: &str) -> Result<Vec<Comparison>, String> {
 pub struct Run {
     pub side: Side,
     pub round: u32,
-    pub loads: BTreeMap<String, LoadLine>,
+    /// By load, in the order the script ran them.
+    pub loads: Vec<(String, LoadLine)>,
     /// How long the operation took; `None` if it never ended.
     pub operation: Option<Duration>,
     /// The operation never started (its `from` never came).
@@ -170,14 +172,19 @@ pub struct LoadLine {
     /// Failures by how (reset, closed, refused, timeout, HTTP status).
     pub how: BTreeMap<String, u64>,
     pub per_second: f64,
+    /// The 99th percentile of answered requests' times.
+    pub p99: Option<Duration>,
+    /// How many workers answered.
+    pub workers: usize,
 }
 
 impl Run {
     pub fn new(side: Side, round: u32, settings: &Settings, outcome: &Outcome) -> Run {
         let measured = &outcome.measured;
         let loads = measured
-            .loads
+            .load_order
             .iter()
+            .filter_map(|name| measured.loads.get(name).map(|report| (name, report)))
             .map(|(name, report)| {
                 let mut how: BTreeMap<String, u64> = report
                     .errors
@@ -199,6 +206,8 @@ impl Run {
                     } else {
                         0.0
                     },
+                    p99: report.quantile(0.99),
+                    workers: report.by_worker.len(),
                 };
                 (name.clone(), line)
             })
@@ -229,6 +238,7 @@ fn moment(measured: &Measured, what: &str, after: Duration) -> Option<Duration> 
             .iter()
             .map(|(at, _)| *at)
             .find(|at| *at >= after),
+        "kill" => measured.kills.iter().copied().find(|at| *at >= after),
         "exit" => measured.exited.filter(|at| *at >= after),
         kind => measured
             .timeline
@@ -259,17 +269,21 @@ pub fn table(comparison: &Comparison, runs: &[Run], lesson_bin: &str) -> String 
         comparison.rust.args.join(" "),
         comparison.name
     );
-    let names: Vec<&String> = runs
-        .iter()
-        .flat_map(|run| run.loads.keys())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    // The loads in the order the script runs them.
+    let mut names: Vec<&String> = Vec::new();
+    for (name, _) in runs.iter().flat_map(|run| &run.loads) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
     let mut header = String::from("| run |");
     let mut rule = String::from("|-----|");
     for name in &names {
-        let _ = write!(header, " `{name}`: ok / failed (how) | `{name}`: ok/s |");
-        rule.push_str("---:|---:|");
+        let _ = write!(
+            header,
+            " `{name}`: ok / failed (how) | ok/s | p99 | workers |"
+        );
+        rule.push_str("---:|---:|---:|---:|");
     }
     let _ = write!(header, " {} took | RSS per worker |", settings.operation);
     rule.push_str("---:|---:|");
@@ -284,7 +298,7 @@ pub fn table(comparison: &Comparison, runs: &[Run], lesson_bin: &str) -> String 
         };
         let mut row = format!("| {side}, round {} |", run.round);
         for name in &names {
-            match run.loads.get(*name) {
+            match run.loads.iter().find(|(n, _)| n == *name).map(|(_, l)| l) {
                 Some(line) => {
                     let how = if line.how.is_empty() {
                         String::new()
@@ -295,19 +309,20 @@ pub fn table(comparison: &Comparison, runs: &[Run], lesson_bin: &str) -> String 
                     };
                     let _ = write!(
                         row,
-                        " {} / {}{how} | {:.0} |",
-                        line.ok, line.failed, line.per_second
+                        " {} / {}{how} | {:.0} | {} | {} |",
+                        line.ok,
+                        line.failed,
+                        line.per_second,
+                        line.p99.map_or_else(|| "—".to_owned(), short),
+                        line.workers
                     );
                 }
-                None => row.push_str(" — | — |"),
+                None => row.push_str(" — | — | — | — |"),
             }
         }
         let took = match (run.never_started, run.operation) {
             (true, _) => format!("never began (no `{}`)", settings.from),
-            (false, Some(took)) if took < Duration::from_secs(1) => {
-                format!("{} ms", took.as_millis())
-            }
-            (false, Some(took)) => format!("{:.2} s", took.as_secs_f64()),
+            (false, Some(took)) => short(took),
             (false, None) => "did not finish".to_owned(),
         };
         let rss = run
@@ -334,6 +349,17 @@ pub fn table(comparison: &Comparison, runs: &[Run], lesson_bin: &str) -> String 
     out
 }
 
+/// `<1 ms`, `38 ms`, `1.25 s`: a time as the tables show it.
+fn short(took: Duration) -> String {
+    if took < Duration::from_millis(1) {
+        "<1 ms".to_owned()
+    } else if took < Duration::from_secs(1) {
+        format!("{} ms", took.as_millis())
+    } else {
+        format!("{:.2} s", took.as_secs_f64())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,6 +377,7 @@ mod tests {
                 ),
             ],
             signals: vec![(Duration::from_millis(90), "SIGUSR2".into())],
+            kills: vec![Duration::from_millis(95)],
             exited: Some(Duration::from_millis(2000)),
             ..Measured::default()
         }
@@ -372,6 +399,12 @@ mod tests {
             Some(Duration::from_millis(2000))
         );
         assert_eq!(moment(&m, "rollout_finished", Duration::from_secs(2)), None);
+        assert_eq!(
+            moment(&m, "kill", Duration::ZERO),
+            Some(Duration::from_millis(95))
+        );
+        assert_eq!(short(Duration::from_micros(300)), "<1 ms");
+        assert_eq!(short(Duration::from_millis(1250)), "1.25 s");
     }
 
     #[test]
@@ -396,6 +429,7 @@ mod tests {
         report.statuses.insert(503, 3);
         report.statuses.insert(200, 90);
         measured.loads.insert("keep".into(), report);
+        measured.load_order.push("keep".into());
         measured.worker_rss_mib = vec![40.0, 50.0];
         let outcome = Outcome {
             transcript: String::new(),
@@ -407,7 +441,7 @@ mod tests {
         assert_eq!(run.operation, None);
         assert!(!run.never_started);
         assert_eq!(run.rss_mib, Some(45.0));
-        let keep = &run.loads["keep"];
+        let keep = &run.loads[0].1;
         assert_eq!(keep.per_second, 45.0);
         assert_eq!(
             keep.how

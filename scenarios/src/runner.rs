@@ -47,8 +47,13 @@ pub struct Measured {
     pub loads: BTreeMap<String, LoadReport>,
     /// Every event the primary printed, with when it arrived (from the start).
     pub timeline: Vec<(Duration, Value)>,
+    /// The loads' names in the order they finished (the script's order,
+    /// for the ones that run in the foreground).
+    pub load_order: Vec<String>,
     /// When each `signal` step sent its signal (from the start).
     pub signals: Vec<(Duration, String)>,
+    /// When each `kill_worker` step killed its worker (from the start).
+    pub kills: Vec<Duration>,
     /// When the primary exited (from the start), if it did by itself.
     pub exited: Option<Duration>,
     /// The resident memory of each live worker at the last `sample`
@@ -74,6 +79,8 @@ pub struct Facts {
     /// When the program was started.
     begun: Option<Instant>,
     signals: Vec<(Duration, String)>,
+    kills: Vec<Duration>,
+    load_order: Vec<String>,
     exited: Option<Duration>,
     worker_rss_mib: Vec<f64>,
 }
@@ -149,8 +156,10 @@ pub async fn run(bin: &Path, script: &Script, transcript: &mut Transcript) -> Ou
         stderr: lesson.stderr(),
         measured: Measured {
             loads: facts.loads,
+            load_order: facts.load_order,
             timeline,
             signals: facts.signals,
+            kills: facts.kills,
             exited: facts.exited,
             worker_rss_mib: facts.worker_rss_mib,
         },
@@ -345,6 +354,9 @@ async fn run_step(
 
         Action::KillWorker(id) => {
             transcript.line(format!("kill  worker {id} with SIGKILL"));
+            if let Some(begun) = facts.begun {
+                facts.kills.push(begun.elapsed());
+            }
             match lesson.kill_worker(*id) {
                 Ok(pid) => {
                     transcript.detail(format!("pid {pid}"));
@@ -376,6 +388,12 @@ async fn run_step(
                     false
                 }
             }
+        }
+
+        Action::Pause(how_long) => {
+            transcript.line(format!("pause {}", format_secs(*how_long)));
+            tokio::time::sleep(*how_long).await;
+            true
         }
 
         Action::SampleMemory => {
@@ -464,6 +482,7 @@ async fn collect_load(
     match joined {
         Ok(Ok(Ok(report))) => {
             transcript.detail(summarise(&report));
+            facts.load_order.push(name.to_owned());
             facts.loads.insert(name.to_owned(), report);
             true
         }

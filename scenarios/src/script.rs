@@ -44,7 +44,8 @@
 //! ```
 //!
 //! `[[step]] sample = "memory"` notes each live worker's resident memory,
-//! for the side-by-side tables of `just compare`.
+//! for the side-by-side tables of `just compare`. `[[step]] pause = "1.5s"`
+//! lets time pass while a fault lasts (never to wait for an event).
 //!
 //! A background load can run through a story and stop when it is over:
 //!
@@ -163,6 +164,10 @@ pub enum Action {
     Redis(RedisAction),
     /// Note each live worker's resident memory, for `just compare`.
     SampleMemory,
+    /// Let time pass: for a fault that lasts a while (a stopped primary,
+    /// an outage) or load that must run meanwhile — never to wait for
+    /// something that announces itself with an event (`wait` does that).
+    Pause(Duration),
 }
 
 /// What a `redis` step does to the run's private server.
@@ -185,6 +190,7 @@ impl Action {
                 | Action::Expect { .. }
                 | Action::Await { .. }
                 | Action::SampleMemory
+                | Action::Pause(_)
         )
     }
 }
@@ -246,6 +252,7 @@ const ACTIONS: &[(&str, &[&str])] = &[
     ("expect", &["within"]),
     ("redis", &[]),
     ("sample", &[]),
+    ("pause", &[]),
 ];
 
 impl Script {
@@ -522,6 +529,13 @@ fn read_step(raw: RawStep, span: std::ops::Range<usize>) -> Result<Action, StepE
                 check: Check::parse(&text).map_err(|message| (action_span.clone(), message))?,
                 within: options.duration("within")?.unwrap_or(Duration::ZERO),
             }
+        }
+        "pause" => {
+            let text = required_string(&mut options, "pause", &action_span)?;
+            Action::Pause(
+                parse_duration(&text)
+                    .map_err(|message| (action_span.clone(), format!("`pause`: {message}")))?,
+            )
         }
         "sample" => match required_string(&mut options, "sample", &action_span)?.as_str() {
             "memory" => Action::SampleMemory,
