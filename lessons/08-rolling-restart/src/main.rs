@@ -191,7 +191,8 @@ async fn worker(args: Args) -> anyhow::Result<()> {
         // waits for. Here too, with --naive: start-up first, then listen.
         // (Listening first, the usual loop's steps came 10 ms apart, and
         // clients that had just reconnected, their first request not yet
-        // read, held the next old worker: Node's slower forks never did.)
+        // read, held the next old worker in most runs; a Node worker takes
+        // a few hundred ms to listen, time enough for those requests.)
         tokio::time::sleep(args.warmup).await;
     }
     let listener = worker.listen().await?;

@@ -12,7 +12,9 @@
 //! - *chatty*: four keep-alive clients whose every request takes 200 ms
 //!   (`--handler-ms 200`), so a connection is nearly always busy. Node
 //!   keeps a busy connection open and serving: the loop waits on the first
-//!   old worker for as long as its client sends, and nothing fails.
+//!   old worker for as long as its client sends. (A request fails only if
+//!   the server closes just as a connection is between two requests — rare,
+//!   and possible in Node as in the imitation.)
 //! - *busy*: 64 keep-alive clients with instant answers. Their connections
 //!   are idle at almost every instant, so `server.close()` closes them at
 //!   once — under requests already on their way — and the loop goes on:
@@ -52,6 +54,12 @@ requests = 1000000
 max_time = "8s"
 until = "rollout_finished"
 
+# Let every keep-alive connection be answered once before the signal.
+[[step]]
+wait = "exit"
+none = true
+within = "1s"
+
 [[step]]
 signal = "SIGUSR2"
 
@@ -74,11 +82,20 @@ wait_exit = "30s"
 
 /// What the clients saw of one rollout, in kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Seen {
-    /// The rollout was over while the clients were still sending.
-    finished_while_sending: bool,
-    keep_alive_failed: bool,
-    new_connection_failed: bool,
+enum Seen {
+    /// The rollout was not over while the clients sent: it waited on them.
+    /// A request may fail on the way (a connection idle at the instant
+    /// its server closed, in Node as in the imitation), but that is not
+    /// what the clients see of it.
+    Waits,
+    /// Over while they sent, with requests failed: by keep-alive clients,
+    /// by new-connection clients.
+    Fails {
+        keep_alive: bool,
+        new_connection: bool,
+    },
+    /// Over while they sent, and nothing failed.
+    Clean,
 }
 
 /// The counts behind a [`Seen`], for the failure message.
@@ -109,11 +126,15 @@ fn seen(outcome: &Outcome) -> Seen {
             .unwrap_or_else(|| panic!("no {name} load in {}", outcome.transcript))
     };
     let (keep_alive, new_connection) = (load("keep_alive"), load("new_connection"));
-    Seen {
-        // The loads stop at `rollout_finished`, or at the end of SENDING.
-        finished_while_sending: keep_alive.elapsed + Duration::from_secs(1) < SENDING,
-        keep_alive_failed: keep_alive.failed > 0,
-        new_connection_failed: new_connection.failed > 0,
+    // The loads stop at `rollout_finished`, or at the end of SENDING.
+    let finished_while_sending = keep_alive.elapsed + Duration::from_secs(1) < SENDING;
+    match (keep_alive.failed > 0, new_connection.failed > 0) {
+        _ if !finished_while_sending => Seen::Waits,
+        (false, false) => Seen::Clean,
+        (keep_alive, new_connection) => Seen::Fails {
+            keep_alive,
+            new_connection,
+        },
     }
 }
 
@@ -168,13 +189,11 @@ fn naive_shows_clients_what_node_shows_them() {
     // What Node does under each load: 08-rolling-restart-node-disconnect-chatty
     // and 08-rolling-restart-node-disconnect.
     let chatty = same_in_kind("chatty", 4, 4, 200);
-    assert!(
-        !chatty.finished_while_sending && !chatty.keep_alive_failed,
-        "chatty: {chatty:?}"
-    );
+    assert_eq!(chatty, Seen::Waits, "chatty");
     let busy = same_in_kind("busy", 64, 8, 0);
-    assert!(
-        busy.finished_while_sending && busy.keep_alive_failed,
-        "busy: {busy:?}"
-    );
+    let fails_keep_alive = Seen::Fails {
+        keep_alive: true,
+        new_connection: false,
+    };
+    assert_eq!(busy, fails_keep_alive, "busy");
 }
