@@ -4,13 +4,13 @@
 //! keyed by client, each one call to [`Limiter::check`]:
 //!
 //! * [`Algorithm::Usual`] — the usual answer's sliding log, as it is
-//!   usually written: one `MULTI` of `ZREMRANGEBYSCORE`, `ZADD`, `ZCARD`,
-//!   `EXPIRE`, with the time from the worker's clock and the time itself as
-//!   the member. Three faults hide in it. It logs every attempt, refused or
-//!   not, so a client that keeps retrying keeps its own window full and is
-//!   refused for ever. Two requests in the same millisecond share a member
-//!   and count once, so a burst gets through above the limit. And each
-//!   worker (each machine) reads its own clock.
+//!   written: one `MULTI` of `ZREMRANGEBYSCORE`, `ZCARD`, `ZADD` (a member
+//!   per attempt), `PEXPIRE`, with the time from the worker's clock, and
+//!   the decision from the count before the attempt. `MULTI` keeps the
+//!   count exact, even in a burst. Two faults hide in it. It logs every
+//!   attempt, refused or not, so a client that keeps retrying keeps its
+//!   own window full and is refused for ever, and the set grows with every
+//!   attempt. And each worker (each machine) reads its own clock.
 //! * [`Algorithm::Sliding`] — the same log, decided by a Lua script in
 //!   Redis (`sliding.lua`): one round trip, time from Redis's `TIME`, only
 //!   admitted requests logged (with unique members), so memory is bounded
@@ -37,7 +37,7 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Algorithm {
-    /// The usual answer: MULTI of ZREMRANGEBYSCORE, ZADD, ZCARD, EXPIRE.
+    /// The usual answer: MULTI of ZREMRANGEBYSCORE, ZCARD, ZADD, PEXPIRE.
     Usual,
     /// A sliding-window log in one Lua script, with Redis's clock.
     Sliding,
@@ -118,7 +118,10 @@ impl Limiter {
         let window_ms = u64::try_from(policy.window.as_millis()).unwrap_or(u64::MAX);
         let key = |kind: &str| format!("ratelimit:{kind}:{client}");
         let (allowed, remaining, reset_ms): (u64, u64, i64) = match self.algorithm {
-            Algorithm::Usual => return usual(&mut connection, &key("usual"), policy).await,
+            Algorithm::Usual => {
+                let attempt = format!("{}-{}", self.who, self.next.fetch_add(1, Ordering::Relaxed));
+                return usual(&mut connection, &key("usual"), policy, &attempt).await;
+            }
             Algorithm::Sliding => {
                 let id = format!("{}-{}", self.who, self.next.fetch_add(1, Ordering::Relaxed));
                 self.sliding
@@ -149,12 +152,17 @@ impl Limiter {
 }
 
 // ANCHOR: usual
-/// The usual answer, faithfully: every attempt is logged, the member is
-/// the time, and the time is this worker's.
+/// The usual answer, line for line: trim the window, count it, log this
+/// attempt under a member of its own (the answer's `${now}-${Math.random()}`;
+/// here `attempt` is unique to this process and request), expire the set —
+/// one `MULTI` — and admit if the count *before* this attempt is under the
+/// limit. Every attempt is logged, admitted or not, and `now` is this
+/// worker's clock.
 async fn usual(
     connection: &mut ConnectionManager,
     key: &str,
     policy: Policy,
+    attempt: &str,
 ) -> Result<Decision, redis::RedisError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -164,17 +172,17 @@ async fn usual(
         .atomic() // MULTI … EXEC
         .zrembyscore(key, 0, now.saturating_sub(window_ms))
         .ignore()
-        .zadd(key, now, now) // logged whether admitted or not
-        .ignore()
         .zcard(key)
-        .expire(key, policy.window.as_secs().max(1) as i64)
+        .zadd(key, format!("{now}-{attempt}"), now) // logged whether admitted or not
+        .ignore()
+        .pexpire(key, i64::try_from(window_ms).unwrap_or(i64::MAX))
         .ignore()
         .query_async(connection)
         .await?;
     Ok(Decision {
-        allowed: count <= policy.limit,
+        allowed: count < policy.limit,
         limit: policy.limit,
-        remaining: policy.limit.saturating_sub(count),
+        remaining: policy.limit.saturating_sub(count + 1),
         reset_ms: window_ms,
     })
 }
@@ -207,12 +215,10 @@ mod tests {
         for algorithm in [Algorithm::Usual, Algorithm::Sliding, Algorithm::Gcra] {
             let (_redis, limiter) = limiter(algorithm).await;
             let mut decisions = Vec::new();
+            // Back to back, many in the same millisecond: every algorithm
+            // counts each attempt on its own.
             for _ in 0..25 {
                 decisions.push(limiter.check("ada", TEN_PER_MINUTE).await?);
-                // Requests milliseconds apart, so that the usual algorithm's
-                // members (the time in ms) do not collide: that fault has
-                // its own demonstration, the burst.
-                tokio::time::sleep(Duration::from_millis(2)).await;
             }
             let admitted = decisions.iter().filter(|d| d.allowed).count();
             assert_eq!(admitted, 10, "{algorithm:?}");
@@ -227,6 +233,26 @@ mod tests {
                     .any(|(name, _)| *name == "retry-after")
             );
         }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_usual_log_keeps_every_attempt_refused_or_not() -> Result<(), redis::RedisError> {
+        let (redis, limiter) = limiter(Algorithm::Usual).await;
+        for _ in 0..50 {
+            limiter.check("ada", TEN_PER_MINUTE).await?;
+        }
+        let mut connection = match redis.connect().await {
+            Ok(connection) => connection,
+            Err(error) => panic!("{error}"),
+        };
+        let members: u64 = redis::cmd("ZCARD")
+            .arg("ratelimit:usual:ada")
+            .query_async(&mut connection)
+            .await?;
+        // 10 admitted, 40 refused, 50 kept: a retrying client fills its
+        // own window, and memory grows with the attempts.
+        assert_eq!(members, 50);
         Ok(())
     }
 

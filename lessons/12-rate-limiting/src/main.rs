@@ -16,7 +16,7 @@
 //! 3. Redis stopped and started again under the clients' feet.
 //!
 //! ```text
-//! just lesson 12 --algorithm usual     # the retrier is blocked for ever; the burst passes the limit
+//! just lesson 12 --algorithm usual     # the retrier is blocked for ever; the set keeps every attempt
 //! just lesson 12                       # --algorithm sliding: 10 a window, exactly 100 of 300
 //! just lesson 12 --algorithm gcra      # the same limit, one number per client
 //! just lesson 12 --redis-down closed   # during the outage: 503 instead of letting requests through
@@ -25,7 +25,7 @@
 //!
 //! | Node                                              | Rust (this workbook)                                |
 //! |---------------------------------------------------|-----------------------------------------------------|
-//! | `redis.multi().zremrangebyscore().zadd()…exec()`  | `Algorithm::Usual`, kept as the usual answer has it |
+//! | `redis.multi().zremrangebyscore().zcard().zadd()…exec()` | `Algorithm::Usual`, kept as the usual answer has it |
 //! | `redis.defineCommand('slidingLog', { lua })`      | `redis::Script`: `EVALSHA`, loaded once if unknown   |
 //! | `res.status(429).set('Retry-After', s)`           | `Decision::headers` and a 429                       |
 //! | `Date.now()` in each worker                       | `redis.call('TIME')` in the script                  |
