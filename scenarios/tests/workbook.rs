@@ -139,6 +139,52 @@ fn summary_links(summary: &str) -> Vec<String> {
     links
 }
 
+/// Every claim the book makes about Node is backed by Node: each lesson has
+/// a Node twin (`lessons/NN-*/node/*.js`), at least one scenario that runs
+/// it (`node = "…"` in `scenarios/NN-*.toml`), and at least one side-by-side
+/// comparison (`scenarios/compare/NN-*.toml`) that `just compare NN` runs.
+#[test]
+fn every_lesson_has_a_node_twin_its_scenario_and_a_comparison() {
+    let root = root();
+    let scripts = names(&root.join("scenarios"));
+    let comparisons = names(&root.join("scenarios/compare"));
+    let mut problems = Vec::new();
+    for lesson in names(&root.join("lessons")) {
+        let Some(nn) = lesson_number(&lesson) else {
+            continue;
+        };
+        let twins: Vec<String> = names(&root.join("lessons").join(&lesson).join("node"))
+            .into_iter()
+            .filter(|name| name.ends_with(".js"))
+            .collect();
+        if twins.is_empty() {
+            problems.push(format!(
+                "lessons/{lesson}: no Node twin (lessons/{lesson}/node/*.js)"
+            ));
+        }
+        let prefix = format!("{nn}-");
+        let runs_node = scripts
+            .iter()
+            .filter(|name| name.starts_with(&prefix) && name.ends_with(".toml"))
+            .filter_map(|name| scenarios::Script::load(&root.join("scenarios").join(name)).ok())
+            .any(|script| matches!(script.program, scenarios::script::Program::Node(_)));
+        if !runs_node {
+            problems.push(format!(
+                "lessons/{lesson}: no scenario runs its Node twin (node = \"…\" in scenarios/{nn}-*.toml)"
+            ));
+        }
+        if !comparisons
+            .iter()
+            .any(|name| name.starts_with(&prefix) && name.ends_with(".toml"))
+        {
+            problems.push(format!(
+                "lessons/{lesson}: no side-by-side comparison scenarios/compare/{nn}-*.toml (just compare {nn})"
+            ));
+        }
+    }
+    report("Node twins", &problems);
+}
+
 /// Every side-by-side comparison (`scenarios/compare/NN-*.toml`) reads,
 /// names a Node twin that exists, and belongs to a lesson that exists, so
 /// that `just compare NN` cannot fail on a typo after minutes of running.
