@@ -128,10 +128,12 @@ async fn connection<H, F>(
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {
-        // The connection first: what has arrived is read before it looks.
+        // The close first, as Node's closeIdleConnections() looks at every
+        // connection at one instant: a request that has arrived but is not
+        // read yet does not make its connection busy.
         biased;
-        _ = conn.as_mut() => return,
         _ = closing.wait_for(|&yes| yes) => {}
+        _ = conn.as_mut() => return,
     }
     if idle.load(Ordering::SeqCst) {
         // Closed under a client that may be sending on it right now (hyper
