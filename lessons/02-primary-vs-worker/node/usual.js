@@ -7,14 +7,17 @@
 //   node lessons/02-primary-vs-worker/node/usual.js --workers 3 --port 0
 //   curl -s localhost:8000/whoami    # a worker's account of itself
 //   curl -s localhost:8000/child     # … and of a process that worker starts
+//   curl -s localhost:8000/listeners # who holds a listening socket on the port
+//   curl -s localhost:8000/marked    # what NODE_UNIQUE_ID set by hand does
 //
 // The usual answer's worker only says "handle requests" in a comment; here
 // it does, with an HTTP server, so that there is traffic to follow. What the
 // twin adds for the scenarios: each process's account of itself (`whoami`),
 // sent by the primary as a `role` event, by each worker to the primary as a
 // message and to any client as `/whoami`; and `/child`, the account of a
-// plain `node` process that a worker starts. `twin.js` adds the workbook's
-// flags and event lines (see its header).
+// plain `node` process that a worker starts; `/listeners` and `/marked`,
+// two experiments in `probes.js`. `twin.js` adds the workbook's flags and
+// event lines (see its header).
 
 'use strict';
 
@@ -22,6 +25,7 @@ const cluster = require('node:cluster');
 const http = require('node:http');
 const { execFileSync } = require('node:child_process');
 const twin = require('../../../shared/node-twin/twin.js');
+const { whoami, listeners, marked } = require('./probes.js');
 
 const opts = twin.setup({ title: "Lesson 02's Node twin: one file, two roles" });
 
@@ -39,29 +43,13 @@ if (cluster.isMaster) {
   const server = http.createServer((req, res) => {
     if (req.url === '/whoami') return json(res, whoami());
     if (req.url === '/child') return json(res, child());
+    if (req.url === '/listeners') return json(res, listeners(req.socket.localPort));
+    if (req.url === '/marked') return json(res, marked());
     res.end(`Hello from worker ${cluster.worker.id}\n`);
   });
   twin.tag(server).listen(opts.port, opts.host);
 }
 // ANCHOR_END: branch
-
-// ANCHOR: whoami
-/// What this process can tell about its own role.
-function whoami() {
-  return {
-    role: cluster.isPrimary ? 'primary' : 'worker',
-    file: __filename,
-    pid: process.pid,
-    ppid: process.ppid,
-    is_primary: cluster.isPrimary,
-    is_master: cluster.isMaster,
-    is_worker: cluster.isWorker,
-    cluster_worker: cluster.worker === undefined ? 'undefined' : `worker ${cluster.worker.id}`,
-    node_unique_id: process.env.NODE_UNIQUE_ID ?? null,
-    process_send: typeof process.send,
-  };
-}
-// ANCHOR_END: whoami
 
 // ANCHOR: child
 /// The same questions, asked by a plain `node` that this worker starts with

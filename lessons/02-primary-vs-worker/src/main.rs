@@ -34,8 +34,12 @@
 //! | `process.pid`, `process.ppid`        | `std::process::id()`, `nix::unistd::getppid()`     |
 //! | `process.send(msg)`                  | `worker.send(&msg)`                                |
 //! | `cluster.schedulingPolicy`           | `--sched rr` / `--sched shared`                    |
+//! | `ss -ltnp` (who listens on the port) | `sockets::listening_on` + `sockets::holds_any`     |
+
+mod sockets;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -106,21 +110,73 @@ async fn primary(args: Args) -> anyhow::Result<()> {
     );
     cluster.report("role", &me, &says);
 
+    // The part of the usual answer this lesson corrects: ask the kernel,
+    // not the supervisor, which processes hold a listening socket.
+    let census = cluster.clone();
+    tokio::spawn(async move {
+        if census
+            .wait_ready(census.desired(), Duration::from_secs(30))
+            .await
+            .is_ok()
+        {
+            report_listeners(&census);
+        }
+    });
+
     let result = cluster.run().await;
 
-    // The part of the usual answer this lesson corrects: count what the
-    // primary itself accepted.
+    // Round-robin: what the primary's dispatcher accepted and handed on.
     let handed_out = cluster.connections_handed_out();
     let says = match sched {
         Sched::RoundRobin => format!(
             "round-robin: the primary accepted all {handed_out} connections and handed each to a worker"
         ),
-        _ => format!("{sched}: the workers accepted every connection; the primary accepted none"),
+        _ => format!(
+            "{sched}: the primary handed out {handed_out} connections; who accepts is in the listeners line"
+        ),
     };
     let fields = serde_json::json!({ "sched": sched, "connections": handed_out });
     cluster.report("primary_accepted", &fields, &says);
     result?;
     Ok(())
+}
+
+/// Which processes hold a listening socket on the cluster's port, as
+/// `ss -ltnp` would show: the primary's and each worker's open descriptors,
+/// matched against the kernel's list of listening sockets.
+fn report_listeners(cluster: &Cluster) {
+    let port = cluster.addr().port();
+    let listening = match sockets::listening_on(port) {
+        Ok(inodes) => inodes,
+        Err(error) => return cluster.note_line(&format!("reading /proc/net/tcp: {error}")),
+    };
+    let holds = |pid: u32| sockets::holds_any(pid, &listening).unwrap_or(false);
+    let primary = holds(std::process::id());
+    let (with, without): (Vec<WorkerId>, Vec<WorkerId>) = cluster
+        .workers()
+        .into_iter()
+        .partition(|&id| cluster.pid(id).is_some_and(holds));
+    let fields = serde_json::json!({
+        "port": port,
+        "sockets": listening.len(),
+        "primary": primary,
+        "workers": with,
+        "workers_without": without,
+    });
+    let whom = |ids: &[WorkerId]| {
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        if ids.is_empty() {
+            "none".to_string()
+        } else {
+            ids.join(", ")
+        }
+    };
+    let says = format!(
+        "holding a listening socket on port {port}: the primary {}; workers: {}",
+        if primary { "yes" } else { "no" },
+        whom(&with),
+    );
+    cluster.report("listeners", &fields, &says);
 }
 // ANCHOR_END: primary
 
