@@ -204,7 +204,7 @@ fn table(cells: &[Cell]) -> String {
         );
     }
     out += "\nok / failed: requests over all rounds, during the rollouts only. The load generator never retries: a reset, an early close or a refused connection is a failed request. \
-            Rollout ms and the ratio are medians of the rounds; \"usual\" is lesson 08's `--naive` (wait for `listening`, close idle keep-alive connections at once).\n";
+            Rollout ms and the ratio are medians of the rounds; \"usual\" is lesson 08's `--naive` (wait for `listening`; the old worker closes its connections as Node 20's `server.close()` does: idle ones at once, busy ones after 5 s idle).\n";
     out
 }
 
