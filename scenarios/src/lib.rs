@@ -50,7 +50,7 @@ pub fn exit_code(outcome: anyhow::Result<()>) -> std::process::ExitCode {
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            supervisor::report::stderr_line(&format!("error: {error:#}"));
             std::process::ExitCode::from(2)
         }
     }

@@ -200,7 +200,9 @@ async fn worker(args: Args) -> anyhow::Result<()> {
     if args.bad_release && generation > 1 {
         // A release that cannot start: it listens, but never gets ready.
         // The primary kills it at --ready-timeout and keeps the old worker.
-        eprintln!("[worker {id}] --bad-release: generation {generation} never gets ready");
+        supervisor::report::stderr_line(&format!(
+            "[worker {id}] --bad-release: generation {generation} never gets ready"
+        ));
         worker.disconnected().await;
         return Ok(());
     }

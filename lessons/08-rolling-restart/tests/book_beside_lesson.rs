@@ -90,7 +90,7 @@ fn the_book_and_a_lesson_run_side_by_side_on_their_default_ports()
             std::env::var_os("CI").is_none(),
             "mdbook is not installed: `cargo install --locked mdbook`"
         );
-        eprintln!("skipped: mdbook is not installed (`cargo install --locked mdbook`)");
+        println!("skipped: mdbook is not installed (`cargo install --locked mdbook`)");
         return Ok(());
     }
     let built = tempfile::tempdir()?;

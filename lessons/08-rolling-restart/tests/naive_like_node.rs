@@ -179,7 +179,7 @@ fn same_in_kind(name: &str, keep_alive: u32, new_connection: u32, handler_ms: u3
         rust, node,
         "{name}: --naive and Node differ in kind\n  --naive: {rust:?}\n           {rust_counts}\n  Node:    {node:?}\n           {node_counts}"
     );
-    eprintln!("{name}: {rust:?}\n  --naive: {rust_counts}\n  Node:    {node_counts}");
+    println!("{name}: {rust:?}\n  --naive: {rust_counts}\n  Node:    {node_counts}");
     rust
 }
 
