@@ -23,6 +23,11 @@ const opts = twin.setup({
   flags: {
     room: { type: 'string', default: '0', help: 'the primary connects this many clients and counts who hears client 0 [default: 0, none]' },
     'no-pubsub': { type: 'boolean', default: false, help: "send to this worker's own clients, without Redis" },
+    outage: {
+      type: 'boolean',
+      default: false,
+      help: 'after the first line, wait for Redis to go and come back, then have client 0 speak again',
+    },
   },
 });
 const WebSocket = twin.dependency('ws');
@@ -47,7 +52,7 @@ if (cluster.isPrimary) {
   const redis = connect(Redis);
   const subscriber = connect(Redis); // a subscribed connection can only listen
 
-  subscriber.subscribe('broadcast');
+  subscriber.subscribe('broadcast').then(() => probe(subscriber));
   subscriber.on('message', (channel, message) => {
     wss.clients.forEach((client) => {
       if (client.readyState === WebSocket.OPEN) client.send(message);
@@ -71,21 +76,23 @@ if (cluster.isPrimary) {
 
 /// The primary's test room: N clients, client 0 speaks, count who heard it.
 async function room(count, port) {
+  // Not part of the usual answer: with --outage the primary watches Redis
+  // with a client of its own, from before the first line.
+  const watcher = opts.outage ? connect(twin.dependency('ioredis')) : null;
+  if (watcher) await new Promise((resolve) => watcher.once('ready', resolve));
   const clients = [];
   for (let i = 0; i < count; i++) {
     const ws = new WebSocket(`ws://${opts.host}:${port}/`);
-    const client = { ws, worker: null, heard: false };
+    const client = { ws, worker: null, heard: [] };
     ws.on('upgrade', (res) => (client.worker = res.headers['x-worker-id']));
-    ws.on('message', () => (client.heard = true));
+    ws.on('message', (data) => client.heard.push(data.toString()));
     await new Promise((resolve, reject) => {
       ws.once('open', resolve);
       ws.once('error', reject);
     });
     clients.push(client);
   }
-  clients[0].ws.send('hello from client 0');
-  await new Promise((resolve) => setTimeout(resolve, 1000));
-  const heard = clients.filter((c) => c.heard).length;
+  const heard = await say(clients, 'hello from client 0');
   const onSenders = clients.filter((c) => c.worker === clients[0].worker).length;
   twin.emit('websocket', {
     clients: count,
@@ -94,7 +101,43 @@ async function room(count, port) {
     on_senders_worker: onSenders,
     heard,
   });
+  if (watcher) await outage(watcher, clients);
   for (const c of clients) c.ws.close();
+}
+
+/// Client 0 says `line`; how many clients have heard it a second later.
+async function say(clients, line) {
+  clients[0].ws.send(line);
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  return clients.filter((c) => c.heard.includes(line)).length;
+}
+
+/// Redis goes (the scenario stops it) and comes back: once Redis counts a
+/// subscriber per worker again, client 0 speaks. Nothing is said during the
+/// outage: ioredis would queue that PUBLISH and send it on reconnecting,
+/// and whether a subscriber is back by then is a race.
+async function outage(watcher, clients) {
+  await new Promise((resolve) => watcher.once('close', resolve));
+  twin.emit('redis_gone', {});
+  await new Promise((resolve) => watcher.once('ready', resolve));
+  const workers = Object.keys(cluster.workers).length;
+  let subscribers = 0;
+  for (let tries = 0; tries < 100 && subscribers < workers; tries++) {
+    const [, n] = await watcher.pubsub('NUMSUB', 'broadcast');
+    subscribers = n;
+    if (n < workers) await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  const heard = await say(clients, 'said after the outage');
+  twin.emit('after_outage', { subscribers, heard });
+}
+
+/// Not part of the usual answer: what a subscribed ioredis connection says
+/// to a GET, sent to the primary (a `message` event).
+function probe(subscriber) {
+  subscriber.get('anything').then(
+    () => process.send({ subscribed_get: 'answered' }),
+    (error) => process.send({ subscribed_get: error.message }),
+  );
 }
 
 /// ioredis on REDIS_URL (`redis+unix:///path` is the runner's private server).

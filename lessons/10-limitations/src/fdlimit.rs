@@ -71,7 +71,7 @@ pub async fn primary(args: Args) -> anyhow::Result<()> {
     // ANCHOR: fill
     let mut held = Vec::new();
     let mut per_worker: BTreeMap<String, u64> = BTreeMap::new();
-    let mut misses = 0;
+    let (mut misses, mut waiting, mut closed) = (0, 0u64, 0u64);
     while misses < MISSES && held.len() < args.most {
         let mut stream = TcpStream::connect(cluster.addr()).await?;
         stream
@@ -84,7 +84,10 @@ pub async fn primary(args: Args) -> anyhow::Result<()> {
                 let worker = worker_of(&answer[..n]).unwrap_or_else(|| "?".into());
                 *per_worker.entry(worker).or_default() += 1;
             }
-            _ => misses += 1,
+            // No answer yet: the connection waits in a queue for room.
+            Err(_) => (misses, waiting) = (misses + 1, waiting + 1),
+            // Closed (or reset) unanswered: the connection is gone.
+            Ok(_) => (misses, closed) = (misses + 1, closed + 1),
         }
         held.push(stream); // kept open, idle
     }
@@ -92,6 +95,26 @@ pub async fn primary(args: Args) -> anyhow::Result<()> {
     let total: u64 = per_worker.values().sum();
     let busiest = per_worker.values().copied().max().unwrap_or(0);
     let handed_out = cluster.connections_handed_out();
+    // Each worker's descriptors now, while it holds its connections, read
+    // from `/proc/PID/fd` by this process (the worker has none to spare).
+    // The limit caps descriptor *numbers*: a worker is at its limit when
+    // every number below it is taken. The numbers below the limit that its
+    // connections do not take are its own (standard streams, IPC, the
+    // runtime's); one it inherited above the limit stays, and takes none.
+    let mut open = BTreeMap::new();
+    let mut own = BTreeMap::new();
+    let mut at_the_limit = true;
+    for id in cluster.workers() {
+        let Some(numbers) = cluster.pid(id).and_then(descriptors) else {
+            at_the_limit = false;
+            continue;
+        };
+        let below = numbers.iter().filter(|&&n| n < args.limit).count() as u64;
+        at_the_limit &= below == args.limit;
+        let held = per_worker.get(&id.to_string()).copied().unwrap_or(0);
+        open.insert(id.to_string(), numbers.len() as u64);
+        own.insert(id.to_string(), below.saturating_sub(held));
+    }
 
     // Let every connection go; the cluster must serve again.
     drop(held);
@@ -107,16 +130,32 @@ pub async fn primary(args: Args) -> anyhow::Result<()> {
             "total": total,
             "busiest_worker": busiest,
             "handed_out_by_primary": handed_out,
+            "open_descriptors": open,
+            "own_descriptors": own,
+            "every_worker_at_its_limit": at_the_limit,
+            "left_waiting": waiting,
+            "closed_without_answer": closed,
             "recovered": recovered,
         }),
         &format!(
-            "each worker may open {} files; they held {per_worker:?} connections: {total} in all across {workers} workers, {busiest} at most in one; after letting go, the cluster answered again: {recovered}",
+            "each worker may open {} files; they held {per_worker:?} connections: {total} in all across {workers} workers, {busiest} at most in one (each worker's own descriptors below the limit: {own:?}); of the last connections, {waiting} waited unanswered and {closed} were closed unanswered; after letting go, the cluster answered again: {recovered}",
             args.limit
         ),
     );
     cluster.shutdown();
     cluster.run().await?;
     Ok(())
+}
+
+/// The descriptor numbers process `pid` holds now.
+fn descriptors(pid: u32) -> Option<Vec<u64>> {
+    let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(
+        entries
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+            .collect(),
+    )
 }
 
 /// The `x-worker-id` of a raw HTTP answer.

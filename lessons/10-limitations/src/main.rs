@@ -13,6 +13,7 @@
 //! just lesson 10 scaling        # requests/s with 1, 2, 4, 8, 16 workers on this machine
 //! just lesson 10 fd-limit       # file-descriptor limits are per process
 //! just lesson 10 no-drain       # requests lost when workers exit on SIGTERM at once
+//! just lesson 10 threads        # N processes against one process of N threads
 //! ```
 //!
 //! **What the usual answer gets wrong.** "Four workers × 1024 descriptors is
@@ -32,6 +33,7 @@ mod counter;
 mod fdlimit;
 mod nodrain;
 mod scaling;
+mod threads;
 
 use std::process::ExitCode;
 
@@ -58,6 +60,8 @@ enum Command {
     FdLimit(fdlimit::Args),
     /// Requests lost when workers exit on SIGTERM without a drain, against a drain
     NoDrain(nodrain::Args),
+    /// A CPU-bound endpoint as N processes and as one process of N threads: speed, memory, what a crash takes down
+    Threads(threads::Args),
     /// Serve a plain cluster (the clusters `scaling` and `no-drain` measure)
     #[command(hide = true)]
     Serve(Serve),
@@ -71,6 +75,9 @@ struct Serve {
     /// Workers exit the moment they are told to stop (no drain)
     #[arg(long)]
     no_drain: bool,
+    /// Replace a worker that crashes (lesson 03's backoff and budget)
+    #[arg(long)]
+    restart: bool,
 }
 
 fn main() -> ExitCode {
@@ -92,6 +99,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Command::FdLimit(args) if primary => fdlimit::primary(args).await,
         Command::FdLimit(args) => fdlimit::worker(args).await,
         Command::NoDrain(args) => nodrain::primary(args).await,
+        Command::Threads(args) => threads::primary(args).await,
         Command::Serve(args) if primary => serve_primary(args).await,
         Command::Serve(args) => nodrain::worker(args.no_drain).await,
     }
@@ -99,7 +107,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 /// A plain cluster, serving until SIGTERM.
 async fn serve_primary(args: Serve) -> anyhow::Result<()> {
-    let cluster = supervisor::Cluster::start(args.cluster.options()).await?;
+    let mut options = args.cluster.options();
+    if args.restart {
+        options.restart = Some(supervisor::restart::RestartPolicy::default());
+    }
+    let cluster = supervisor::Cluster::start(options).await?;
     cluster.run().await?;
     Ok(())
 }

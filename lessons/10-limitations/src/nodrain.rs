@@ -120,14 +120,30 @@ pub async fn worker(no_drain: bool) -> anyhow::Result<()> {
         });
     }
     // ANCHOR_END: no_drain
-    // `/slow?ms=N` takes N ms; anything else answers at once.
+    // `/slow?ms=N` takes N ms; `/cpu?rounds=N` computes for N rounds on
+    // this thread (lesson 10's `threads`), `/panic` and `/abort` crash;
+    // anything else answers at once.
     let handler = |request: Request| async move {
-        let ms = request
-            .uri()
-            .query()
-            .and_then(|q| q.strip_prefix("ms="))
-            .and_then(|ms| ms.parse().ok())
-            .unwrap_or(0u64);
+        let number = |key: &str| {
+            request
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix(key))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0u64)
+        };
+        match request.uri().path() {
+            "/cpu" => {
+                return text(
+                    200,
+                    format!("{}\n", crate::threads::burn(number("rounds="))),
+                );
+            }
+            "/panic" => panic!("a bug in one request's handler"),
+            "/abort" => std::process::abort(),
+            _ => {}
+        }
+        let ms = number("ms=");
         if ms > 0 {
             tokio::time::sleep(Duration::from_millis(ms.min(10_000))).await;
         }
