@@ -4,8 +4,9 @@
 //! until the replacement is *ready* — not merely listening — then take the
 //! old worker out of rotation and let it finish what it has, telling each
 //! keep-alive client `Connection: close` on its next response. Only then move
-//! on to the next. If a replacement never gets ready, kill it and keep the
-//! old one serving: a bad release changes nothing.
+//! on to the next. If a replacement never gets ready, kill it, keep the
+//! old one serving, and replace back the workers already moved to the new
+//! release: a bad release is rolled back, not left halfway.
 //!
 //! Run on its own, the lesson shows all of it: four workers, keep-alive and
 //! new-connection clients on 127.0.0.1, every worker rolled, and a report of
@@ -62,9 +63,12 @@ struct Args {
     #[arg(long)]
     serve: bool,
 
-    /// Workers of the new generation never say they are ready
-    #[arg(long)]
-    bad_release: bool,
+    /// Workers of the new generation never say they are ready: every one,
+    /// or from the NTH replacement on (`--bad-release 3`: two replacements
+    /// work, the third fails, and the rollout is rolled back)
+    #[arg(long, num_args = 0..=1, default_missing_value = "1", value_name = "NTH",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    bad_release: Option<u32>,
 
     /// The usual answer: wait for `listening`, not `ready`; the old worker
     /// closes connections as Node 20's `server.close()` does (idle ones at
@@ -197,7 +201,13 @@ async fn worker(args: Args) -> anyhow::Result<()> {
     }
     let listener = worker.listen().await?;
 
-    if args.bad_release && generation > 1 {
+    // The NTH replacement of a first rollout: workers 1..=W start, and the
+    // rollout forks W + 1, W + 2, … in turn.
+    let first_workers = u32::from(args.cluster.workers.unwrap_or(DEFAULT_WORKERS));
+    let bad = args
+        .bad_release
+        .is_some_and(|nth| generation > 1 && id.0 >= first_workers + nth);
+    if bad {
         // A release that cannot start: it listens, but never gets ready.
         // The primary kills it at --ready-timeout and keeps the old worker.
         supervisor::report::stderr_line(&format!(

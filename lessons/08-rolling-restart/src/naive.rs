@@ -74,6 +74,7 @@ pub async fn rolling_restart(cluster: &Cluster) -> anyhow::Result<RolloutReport>
         generation: 1,
         outcome: RolloutOutcome::Completed,
         steps,
+        restored: Vec::new(),
         failure: None,
         took: begun.elapsed(),
     })

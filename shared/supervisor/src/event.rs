@@ -106,7 +106,9 @@ pub enum Event {
         drained_ms: u64,
     },
     /// The replacement `new` failed (`why`), so it was stopped and `old`
-    /// kept serving: the rollout ends here and changes nothing else.
+    /// kept serving: the rollout ends here, and the workers it had already
+    /// replaced are replaced back (see [`Event::RolloutFinished`]'s
+    /// `restored`).
     RolledBack {
         old: WorkerId,
         new: WorkerId,
@@ -118,6 +120,11 @@ pub enum Event {
         outcome: RolloutOutcome,
         /// `[old, new]` pairs, in the order they were replaced.
         replaced: Vec<[WorkerId; 2]>,
+        /// After a failed replacement: `[new, restored]` pairs, each worker
+        /// of the failed release replaced by one of the release before it,
+        /// the same safe way, newest first.
+        #[serde(default)]
+        restored: Vec<[WorkerId; 2]>,
         took_ms: u64,
     },
     /// A rolling restart was asked for while one was running: ignored.
@@ -217,7 +224,9 @@ pub enum GaveUpCause {
 pub enum RolloutOutcome {
     /// Every worker runs the new generation.
     Completed,
-    /// A replacement failed; the workers not yet replaced keep serving.
+    /// A replacement failed: the workers not yet replaced keep serving,
+    /// and those already replaced were replaced back by the release
+    /// before.
     RolledBack,
     /// The cluster began to stop during the rollout.
     Aborted,

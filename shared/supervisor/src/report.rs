@@ -251,20 +251,28 @@ fn describe(event: &Event) -> String {
             generation,
             outcome,
             replaced,
+            restored,
             took_ms,
         } => {
-            let pairs: Vec<String> = replaced
-                .iter()
-                .map(|[old, new]| format!("{old}→{new}"))
-                .collect();
-            format!(
-                "rolling restart to generation {generation} {outcome} in {took_ms} ms; replaced {}",
-                if pairs.is_empty() {
+            let pairs = |list: &[[WorkerId; 2]]| {
+                if list.is_empty() {
                     "none".to_string()
                 } else {
+                    let pairs: Vec<String> = list
+                        .iter()
+                        .map(|[old, new]| format!("{old}→{new}"))
+                        .collect();
                     pairs.join(", ")
                 }
-            )
+            };
+            let mut line = format!(
+                "rolling restart to generation {generation} {outcome} in {took_ms} ms; replaced {}",
+                pairs(replaced)
+            );
+            if !restored.is_empty() {
+                line += &format!("; then replaced back {}", pairs(restored));
+            }
+            line
         }
         Event::RolloutIgnored { running } => {
             format!("rolling restart refused: the one to generation {running} is still running")

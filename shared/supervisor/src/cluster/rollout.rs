@@ -82,6 +82,9 @@ pub struct RolloutReport {
     pub outcome: RolloutOutcome,
     /// The replacements done, in order.
     pub steps: Vec<ReplaceStep>,
+    /// After a failure: the replaced workers replaced back by the previous
+    /// release, newest first.
+    pub restored: Vec<ReplaceStep>,
     /// Why it stopped early, if it did.
     pub failure: Option<String>,
     pub took: Duration,
@@ -254,26 +257,55 @@ impl Cluster {
                 }
             }
         }
-        self.update(|registry| {
-            registry.rollout = None;
-            if outcome == RolloutOutcome::RolledBack {
-                registry.generation = previous;
-            }
-        });
+        let mut restored = Vec::new();
+        if outcome == RolloutOutcome::RolledBack {
+            // The release before is the one that runs from now on: a crash
+            // is refilled with it, and the workers this rollout replaced
+            // are replaced back, one at a time, the same safe way.
+            self.update(|registry| registry.generation = previous);
+            restored = self.restore(&steps).await;
+        }
+        self.update(|registry| registry.rollout = None);
         let took = begun.elapsed();
         self.publish(Event::RolloutFinished {
             generation,
             outcome,
             replaced: steps.iter().map(|s| [s.old, s.new]).collect(),
+            restored: restored.iter().map(|s| [s.old, s.new]).collect(),
             took_ms: millis(took),
         });
         RolloutReport {
             generation,
             outcome,
             steps,
+            restored,
             failure,
             took,
         }
+    }
+
+    /// Replaces each worker a failed rollout had started, newest first,
+    /// with one of the release before. Stops at the first that cannot be
+    /// replaced back (the cluster stops, or the old release fails too):
+    /// what is left then runs the new release, and the report says so.
+    async fn restore(&self, steps: &[ReplaceStep]) -> Vec<ReplaceStep> {
+        let mut restored = Vec::new();
+        for step in steps.iter().rev() {
+            match self.replace(step.new, ExitReason::Replaced).await {
+                Ok(back) => restored.push(back),
+                // It crashed meanwhile and its slot was refilled with the
+                // old release already.
+                Err(ReplaceError::NotInService(_) | ReplaceError::AlreadyReplacing(_)) => {}
+                Err(error) => {
+                    self.note_line(&format!(
+                        "could not replace worker {} back: {error}; it keeps the new release",
+                        step.new
+                    ));
+                    break;
+                }
+            }
+        }
+        restored
     }
     // ANCHOR_END: rolling_restart
 }
