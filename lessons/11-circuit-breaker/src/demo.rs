@@ -17,7 +17,7 @@
 //! nothing announces it, so the demo asks the workers for their state until
 //! they say so, a bounded number of times.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +38,12 @@ const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 type Statuses = BTreeMap<u16, u64>;
 
 async fn get(addr: SocketAddr) -> u16 {
-    request(
+    got(addr).await.0
+}
+
+/// One GET: its status (0: no answer), and its `Retry-After` in seconds.
+async fn got(addr: SocketAddr) -> (u16, Option<u64>) {
+    let answer = request(
         LOOPBACK,
         addr,
         Method::GET,
@@ -46,17 +51,30 @@ async fn get(addr: SocketAddr) -> u16 {
         &[],
         Duration::from_secs(10),
     )
-    .await
-    .map_or(0, |answer| answer.status)
+    .await;
+    match answer {
+        Ok(answer) => {
+            let retry_after = answer.header("retry-after").and_then(|s| s.parse().ok());
+            (answer.status, retry_after)
+        }
+        Err(_) => (0, None),
+    }
 }
 
-/// `count` requests, one after another.
-async fn one_by_one(addr: SocketAddr, count: usize) -> Statuses {
+/// `count` requests, one after another; also every distinct `Retry-After`
+/// the 503s carried, and how many 503s carried one.
+async fn one_by_one(addr: SocketAddr, count: usize) -> (Statuses, BTreeSet<u64>, u64) {
     let mut statuses = Statuses::new();
+    let (mut values, mut told) = (BTreeSet::new(), 0);
     for _ in 0..count {
-        *statuses.entry(get(addr).await).or_default() += 1;
+        let (status, retry_after) = got(addr).await;
+        *statuses.entry(status).or_default() += 1;
+        if let (503, Some(seconds)) = (status, retry_after) {
+            values.insert(seconds);
+            told += 1;
+        }
     }
-    statuses
+    (statuses, values, told)
 }
 
 /// `count` requests, all at once.
@@ -110,7 +128,7 @@ pub async fn tell(cluster: &Cluster, upstream: &Arc<Upstream>, args: &Args) -> a
     let addr = cluster.addr();
     let workers = cluster.ready_workers().len() as u64;
 
-    let healthy = one_by_one(addr, 12).await;
+    let (healthy, _, _) = one_by_one(addr, 12).await;
     cluster.report(
         "healthy",
         &json!({ "statuses": healthy, "breakers": states(cluster).await }),
@@ -120,7 +138,7 @@ pub async fn tell(cluster: &Cluster, upstream: &Arc<Upstream>, args: &Args) -> a
     // ANCHOR: failing
     upstream.set_mode(Mode::Fail);
     let before = count(upstream, "started");
-    let failing = one_by_one(addr, 40).await;
+    let (failing, retry_after, told) = one_by_one(addr, 40).await;
     let calls = count(upstream, "started") - before;
     let breakers = states(cluster).await;
     cluster.report(
@@ -130,6 +148,8 @@ pub async fn tell(cluster: &Cluster, upstream: &Arc<Upstream>, args: &Args) -> a
             "upstream_calls": calls,
             "workers": workers,
             "breakers": breakers,
+            "refusals_with_retry_after": told,
+            "retry_after_seconds": retry_after,
         }),
         &format!(
             "upstream failing: 40 requests answered {failing:?}; the upstream saw {calls} of them: each of the {workers} workers called it until its own breaker opened; breakers {breakers:?}"
@@ -211,7 +231,11 @@ pub async fn tell(cluster: &Cluster, upstream: &Arc<Upstream>, args: &Args) -> a
     let breakers = states(cluster).await;
     cluster.report(
         "recovered",
-        &json!({ "statuses": recovery, "breakers": breakers }),
+        &json!({
+            "statuses": recovery,
+            "breakers": breakers,
+            "successes_to_close_all": recovery.get(&200).copied().unwrap_or(0),
+        }),
         &format!("upstream healthy again: the probes succeeded; answers {recovery:?}; breakers {breakers:?}"),
     );
     Ok(())
