@@ -1,16 +1,18 @@
 //! What one rate-limit decision costs, per algorithm, against a real
 //! (private) redis-server on this machine.
 //!
-//! * `limiter/one_at_a_time/{usual,sliding,gcra}`: one decision after
+//! * `limiter/one_at_a_time/{usual,sliding,gcra,fixed,counter,watch}`: one decision after
 //!   another — latency, which the round trip dominates;
 //! * `limiter/in_flight_64/…`: 64 decisions at once on one connection —
 //!   throughput, which the work Redis does per decision dominates.
 //!
 //! Before criterion runs, one side-by-side pass prints a markdown table:
 //! decisions per second both ways, and the commands Redis executed per
-//! decision (from `INFO commandstats`): the usual `MULTI` sends six
-//! commands in one round trip, the scripts one. Set `LIMITER_TABLE=path`
-//! to also write the table to a file (the book's measured page).
+//! decision (from `INFO stats`): the usual `MULTI` sends six commands in
+//! one round trip, the scripts one; the bytes one client's key takes
+//! (`MEMORY USAGE`); and 64 decisions at once on one key, where WATCH
+//! loses races. Set `LIMITER_TABLE=path` to also write the table to a
+//! file (the book's measured page).
 //!
 //! Keys rotate over 1,000 clients with a generous limit, so most decisions
 //! admit: the work measured is the decision, not a refusal's shortcut.
@@ -25,10 +27,13 @@ use tokio::runtime::Runtime;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-const ALGORITHMS: [(Algorithm, &str); 3] = [
+const ALGORITHMS: [(Algorithm, &str); 6] = [
     (Algorithm::Usual, "usual"),
     (Algorithm::Sliding, "sliding"),
     (Algorithm::Gcra, "gcra"),
+    (Algorithm::Fixed, "fixed"),
+    (Algorithm::Counter, "counter"),
+    (Algorithm::Watch, "watch"),
 ];
 
 const POLICY: Policy = Policy {
@@ -41,7 +46,8 @@ fn main() -> Result<(), BoxError> {
     let redis = runtime.block_on(redis_helper::Redis::start_private())?;
     let connection = runtime.block_on(redis.connect())?;
 
-    let table = runtime.block_on(side_by_side(&connection))?;
+    let client = redis::Client::open(redis.url())?;
+    let table = runtime.block_on(side_by_side(&connection, &client))?;
     print!("{table}");
     if let Ok(path) = std::env::var("LIMITER_TABLE") {
         std::fs::write(&path, &table)?;
@@ -52,13 +58,15 @@ fn main() -> Result<(), BoxError> {
         .configure_from_args();
     let mut group = criterion.benchmark_group("limiter");
     for (algorithm, name) in ALGORITHMS {
-        let limiter = Arc::new(Limiter::new(algorithm, connection.clone(), "bench".into()));
+        let limiter = Arc::new(
+            Limiter::new(algorithm, connection.clone(), "bench".into()).with_client(client.clone()),
+        );
         group.throughput(Throughput::Elements(1));
         let mut n = 0u64;
         group.bench_function(BenchmarkId::new("one_at_a_time", name), |b| {
             b.iter(|| {
                 n += 1;
-                runtime.block_on(limiter.check(&client(n), POLICY))
+                runtime.block_on(limiter.check(&client_name(n), POLICY))
             })
         });
         group.throughput(Throughput::Elements(64));
@@ -72,7 +80,7 @@ fn main() -> Result<(), BoxError> {
     Ok(())
 }
 
-fn client(n: u64) -> String {
+fn client_name(n: u64) -> String {
     format!("client-{}", n % 1000)
 }
 
@@ -81,7 +89,7 @@ fn client(n: u64) -> String {
 async fn in_flight(limiter: &Arc<Limiter>, count: u64, n: &mut u64) -> Result<(), BoxError> {
     let mut checks = tokio::task::JoinSet::new();
     for i in 0..count {
-        let (limiter, key) = (Arc::clone(limiter), client(*n + i));
+        let (limiter, key) = (Arc::clone(limiter), client_name(*n + i));
         checks.spawn(async move { limiter.check(&key, POLICY).await });
     }
     *n += count;
@@ -92,15 +100,20 @@ async fn in_flight(limiter: &Arc<Limiter>, count: u64, n: &mut u64) -> Result<()
 }
 
 /// Every algorithm measured the same way, one after the other, in one run.
-async fn side_by_side(connection: &ConnectionManager) -> Result<String, BoxError> {
+async fn side_by_side(
+    connection: &ConnectionManager,
+    client: &redis::Client,
+) -> Result<String, BoxError> {
     const DECISIONS: u64 = 4000;
     let mut rows = String::new();
     for (algorithm, name) in ALGORITHMS {
-        let limiter = Arc::new(Limiter::new(algorithm, connection.clone(), "table".into()));
+        let limiter = Arc::new(
+            Limiter::new(algorithm, connection.clone(), "table".into()).with_client(client.clone()),
+        );
         let commands_before = commands_processed(connection).await?;
         let begun = Instant::now();
         for n in 0..DECISIONS {
-            limiter.check(&client(n), POLICY).await?;
+            limiter.check(&client_name(n), POLICY).await?;
         }
         let sequential = DECISIONS as f64 / begun.elapsed().as_secs_f64();
         let commands = commands_processed(connection).await? - commands_before;
@@ -110,8 +123,10 @@ async fn side_by_side(connection: &ConnectionManager) -> Result<String, BoxError
             in_flight(&limiter, 64, &mut n).await?;
         }
         let parallel = (DECISIONS / 64 * 64) as f64 / begun.elapsed().as_secs_f64();
+        let (at_limit, after_attempts) = memory(connection, client, algorithm, name).await?;
+        let (admitted, conflicts) = one_key_burst(connection, client, algorithm).await?;
         rows += &format!(
-            "| {name} | {:.0} | {:.0} | {:.1} |\n",
+            "| {name} | {:.0} | {:.0} | {:.1} | {at_limit} | {after_attempts} | {admitted} | {conflicts} |\n",
             sequential,
             parallel,
             // The INFO call itself is one command.
@@ -128,11 +143,70 @@ async fn side_by_side(connection: &ConnectionManager) -> Result<String, BoxError
         "release build"
     };
     Ok(format!(
-        "Machine: {machine}; {date}; {build}; a private redis-server on a Unix socket, one connection, {DECISIONS} decisions per cell.\n\n\
-         | algorithm | decisions/s, one at a time | decisions/s, 64 in flight | commands Redis ran per decision |\n\
-         |-----------|---------------------------:|--------------------------:|--------------------------------:|\n{rows}\n\
-         Every row is one round trip per decision: the usual MULTI writes its six commands (MULTI, ZREMRANGEBYSCORE, ZADD, ZCARD, EXPIRE, EXEC) at once, and a script is one EVALSHA. The last column counts what Redis executed, calls made inside a script included (the sliding log: TIME, ZREMRANGEBYSCORE, ZCARD, ZADD, PEXPIRE, ZRANGE; GCRA: TIME, GET, SET). The speeds are within a few tens of percent of each other: the difference between these algorithms is what they decide, not how fast.\n"
+        "Machine: {machine}; {date}; {build}; a private redis-server on a Unix socket, one connection, {DECISIONS} decisions per cell over 1,000 clients (limit 1,000 a second).\n\n\
+         | algorithm | decisions/s, one at a time | decisions/s, 64 in flight | commands Redis ran per decision | bytes for one client: 100 admitted of 100 a minute | … then 200 attempts refused | 64 at once on one client, limit 10: admitted | … EXECs that lost the race |\n\
+         |-----------|---:|---:|---:|---:|---:|---:|---:|\n{rows}\n\
+         The usual MULTI writes its six commands (MULTI, ZREMRANGEBYSCORE, ZCARD, ZADD, PEXPIRE, EXEC) at once, and a script is one EVALSHA: one round trip each. WATCH takes two (WATCH, TIME, ZRANGE; then MULTI … EXEC), and one more pair for every race it loses. The commands column counts what Redis executed, calls made inside a script included. Bytes: `MEMORY USAGE` of the client's key.\n"
     ))
+}
+
+/// `MEMORY USAGE` of one client's key after 100 admitted requests of 100 a
+/// minute, and again after 200 more attempts, all refused.
+async fn memory(
+    connection: &ConnectionManager,
+    client: &redis::Client,
+    algorithm: Algorithm,
+    name: &str,
+) -> Result<(u64, u64), BoxError> {
+    let limiter =
+        Limiter::new(algorithm, connection.clone(), "memory".into()).with_client(client.clone());
+    let policy = Policy {
+        limit: 100,
+        window: Duration::from_secs(60),
+    };
+    let key = format!("ratelimit:{name}:memory");
+    let usage = || async {
+        let bytes: Option<u64> = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(&key)
+            .query_async(&mut connection.clone())
+            .await?;
+        Ok::<u64, BoxError>(bytes.unwrap_or(0))
+    };
+    for _ in 0..100 {
+        limiter.check("memory", policy).await?;
+    }
+    let at_limit = usage().await?;
+    for _ in 0..200 {
+        limiter.check("memory", policy).await?;
+    }
+    Ok((at_limit, usage().await?))
+}
+
+/// 64 decisions at once for one client with a limit of 10: how many are
+/// admitted, and (WATCH) how many EXECs failed on a conflict.
+async fn one_key_burst(
+    connection: &ConnectionManager,
+    client: &redis::Client,
+    algorithm: Algorithm,
+) -> Result<(u64, u64), BoxError> {
+    let limiter = Arc::new(
+        Limiter::new(algorithm, connection.clone(), "burst".into()).with_client(client.clone()),
+    );
+    let policy = Policy {
+        limit: 10,
+        window: Duration::from_secs(60),
+    };
+    let mut checks = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let limiter = Arc::clone(&limiter);
+        checks.spawn(async move { limiter.check("one-key", policy).await });
+    }
+    let mut admitted = 0;
+    while let Some(decided) = checks.join_next().await {
+        admitted += u64::from(decided??.allowed);
+    }
+    Ok((admitted, limiter.conflicts()))
 }
 
 /// Redis's count of commands it has run (`INFO stats`).

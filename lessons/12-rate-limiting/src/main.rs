@@ -166,17 +166,16 @@ fn args_of(args: &Args) -> Vec<String> {
 
 // ANCHOR: worker
 async fn worker(args: Args, id: WorkerId) -> anyhow::Result<()> {
-    let worker = Worker::connect().await?;
+    let worker = Arc::new(Worker::connect().await?);
     let url =
         std::env::var(redis_helper::REDIS_URL_VAR).context("the primary did not pass REDIS_URL")?;
     // Unique across machines too: the host, then this process.
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let who = format!("{}.{id}.{}", host.trim(), std::process::id());
-    let limiter = Arc::new(Limiter::new(
-        args.algorithm,
-        redis_helper::connect(&url).await?,
-        who,
-    ));
+    let limiter = Arc::new(
+        Limiter::new(args.algorithm, redis_helper::connect(&url).await?, who)
+            .with_client(redis::Client::open(url.as_str())?),
+    );
     let outages = Arc::new(Mutex::new(Outages::default()));
     let listener = worker.listen().await?;
     worker.ready()?;
@@ -186,8 +185,9 @@ async fn worker(args: Args, id: WorkerId) -> anyhow::Result<()> {
         window: args.window,
     };
     let when_down = args.redis_down;
+    let me = Arc::clone(&worker);
     let handler = move |request: Request| {
-        let (limiter, outages) = (limiter.clone(), outages.clone());
+        let (limiter, outages, me) = (limiter.clone(), outages.clone(), me.clone());
         async move {
             let policy = if request.uri().path() == "/burst" {
                 BURST
@@ -215,6 +215,9 @@ async fn worker(args: Args, id: WorkerId) -> anyhow::Result<()> {
                 Some(Ok(decision)) => {
                     if let Some(line) = outages.worked() {
                         supervisor::report::stderr_line(&format!("[worker {id}] {line}"));
+                        // The same news to the primary, a `message` event:
+                        // the scenarios count these lines.
+                        let _ = me.send(&json!({ "redis": "back" }));
                     }
                     answer(&decision, id)
                 }
@@ -224,6 +227,7 @@ async fn worker(args: Args, id: WorkerId) -> anyhow::Result<()> {
                         _ => None,
                     };
                     if let Some(line) = said {
+                        let _ = me.send(&json!({ "redis": "unreachable" }));
                         supervisor::report::stderr_line(&format!(
                             "[worker {id}] {line}; failing {} until it is back",
                             if when_down == WhenDown::Open {
