@@ -11,6 +11,7 @@
 //   changes, seen from the other side;
 // - `shared_memory`: a SharedArrayBuffer every thread adds to with Atomics;
 //   a plain ArrayBuffer posted (copied), and one transferred (moved);
+// - `listen_in_a_thread`: a thread listening on the main thread's port;
 // - `memory`: the process's resident memory before and after starting the
 //   threads, and a cluster worker's, for comparison;
 // - `thread_threw`, `thread_out_of_memory`: a thread that throws, and one
@@ -55,6 +56,12 @@ function thread({ job, shared, plain }) {
   } else if (job === 'grow') {
     const hoard = [];
     for (;;) hoard.push(new Array(1e5).fill(hoard.length));
+  } else if (job === 'listen') {
+    // The port the main thread listens on: threads share no listening socket.
+    require('node:net')
+      .createServer()
+      .on('error', (error) => parentPort.postMessage(error.code))
+      .listen(workerData.port, '127.0.0.1', () => parentPort.postMessage('listening'));
   } else if (job === 'try-abort') {
     try {
       process.abort();
@@ -121,6 +128,13 @@ function main() {
       plain_in_main: new Uint8Array(plain)[0], // 0: each thread changed its copy
       transferred_byte_length_in_main: moved.byteLength, // 0: detached
     });
+
+    // A thread listening on the port this thread listens on.
+    const server = require('node:net').createServer();
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const [answer] = await run('listen', { port: server.address().port }).said;
+    server.close();
+    twin.emit('listen_in_a_thread', { same_port: answer });
 
     // What a thread costs, against what a cluster worker costs.
     const before = process.memoryUsage().rss;

@@ -27,6 +27,10 @@ if (cluster.isPrimary) {
     cluster.fork();
   }
 
+  // Not part of the usual answer: the file limit this process got from
+  // whoever started it, and whether Node can change it (`limits`).
+  twin.emit('limits', { open_files: openFiles(), setrlimit: typeof process.setrlimit });
+
   // ANCHOR: crash
   // The usual "always restart": only a non-zero code that no one asked for.
   cluster.on('exit', (worker, code, signal) => {
@@ -44,6 +48,7 @@ if (cluster.isPrimary) {
   });
   // ANCHOR_END: abrupt
 } else {
+  process.send({ open_files: openFiles() }); // inherited from the primary
   const redis = connect(twin.dependency('ioredis'));
 
   // ANCHOR: count
@@ -78,6 +83,11 @@ if (cluster.isPrimary) {
     }
   });
   twin.tag(server).listen(opts.port, opts.host);
+}
+
+/// This process's soft limit on open files (RLIMIT_NOFILE).
+function openFiles() {
+  return process.report.getReport().userLimits.open_files.soft;
 }
 
 /// ioredis on REDIS_URL: `redis://…`, or `redis+unix:///path` (the runner's

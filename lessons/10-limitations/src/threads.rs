@@ -83,21 +83,20 @@ pub async fn primary(args: Args) -> anyhow::Result<()> {
         "release build"
     };
     let mut table = format!(
-        "{cores} cores; /cpu does {} rounds; {} keep-alive clients on 127.0.0.1 for {} s; {build}. Memory: the workers' resident set, summed. Cut: requests sent that got no answer.\n\n\
-         | {n} cores' worth of | requests/s | workers' memory, MiB | a panic in one handler cut | an abort cut | then served by, after |\n\
+        "{cores} cores; /cpu does {} rounds; {} keep-alive clients on 127.0.0.1 for {} s; {build}. Memory: the workers' resident set, summed. Cut: requests sent that got no answer (a client whose connection died sends again, so an abort can cut more requests than there are clients).\n\n\
+         | {n} cores' worth of | requests/s | workers' memory, MiB | a panic in one handler cut | requests an abort cut ({} clients) | the next request served by, after |\n\
          |---|--:|--:|--:|--:|--:|\n",
-        args.rounds, args.clients, args.seconds
+        args.rounds, args.clients, args.seconds, args.clients
     );
     for row in &rows {
         table += &format!(
-            "| {} | {} | {} | {} request(s); the process lived: {} | {} of {} in flight | {}, {} ms |\n",
+            "| {} | {} | {} | {} request(s); the process lived: {} | {} | {}, {} ms |\n",
             row["shape_said"].as_str().unwrap_or("?"),
             row["requests_per_s"],
             row["workers_rss_mib"],
             row["panic_cut"],
             row["panic_process_lived"],
             row["abort_cut"],
-            args.clients,
             row["abort_then_served_by"].as_str().unwrap_or("?"),
             row["abort_back_ms"],
         );
