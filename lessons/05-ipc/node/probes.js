@@ -16,7 +16,14 @@
 //   and what `send` returned; `flood_received {count, in_order}`: what
 //   the worker got;
 // - `internal_message {id, cmd}`: a message whose `cmd` starts with `NODE_`
-//   (worker 1 sends one, then an ordinary one).
+//   (worker 1 sends one, then an ordinary one);
+// - `listeners_heard {order, cluster_args, cluster_worker, worker_args}`:
+//   worker 1's `status` message as `cluster.on('message')` and
+//   `worker.on('message')` each received it, in the order they ran;
+// - `handle_passed {reply, primary_handle_closed, error}`: once the flood
+//   has arrived, a TCP connection the primary accepted on a server of its
+//   own, passed to worker 1 with `worker.send(msg, socket)`; the worker
+//   answers on it, and the client reports what it read.
 // On SIGUSR2 (a scenario's cue): kills the last worker with SIGKILL, waits
 // until the kernel has closed its end (a zombie with no thread left), and sends
 // to it before Node has noticed: `send_to_dead {connected, returned}` at
@@ -28,6 +35,7 @@
 
 const cluster = require('node:cluster');
 const fs = require('node:fs');
+const net = require('node:net');
 const twin = require('../../../shared/node-twin/twin.js');
 
 function primary(opts) {
@@ -35,16 +43,33 @@ function primary(opts) {
   const expected = opts.workers ?? 4;
   cluster.on('fork', (worker) => {
     worker.process.on('internalMessage', (msg) => {
-      if (typeof msg.cmd === 'string' && !msg.cmd.startsWith('NODE_CLUSTER')) {
+      // Not cluster's own protocol, nor the one that passes handles.
+      const node = ['NODE_CLUSTER', 'NODE_HANDLE', 'NODE_SOCKET'].some((prefix) => msg.cmd?.startsWith?.(prefix));
+      if (typeof msg.cmd === 'string' && !node) {
         twin.emit('internal_message', { id: worker.id, cmd: msg.cmd });
       }
     });
   });
+  // ANCHOR: listeners
+  const heard = [];
+  cluster.on('fork', (worker) => {
+    worker.on('message', function (msg) {
+      if (worker.id === 1 && msg.type === 'status') heard.push({ by: 'worker.on', args: arguments.length });
+    });
+  });
+  cluster.on('message', function (worker, msg) {
+    if (worker.id === 1 && msg.type === 'status') {
+      heard.push({ by: 'cluster.on', args: arguments.length, worker: worker.id });
+      setImmediate(() => twin.emit('listeners_heard', summary(heard)));
+    }
+  });
+  // ANCHOR_END: listeners
   cluster.on('message', (worker, msg) => {
     if (['copied', 'function_arrived', 'bigint_arrived', 'flood_received'].includes(msg.type)) {
       const { type, ...fields } = msg;
       twin.emit(type, fields);
     }
+    if (msg.type === 'flood_received') passHandle(worker);
     if (msg.type === 'received' && ['config', 'reload'].includes(msg.of)) {
       const order = orders.get(worker.id) ?? [];
       order.push(msg.of);
@@ -107,6 +132,49 @@ function experiments(worker) {
   });
 }
 
+/// What each kind of listener got for worker 1's status, in order.
+function summary(heard) {
+  const byCluster = heard.find((h) => h.by === 'cluster.on');
+  const byWorker = heard.find((h) => h.by === 'worker.on');
+  return {
+    order: heard.map((h) => h.by),
+    cluster_args: byCluster?.args ?? null,
+    cluster_worker: byCluster?.worker ?? null,
+    worker_args: byWorker?.args ?? null,
+  };
+}
+
+/// Accepts one connection on a server of the primary's own and hands the
+/// socket to `worker`; a client reports what it read on that connection.
+function passHandle(worker) {
+  // ANCHOR: handle
+  const server = net.createServer({ pauseOnConnect: true }, (socket) => {
+    worker.send({ type: 'socket' }, socket, (error) => {
+      // Sent: the primary's copy of the connection is closed.
+      closed = socket._handle === null;
+      sendError = error?.code ?? null;
+      server.close();
+    });
+  });
+  // ANCHOR_END: handle
+  let closed = null;
+  let sendError = null;
+  server.listen(0, '127.0.0.1', () => {
+    const client = net.connect(server.address().port, '127.0.0.1');
+    let reply = '';
+    client.setEncoding('utf8');
+    client.on('data', (chunk) => {
+      reply += chunk;
+    });
+    client.on('error', (error) => {
+      reply += `[${error.code}]`;
+    });
+    client.on('close', () => {
+      twin.emit('handle_passed', { reply: reply.trim(), primary_handle_closed: closed, error: sendError });
+    });
+  });
+}
+
 function sendToDead(opts) {
   const ids = Object.keys(cluster.workers).map(Number);
   const worker = cluster.workers[Math.max(...ids)];
@@ -147,8 +215,10 @@ function gone(pid) {
 function worker() {
   let floods = 0;
   let inOrder = true;
-  process.on('message', (msg) => {
-    if (msg.type === 'config' || msg.type === 'reload') {
+  process.on('message', (msg, handle) => {
+    if (msg.type === 'socket') {
+      handle.end(`handled by worker ${cluster.worker.id}\n`);
+    } else if (msg.type === 'config' || msg.type === 'reload') {
       process.send({ type: 'received', of: msg.type });
     } else if (msg.type === 'copies') {
       const kind = (value) =>
