@@ -50,7 +50,7 @@ if (cluster.isPrimary) {
   // ANCHOR: chat
   const wss = new WebSocket.Server({ server }); // wss.clients: this worker's sockets only
   const redis = connect(Redis);
-  const subscriber = connect(Redis); // a subscribed connection can only listen
+  const subscriber = connect(Redis); // subscribed, a RESP2 connection only listens
 
   subscriber.subscribe('broadcast').then(() => probe(subscriber));
   subscriber.on('message', (channel, message) => {
