@@ -52,7 +52,7 @@ if (cluster.isPrimary) {
   const redis = connect(Redis);
   const subscriber = connect(Redis); // subscribed, a RESP2 connection only listens
 
-  subscriber.subscribe('broadcast').then(() => probe(subscriber));
+  subscriber.subscribe('broadcast');
   subscriber.on('message', (channel, message) => {
     wss.clients.forEach((client) => {
       if (client.readyState === WebSocket.OPEN) client.send(message);
@@ -69,6 +69,9 @@ if (cluster.isPrimary) {
     });
   });
   // ANCHOR_END: chat
+  // Not part of the usual answer: once subscribed (a second SUBSCRIBE to
+  // the same channel only waits for it), try a GET on that connection.
+  subscriber.subscribe('broadcast').then(() => probe(subscriber));
   // The handshake's answer names the worker, as twin.tag does for HTTP.
   wss.on('headers', (headers) => headers.push(`x-worker-id: ${cluster.worker.id}`));
   server.listen(opts.port, opts.host);

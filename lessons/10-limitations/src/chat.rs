@@ -252,6 +252,7 @@ async fn outage(
     );
     Ok(())
 }
+// ANCHOR_END: outage
 
 /// A subscription of the primary's own, to see Redis go.
 async fn watch(url: &str) -> anyhow::Result<redis::aio::PubSub> {
@@ -289,7 +290,6 @@ async fn subscribers_when_all_back(url: &str, workers: usize) -> anyhow::Result<
     }
     Ok(counted)
 }
-// ANCHOR_END: outage
 
 pub async fn worker(args: Args) -> anyhow::Result<()> {
     let worker = Arc::new(Worker::connect().await?);

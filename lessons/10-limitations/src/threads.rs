@@ -90,12 +90,19 @@ pub async fn primary(args: Args) -> anyhow::Result<()> {
     );
     for row in &rows {
         table += &format!(
-            "| {} | {} | {} | {} request(s); the process lived: {} | {} | {}, {} ms |\n",
+            "| {} | {} | {} | {}, the process {} | {} | {}, {} ms |\n",
             row["shape_said"].as_str().unwrap_or("?"),
             row["requests_per_s"],
             row["workers_rss_mib"],
-            row["panic_cut"],
-            row["panic_process_lived"],
+            match row["panic_cut"].as_u64() {
+                Some(1) => "1 request".to_string(),
+                n => format!("{} requests", n.unwrap_or(0)),
+            },
+            if row["panic_process_lived"] == true {
+                "lived"
+            } else {
+                "died"
+            },
             row["abort_cut"],
             row["abort_then_served_by"].as_str().unwrap_or("?"),
             row["abort_back_ms"],
