@@ -119,3 +119,27 @@ _check NN:
         echo "error: lesson $lesson is planned but not written yet (there is no lessons/$lesson-* folder)" >&2
         exit 2
     fi
+
+# Draw lesson 08's rolling restart from a real run, one lane per worker (book/measured/08-timeline.svg)
+[group('draw')]
+timeline *ARGS:
+    @cargo build --release -q -p lesson-08 -p scenarios
+    @target/release/timeline --out book/measured/08-timeline.svg "$@"
+
+# Regenerate the book's diagrams from their Graphviz sources (book/diagrams/*.dot → *.svg)
+[group('draw')]
+diagrams:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! command -v dot >/dev/null; then
+        echo "error: no Graphviz 'dot': install it (apt-get install graphviz); the committed SVGs need nothing" >&2
+        exit 2
+    fi
+    for source in book/diagrams/*.dot; do
+        # Inline in the book: no XML prolog, no blank line, as wide as the page.
+        dot -Tsvg "$source" \
+            | sed -n '/^<svg/,$p' \
+            | sed -E '1s/ width="[^"]*" height="[^"]*"/ width="100%"/' \
+            | sed '/^[[:space:]]*$/d' > "${source%.dot}.svg"
+        echo "${source%.dot}.svg"
+    done
