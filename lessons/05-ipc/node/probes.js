@@ -186,7 +186,7 @@ function sendToDead(opts) {
     // spin: wait for the kernel to finish the process, not for Node to notice
   }
   const connected = worker.isConnected();
-  const msg = { type: 'config', data: { maxConnections: 2000 } };
+  const msg = { type: 'config', settings: { maxConnections: 2000 } };
   const returned = opts['no-callback']
     ? worker.send(msg)
     : worker.send(msg, (error) => {

@@ -1,10 +1,12 @@
-// Lesson 05's Node twin: the usual answer to "how do workers communicate
-// with the primary?", as interviewees write it. Each worker sends a status
-// with `process.send` and listens with `process.on('message')`, exiting on
-// `{ type: 'shutdown' }`; the primary listens with `worker.on('message')`,
-// sends each worker a config with `worker.send`, and broadcasts by looping
-// over `cluster.workers`. On SIGTERM it broadcasts `shutdown` the same way
-// (one of the "graceful shutdown signals" the answer lists).
+// Lesson 05's Node twin: the IPC most interviewees describe, written out
+// so that Node can show what it does. Each worker, as it starts, reports
+// its id and heap size with `process.send` and reacts to the primary's
+// messages in `process.on('message')`, ending itself with `process.exit(0)`
+// on `shutdown`. The primary hears each worker on its own Worker object
+// (`worker.on('message')`), sends each a config right after forking it, and
+// then one `reload` to everybody by walking `cluster.workers`; on SIGTERM it
+// walks them again with `shutdown` (one of the "graceful shutdown signals"
+// the answer lists as a use of IPC).
 //
 //   node lessons/05-ipc/node/usual.js                 # port 8000, 4 workers
 //   node lessons/05-ipc/node/usual.js --workers 3 --serialization advanced
@@ -44,51 +46,40 @@ if (cluster.isMaster) {
   }
 
   // ANCHOR: primary
-  for (let i = 0; i < (opts.workers ?? 4); i++) {
-    const worker = cluster.fork();
-
-    // Master receives message from worker
-    worker.on('message', (msg) => {
-      twin.log(`received from worker ${worker.id}:`, msg.type ?? msg.cmd ?? '?');
-    });
-
-    // Master sends message to worker
-    worker.send({ type: 'config', data: { maxConnections: 1000 } });
+  for (let n = 0; n < (opts.workers ?? 4); n++) {
+    const w = cluster.fork();
+    // Heard on this worker's own object: only what this worker sends.
+    w.on('message', (m) => twin.log(`primary <- worker ${w.id}:`, m.type ?? m.cmd ?? '?'));
+    // Sent at once, before the worker runs: the channel queues it.
+    w.send({ type: 'config', settings: { maxConnections: 1000 } });
   }
 
-  // Broadcast to all workers
-  for (const id in cluster.workers) {
-    cluster.workers[id].send({ type: 'reload' });
-  }
+  // Everybody at once: one send per entry of cluster.workers.
+  for (const w of Object.values(cluster.workers)) w.send({ type: 'reload' });
   // ANCHOR_END: primary
 
   process.on('SIGTERM', () => {
     twin.emit('shutdown', { reason: 'SIGTERM' });
-    for (const id in cluster.workers) {
-      cluster.workers[id].send({ type: 'shutdown' });
-    }
+    for (const w of Object.values(cluster.workers)) w.send({ type: 'shutdown' });
   });
 
   probes.primary(opts);
 } else {
   // ANCHOR: worker
-  process.send({
-    type: 'status',
-    workerId: cluster.worker.id,
-    memory: process.memoryUsage().heapUsed,
-  });
+  const me = cluster.worker.id;
+  // Unasked, once, at start: who this is and how much heap it uses.
+  process.send({ type: 'status', id: me, heapUsed: process.memoryUsage().heapUsed });
 
-  process.on('message', (msg) => {
-    twin.log('received:', msg.type);
-    if (msg.type === 'shutdown') {
-      process.exit(0);
-    }
+  // Whatever the primary sends. `shutdown` ends the process there and then.
+  process.on('message', (m) => {
+    twin.log(`worker ${me} <-`, m.type);
+    if (m.type === 'shutdown') process.exit(0);
   });
   // ANCHOR_END: worker
 
   const server = http.createServer((req, res) => {
     process.send({ request_started: 1000 }); // so a scenario knows it is in flight
-    setTimeout(() => res.end(`Done by worker ${cluster.worker.id}\n`), 1000);
+    setTimeout(() => res.end(`worker ${me} answered after 1 s\n`), 1000);
   });
   twin.tag(server).listen(opts.port, opts.host);
 
