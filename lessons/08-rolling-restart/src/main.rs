@@ -16,6 +16,7 @@
 //! just lesson 08                   # roll 4 workers under load; 0 failed
 //! just lesson 08 --bad-release     # new workers never get ready: rolled back
 //! just lesson 08 --naive           # the usual answer's sequence, measured
+//! just lesson 08 --serve --crash-after-ready 500ms   # ready, then down: what ready cannot see
 //! just lesson 08 --serve           # serve; roll with kill -HUP <primary pid>
 //! ```
 //!
@@ -69,6 +70,11 @@ struct Args {
     #[arg(long, num_args = 0..=1, default_missing_value = "1", value_name = "NTH",
           value_parser = clap::value_parser!(u32).range(1..))]
     bad_release: Option<u32>,
+
+    /// Workers of the new generation crash this long after they said
+    /// ready: a release that starts well and fails once it serves
+    #[arg(long, value_name = "DURATION", value_parser = parse_seconds)]
+    crash_after_ready: Option<Duration>,
 
     /// The usual answer: wait for `listening`, not `ready`; the old worker
     /// closes connections as Node 20's `server.close()` does (idle ones at
@@ -221,6 +227,19 @@ async fn worker(args: Args) -> anyhow::Result<()> {
         tokio::time::sleep(args.warmup).await;
     }
     worker.ready()?;
+    if let Some(after) = args.crash_after_ready.filter(|_| generation > 1) {
+        // Ready, serving, and then down: a release that fails only once it
+        // takes traffic (a bad config read late, a dependency it cannot
+        // reach, a leak). Readiness cannot see it coming.
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            supervisor::report::stderr_line(&format!(
+                "[worker {id}] --crash-after-ready: generation {generation} crashes {} ms after it was ready",
+                after.as_millis()
+            ));
+            std::process::exit(1);
+        });
+    }
 
     let delay = Duration::from_millis(args.handler_ms);
     let hello = move |_| async move {
