@@ -8,6 +8,7 @@
 //   curl 'localhost:8000/block?ms=20000'     # a busy loop: no health reply
 //   curl 'localhost:8000/leak?mb=100'        # 100 MiB kept on the JS heap
 //   curl 'localhost:8000/leak?mb=100&in=buffer'  # … in Buffers, off the heap
+//   (with --pool 4) curl localhost:8000/stuck, four times: the pool is empty
 //
 // The timers and the memory limit are flags, so that a scenario can shorten
 // them (and says so). The primary prints, as events, what the usual answer
@@ -29,6 +30,7 @@ const opts = twin.setup({
     'max-memory': { type: 'string', default: '500', help: 'MAX_MEMORY in MiB, compared with heapUsed [default: 500]' },
     dashboard: { type: 'string', default: '10s', help: "the dashboard's interval [default: 10s]" },
     'listen-after': { type: 'string', default: '0s', help: 'each worker waits this long before it listens (a slow start) [default: 0s]' },
+    pool: { type: 'string', default: '0', help: "connections in each worker's database pool, checked out by every request; /stuck keeps its own (0: no pool) [default: 0]" },
   },
 });
 const ms = (flag) => twin.seconds(opts[flag], `--${flag}`) * 1000;
@@ -165,7 +167,20 @@ if (cluster.isPrimary) {
   let requestCount = 0;
   const kept = []; // what /leak keeps
 
+  // --pool: a database pool in front of every request (the usual answer
+  // has none; an app that talks to a database has one).
+  const pool = Number(opts.pool) > 0 ? connectionPool(Number(opts.pool)) : null;
+
   const server = http.createServer((req, res) => {
+    if (!pool) return handle(req, res);
+    pool.checkOut(() => {
+      if (req.url === '/stuck') return; // a query that never returns: the connection is never given back
+      res.on('close', pool.release);
+      handle(req, res);
+    });
+  });
+
+  function handle(req, res) {
     requestCount++;
     const url = new URL(req.url, 'http://x');
     if (url.pathname === '/block') {
@@ -183,7 +198,7 @@ if (cluster.isPrimary) {
     } else {
       res.end('OK');
     }
-  });
+  }
   // A worker that takes a while to start (it loads something first):
   // --listen-after delays its listen(), and so its 'listening'.
   setTimeout(() => twin.tag(server).listen(opts.port, opts.host), ms('listen-after'));
@@ -205,6 +220,26 @@ if (cluster.isPrimary) {
     }
   });
   // ANCHOR_END: reply
+
+  /// `size` connections; a request waits in line for one when none is
+  /// free. Says so (a `message` to the primary) each time the last one goes.
+  function connectionPool(size) {
+    let free = size;
+    const waiting = [];
+    return {
+      checkOut(use) {
+        if (free === 0) return waiting.push(use);
+        free--;
+        if (free === 0) process.send({ type: 'pool', pool: 'empty' });
+        use();
+      },
+      release() {
+        const next = waiting.shift();
+        if (next) next();
+        else free++;
+      },
+    };
+  }
 
   /// Keeps `mb` MiB: numbers in JS arrays (the V8 heap), or Buffers
   /// (outside it), each page written so that it is really held.

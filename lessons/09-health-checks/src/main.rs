@@ -15,6 +15,8 @@
 //! just lesson 09 --workers 1                  # then, three times:
 //! curl 'localhost:8000/leak?mb=32'            # one worker keeps 96 MiB: replaced
 //! just lesson 09 --leak 40 --health-budget 2  # every worker leaks: the budget stops it
+//! just lesson 09 --workers 1 --pool 4 --ipc-ping  # then four times, in the background:
+//! curl localhost:8000/stuck &                 # the pool runs dry: pings pass, heartbeats fail
 //! ```
 //!
 //! **What the usual answer gets wrong.** Its sample keeps the restart
@@ -41,9 +43,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use serde_json::json;
 use supervisor::cli::parse_seconds;
 use supervisor::http::{Request, serve, text};
-use supervisor::{Cluster, ClusterArgs, HealthPolicy, RestartPolicy, Role, Worker};
+use supervisor::{Cluster, ClusterArgs, EventsFormat, HealthPolicy, RestartPolicy, Role, Worker};
 
 /// Lesson 09: hung and leaking workers found and replaced, within a budget.
 #[derive(Debug, Parser)]
@@ -89,6 +92,18 @@ struct Args {
     /// Every worker leaks this many MiB per second from the start (0: none)
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1024))]
     leak: u64,
+
+    /// Connections in each worker's database pool. Every request checks
+    /// one out while it runs — the heartbeat's request too — and `/stuck`
+    /// never gives its connection back
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pool: u32,
+
+    /// Also ask every worker over IPC each --heartbeat, as the usual answer
+    /// does, and report who answered (`ipc_ping` events): to compare with
+    /// the heartbeat, which goes through the request path
+    #[arg(long)]
+    ipc_ping: bool,
 }
 
 // ANCHOR: runtime
@@ -155,27 +170,104 @@ async fn primary(args: Args) -> anyhow::Result<()> {
         let every = Duration::from_secs(1);
         tokio::spawn(dashboard::run(cluster.clone(), args.cluster.events, every));
     }
+    if args.ipc_ping {
+        tokio::spawn(ipc_ping(
+            cluster.clone(),
+            args.heartbeat,
+            args.cluster.events,
+        ));
+    }
     cluster.run().await?;
     Ok(())
 }
 
 // ANCHOR_END: primary
 
+// ANCHOR: ipc_ping
+/// The usual answer's check, beside the real one: every `interval`, a
+/// question over IPC that each worker answers from its IPC handler, not
+/// through its request path. Says who answered (`ipc_ping` events with
+/// `--events json`), and, for people, when a worker answers it while it
+/// misses heartbeats: a check that passes a worker that cannot serve.
+async fn ipc_ping(cluster: Cluster, interval: Duration, events: EventsFormat) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut said = std::collections::BTreeSet::new();
+    loop {
+        ticks.tick().await;
+        // The workers in rotation: one still starting has nothing to say yet.
+        let mut asks = tokio::task::JoinSet::new();
+        for id in cluster.ready_workers() {
+            let cluster = cluster.clone();
+            asks.spawn(async move {
+                // The usual answer's own timeout is longer than its check
+                // interval; here at least a second, so that a loaded machine
+                // does not count as a silent worker.
+                let timeout = interval.max(Duration::from_secs(1));
+                let pong = cluster.ask(id, &json!({ "ping": true }), timeout).await;
+                (id, pong.is_ok())
+            });
+        }
+        let (mut answered, mut silent) = (Vec::new(), Vec::new());
+        while let Some(Ok((id, pong))) = asks.join_next().await {
+            match pong {
+                true => answered.push(id),
+                false => silent.push(id),
+            }
+        }
+        answered.sort();
+        silent.sort();
+        if events == EventsFormat::Json {
+            let fields = json!({ "answered": answered, "silent": silent });
+            cluster.report("ipc_ping", &fields, "");
+        }
+        for row in cluster.vitals() {
+            if row.missed > 0 && answered.contains(&row.id) && said.insert(row.id) {
+                cluster.note_line(&format!(
+                    "worker {} answers IPC pings, yet has missed {} heartbeat(s) in a row: its request path is stuck, its IPC handler is not",
+                    row.id, row.missed
+                ));
+            }
+        }
+    }
+}
+// ANCHOR_END: ipc_ping
+
 // ANCHOR: worker
 async fn worker(args: Args) -> anyhow::Result<()> {
-    let worker = Worker::connect().await?;
+    let worker = Arc::new(Worker::connect().await?);
     let listener = worker.listen().await?;
     let id = worker.id();
     let leaked = Arc::new(Mutex::new(Vec::<Box<[u8]>>::new()));
     if args.leak > 0 {
         tokio::spawn(leak_steadily(leaked.clone(), args.leak));
     }
+    // The usual answer's health check: answered by the IPC handler, a task
+    // of its own, whatever the request path is doing.
+    if let Some(mut questions) = worker.questions() {
+        let worker = worker.clone();
+        tokio::spawn(async move {
+            while let Some(question) = questions.recv().await {
+                let _ = worker.reply(&question, &json!({ "pong": true }));
+            }
+        });
+    }
+    let pool = Pool::new(args.pool, worker.clone());
     worker.ready()?;
 
     let handler = move |request: Request| {
-        let leaked = leaked.clone();
+        let (leaked, pool) = (leaked.clone(), pool.clone());
         async move {
+            // Every request, the heartbeat's included, holds a connection
+            // from the pool while it runs.
+            let _connection = pool.check_out().await;
             match request.uri().path() {
+                "/stuck" => {
+                    // A query with no timeout, to a database that never
+                    // answers: the connection is never given back.
+                    std::future::pending::<()>().await;
+                    text(200, "never\n")
+                }
                 "/block" => {
                     let ms = query(&request, "ms").unwrap_or(10_000);
                     // Blocks this worker's only thread: no request, no
@@ -199,6 +291,38 @@ async fn worker(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 // ANCHOR_END: worker
+
+/// Each worker's database pool: `size` connections, each checked out by
+/// one request at a time. The heartbeat's request checks one out too, so a
+/// pool that never gives connections back fails the heartbeat — the
+/// worker's own fault, which a new worker cures. The probe runs no query:
+/// a database that is down must not fail it (chapter 09, "Liveness is not
+/// readiness").
+#[derive(Clone)]
+struct Pool {
+    free: Arc<tokio::sync::Semaphore>,
+    worker: Arc<Worker>,
+}
+
+impl Pool {
+    fn new(size: u32, worker: Arc<Worker>) -> Self {
+        Pool {
+            free: Arc::new(tokio::sync::Semaphore::new(size as usize)),
+            worker,
+        }
+    }
+
+    /// A connection, once one is free: the wait is where requests hang
+    /// when the pool is empty.
+    async fn check_out(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let connection = self.free.clone().acquire_owned().await.ok()?;
+        if self.free.available_permits() == 0 {
+            // Said once each time the pool runs dry (a `message` event).
+            let _ = self.worker.send(&json!({ "pool": "empty" }));
+        }
+        Some(connection)
+    }
+}
 
 /// Keeps `mb` more MiB, written to so the pages are really resident;
 /// returns the total kept.
