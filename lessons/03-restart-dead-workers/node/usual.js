@@ -1,8 +1,8 @@
-// Lesson 03's Node twin: the usual answer to "how do you detect a dead
-// worker and restart it?", as interviewees write it — an `exit` handler
-// that logs `code || signal` and forks again, and a worker whose `/crash`
-// calls `process.exit(1)` — run in Node so the workbook can check what the
-// `exit` event really carries and what the unconditional fork does.
+// Lesson 03's Node twin: detecting a dead worker and restarting it the way
+// most interviewees do — one `exit` listener on the cluster that logs
+// `code || signal` and forks a replacement every time, and a worker that
+// ends itself with `process.exit(1)` on `/crash` — run in Node so the
+// workbook can check what `exit` carries and what forking on every exit does.
 //
 //   node lessons/03-restart-dead-workers/node/usual.js --workers 2
 //   curl localhost:8000/crash          # a crash: exit code 1
@@ -53,23 +53,21 @@ if (cluster.isWorker && opts['crash-after'] !== undefined) {
 
 // ANCHOR: usual
 if (cluster.isMaster) {
-  for (let i = 0; i < (opts.workers ?? 1); i++) {
-    cluster.fork();
-  }
+  for (let n = 0; n < (opts.workers ?? 1); n++) cluster.fork();
 
-  cluster.on('exit', (worker, code, signal) => {
-    console.log(`worker ${worker.id} died (${code || signal})`);
-    twin.emit('died', { id: worker.id, reported: code || signal });
-    console.log('forking a new worker');
-    twin.emit('restarting', { after: worker.id });
+  // Every exit, whatever its cause, gets a log line and a new fork.
+  cluster.on('exit', (gone, code, signal) => {
+    const cause = code || signal; // exit code 0 is falsy: a clean exit shows its signal, null
+    console.log(`lost worker ${gone.id}: ${cause}`);
+    twin.emit('died', { id: gone.id, reported: cause });
+    console.log('replacing it');
+    twin.emit('restarting', { after: gone.id });
     cluster.fork();
   });
 } else {
   const server = http.createServer((req, res) => {
-    if (req.url === '/crash') {
-      process.exit(1);
-    }
-    res.end('OK\n');
+    if (req.url === '/crash') process.exit(1); // the simulated crash
+    res.end('alive\n');
   });
   twin.tag(server).listen(opts.port, opts.host);
 }
