@@ -39,27 +39,23 @@ if (cluster.isMaster) {
   twin.emit('policy', { default: nodeDefault, at_first_fork: POLICIES[cluster.schedulingPolicy] });
 
   // ANCHOR: primary
-  for (let i = 0; i < (opts.workers ?? 4); i++) {
-    cluster.fork();
-  }
+  for (let n = 0; n < (opts.workers ?? 4); n++) cluster.fork();
 
-  const requestCount = {};
-  cluster.on('message', (worker, msg) => {
-    if (msg.type === 'request') {
-      requestCount[worker.id] = (requestCount[worker.id] || 0) + 1;
-      console.log('Request distribution:', requestCount);
-      twin.emit('distribution', table(requestCount));
-    }
+  const perWorker = {};
+  cluster.on('message', (from, note) => {
+    if (note.type !== 'request') return;
+    perWorker[from.id] = (perWorker[from.id] ?? 0) + 1;
+    console.log('requests per worker:', perWorker);
+    twin.emit('distribution', table(perWorker));
   });
   // ANCHOR_END: primary
 
-  // Twin only: the connections the workers report, counted the same way.
-  const connectionCount = {};
-  cluster.on('message', (worker, msg) => {
-    if (msg.type === 'connection') {
-      connectionCount[worker.id] = (connectionCount[worker.id] || 0) + 1;
-      twin.emit('connections', table(connectionCount));
-    }
+  // Twin only: the connections the workers report, tallied the same way.
+  const connectionsPerWorker = {};
+  cluster.on('message', (from, note) => {
+    if (note.type !== 'connection') return;
+    connectionsPerWorker[from.id] = (connectionsPerWorker[from.id] ?? 0) + 1;
+    twin.emit('connections', table(connectionsPerWorker));
   });
 
   if (opts['late-sched'] !== undefined) {
@@ -68,17 +64,19 @@ if (cluster.isMaster) {
     twin.emit('policy_set', { now: POLICIES[cluster.schedulingPolicy] });
   }
 } else {
-  const server = worker();
+  const server = serve();
   // Twin only: each worker also reports every connection it accepts, so
   // that the spread of connections can be told from the spread of requests.
   server.on('connection', () => process.send({ type: 'connection' }));
 }
 
 // ANCHOR: worker
-function worker() {
+/// The worker branch the sample leaves out: tell the primary about each
+/// request, then answer it.
+function serve() {
   const server = http.createServer((req, res) => {
     process.send({ type: 'request' });
-    res.end(`Hello from worker ${cluster.worker.id}\n`);
+    res.end(`worker ${cluster.worker.id} answering\n`);
   });
   return twin.tag(server).listen(opts.port, opts.host);
 }

@@ -25,20 +25,18 @@ const twin = require('../../../shared/node-twin/twin.js');
 const opts = twin.setup({ title: "Lesson 04's Node twin: the usual load-balancing sample, as written" });
 
 // ANCHOR: usual
-cluster.schedulingPolicy = cluster.SCHED_RR;
+cluster.schedulingPolicy = cluster.SCHED_RR; // round-robin, by name
 
 if (cluster.isMaster) {
-  for (let i = 0; i < (opts.workers ?? 4); i++) {
-    cluster.fork();
-  }
+  for (let n = 0; n < (opts.workers ?? 4); n++) cluster.fork();
 
-  const requestCount = {};
-  cluster.on('message', (worker, msg) => {
-    if (msg.type === 'request') {
-      requestCount[worker.id] = (requestCount[worker.id] || 0) + 1;
-      console.log('Request distribution:', requestCount);
-      twin.emit('distribution', { counts: requestCount });
-    }
+  // Requests per worker id, tallied from the workers' `request` messages.
+  const perWorker = {};
+  cluster.on('message', (from, note) => {
+    if (note.type !== 'request') return;
+    perWorker[from.id] = (perWorker[from.id] ?? 0) + 1;
+    console.log('requests per worker:', perWorker);
+    twin.emit('distribution', { counts: perWorker });
   });
 }
 // ANCHOR_END: usual
