@@ -19,13 +19,10 @@ const opts = twin.setup({ title: "Lesson 01's Node twin: one worker per CPU on o
 // `isMaster` is the deprecated name of `isPrimary`; both still work on Node 20.
 if (cluster.isMaster) {
   // os.cpus() counts the host's CPUs, not the ones this process may use.
-  const workers = opts.workers ?? os.cpus().length;
-  for (let i = 0; i < workers; i++) {
-    cluster.fork();
-  }
+  const count = opts.workers ?? os.cpus().length;
+  for (let n = 0; n < count; n++) cluster.fork();
 } else {
-  const server = http.createServer((req, res) => {
-    res.end(`Hello from worker ${cluster.worker.id}`);
-  });
+  // Every worker builds its own server and calls listen() on the same port.
+  const server = http.createServer((req, res) => res.end(`worker ${cluster.worker.id} says hi`));
   twin.tag(server).listen(opts.port, opts.host);
 }

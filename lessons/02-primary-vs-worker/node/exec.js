@@ -22,7 +22,5 @@ twin.emit('role', whoami());
 // ANCHOR: exec
 // setupPrimary since v16 (setupMaster before): fork() now starts worker.js.
 cluster.setupPrimary({ exec: path.join(__dirname, 'worker.js') });
-for (let i = 0; i < (opts.workers ?? 2); i++) {
-  cluster.fork();
-}
+for (let n = 0; n < (opts.workers ?? 2); n++) cluster.fork();
 // ANCHOR_END: exec

@@ -34,9 +34,7 @@ if (cluster.isMaster) {
   console.log(`primary: pid ${process.pid}`);
   twin.emit('role', whoami());
   // The usual answer forks one worker; --workers asks for more.
-  for (let i = 0; i < (opts.workers ?? 1); i++) {
-    cluster.fork();
-  }
+  for (let n = 0; n < (opts.workers ?? 1); n++) cluster.fork();
 } else if (cluster.isWorker) {
   console.log(`worker ${cluster.worker.id}: pid ${process.pid}`);
   process.send(whoami());
@@ -45,7 +43,7 @@ if (cluster.isMaster) {
     if (req.url === '/child') return json(res, child());
     if (req.url === '/listeners') return json(res, listeners(req.socket.localPort));
     if (req.url === '/marked') return json(res, marked());
-    res.end(`Hello from worker ${cluster.worker.id}\n`);
+    res.end(`worker ${cluster.worker.id} says hi\n`);
   });
   twin.tag(server).listen(opts.port, opts.host);
 }

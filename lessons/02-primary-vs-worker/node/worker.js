@@ -15,7 +15,7 @@ const opts = twin.setup({ title: "Lesson 02's exec twin: a worker's file" });
 process.send(whoami());
 const server = http.createServer((req, res) => {
   if (req.url === '/whoami') return res.end(`${JSON.stringify(whoami())}\n`);
-  res.end(`Hello from worker ${cluster.worker.id}\n`);
+  res.end(`worker ${cluster.worker.id} says hi\n`);
 });
 twin.tag(server).listen(opts.port, opts.host);
 // ANCHOR_END: worker
