@@ -3,7 +3,7 @@
 -- sliding window still covers. Two numbers per client, whatever the limit.
 -- KEYS[1]: a hash {w = the window's number, cur = admitted in it, prev = admitted in the one before}.
 -- ARGV[1]: the limit; ARGV[2]: the window in ms.
--- Returns {allowed (1|0), remaining, ms until a request would be admitted}.
+-- Returns {allowed (1|0), remaining, ms until a request would be admitted, now in ms}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -21,7 +21,7 @@ if estimate < limit then
   cur = cur + 1
   redis.call('HSET', KEYS[1], 'w', number, 'cur', cur, 'prev', prev)
   redis.call('PEXPIRE', KEYS[1], 2 * window)
-  return {1, math.max(0, math.floor(limit - estimate - 1)), window - into}
+  return {1, math.max(0, math.floor(limit - estimate - 1)), window - into, now}
 end
 -- Refused: when does the estimate fall under the limit?
 local wait
@@ -32,4 +32,4 @@ else
   -- in the next window, where this window's count is the weighted one
   wait = (window - into) + math.floor(window * (1 - limit / cur)) + 1
 end
-return {0, 0, math.max(1, wait)}
+return {0, 0, math.max(1, wait), now}

@@ -36,6 +36,8 @@ struct Got {
     status: u16,
     limiter_spoke: bool,
     retry_after: bool,
+    /// When the limiter decided, by its clock (`x-decided-at-ms`).
+    decided_at_ms: Option<u64>,
 }
 
 /// One GET of `path` as the client with API key `key`.
@@ -54,11 +56,15 @@ async fn get(to: SocketAddr, path: &str, key: &str) -> Got {
             status: answer.status,
             limiter_spoke: answer.header("ratelimit-limit").is_some(),
             retry_after: answer.header("retry-after").is_some(),
+            decided_at_ms: answer
+                .header("x-decided-at-ms")
+                .and_then(|ms| ms.parse().ok()),
         },
         Err(_) => Got {
             status: 0,
             limiter_spoke: false,
             retry_after: false,
+            decided_at_ms: None,
         },
     }
 }
@@ -88,14 +94,22 @@ async fn retrier(cluster: &Cluster, policy: Policy, windows: u32) {
     let interval = policy.window / u32::try_from(per_window).unwrap_or(u32::MAX);
     let mut admitted = vec![0u64; windows as usize];
     let mut told_when = 0;
+    let window_ms = u64::try_from(policy.window.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    let mut first_decision = None;
     let start = Instant::now();
     for attempt in 0..per_window * u64::from(windows) {
         // The client's schedule: evenly spaced attempts, whatever the answers.
         tokio::time::sleep_until(start + interval * attempt as u32).await;
-        // The window it was sent in, by the clock: a stalled machine sends
-        // late, and a late attempt belongs to the window it lands in.
-        let window = (start.elapsed().as_nanos() / policy.window.as_nanos().max(1)) as usize;
         let got = get(cluster.addr(), "/", "retrier").await;
+        // Windows by the clock that decided, from the first decision: the
+        // limit holds in the limiter's time, and a request delayed on its
+        // way belongs to the window in which it was decided.
+        let Some(at) = got.decided_at_ms else {
+            continue;
+        };
+        let window = (at.saturating_sub(*first_decision.get_or_insert(at)) / window_ms) as usize;
         if let Some(count) = admitted.get_mut(window) {
             *count += u64::from(got.status == 200);
         }

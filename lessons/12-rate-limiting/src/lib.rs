@@ -88,6 +88,9 @@ pub struct Decision {
     /// Milliseconds until a request will be admitted again (refused), or
     /// until a place frees up (admitted).
     pub reset_ms: u64,
+    /// When it was decided, in ms since the epoch, by the clock that
+    /// decided (Redis's, but for `usual`): the demo counts windows by it.
+    pub decided_at_ms: u64,
 }
 
 // ANCHOR: headers
@@ -184,7 +187,9 @@ impl Limiter {
         let mut connection = self.connection.clone();
         let window_ms = u64::try_from(policy.window.as_millis()).unwrap_or(u64::MAX);
         let key = |kind: &str| format!("ratelimit:{kind}:{client}");
-        let (allowed, remaining, reset_ms): (u64, u64, i64) = match self.algorithm {
+        let (allowed, remaining, reset_ms, decided_at_ms): (u64, u64, i64, u64) = match self
+            .algorithm
+        {
             Algorithm::Usual => {
                 let attempt = format!("{}-{}", self.who, self.next.fetch_add(1, Ordering::Relaxed));
                 return usual(&mut connection, &key("usual"), policy, &attempt).await;
@@ -230,6 +235,7 @@ impl Limiter {
             window_ms,
             remaining,
             reset_ms: u64::try_from(reset_ms).unwrap_or(0),
+            decided_at_ms,
         })
     }
     // ANCHOR_END: check
@@ -269,6 +275,7 @@ async fn usual(
         window_ms,
         remaining: policy.limit.saturating_sub(count + 1),
         reset_ms: window_ms,
+        decided_at_ms: now,
     })
 }
 // ANCHOR_END: usual
@@ -333,6 +340,7 @@ impl Limiter {
                     window_ms,
                     remaining: 0,
                     reset_ms: (oldest + window_ms).saturating_sub(now),
+                    decided_at_ms: now,
                 });
             }
             // The second round trip: nil if the key changed since WATCH.
@@ -353,6 +361,7 @@ impl Limiter {
                     window_ms,
                     remaining: policy.limit - count - 1,
                     reset_ms: (oldest + window_ms).saturating_sub(now),
+                    decided_at_ms: now,
                 });
             }
             watching.conflicts.fetch_add(1, Ordering::Relaxed);
@@ -463,6 +472,7 @@ mod tests {
             window_ms: 1000,
             remaining: 0,
             reset_ms: 250,
+            decided_at_ms: 0,
         };
         assert_eq!(
             refused.headers(),
@@ -480,6 +490,7 @@ mod tests {
             window_ms: 60_000,
             remaining: 7,
             reset_ms: 59_001,
+            decided_at_ms: 0,
         };
         assert_eq!(
             admitted.headers(),

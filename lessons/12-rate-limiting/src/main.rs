@@ -274,6 +274,11 @@ fn answer(decision: &rate_limit::Decision, id: WorkerId) -> Response {
                 .insert(HeaderName::from_static(name), value);
         }
     }
+    // Not a standard field: when the limiter decided, by its clock, so
+    // that the demo counts its windows as the limiter does.
+    response
+        .headers_mut()
+        .insert("x-decided-at-ms", HeaderValue::from(decision.decided_at_ms));
     response
 }
 // ANCHOR_END: worker
