@@ -17,6 +17,7 @@
 //! just lesson 08 --bad-release     # new workers never get ready: rolled back
 //! just lesson 08 --naive           # the usual answer's sequence, measured
 //! just lesson 08 --serve --crash-after-ready 500ms   # ready, then down: what ready cannot see
+//! just lesson 08 --serve --crash-after-ready 500ms --bake 2s   # seen while baking: rolled back
 //! just lesson 08 --serve           # serve; roll with kill -HUP <primary pid>
 //! ```
 //!
@@ -76,6 +77,12 @@ struct Args {
     #[arg(long, value_name = "DURATION", value_parser = parse_seconds)]
     crash_after_ready: Option<Duration>,
 
+    /// Bake time: how long a ready replacement must keep running, its
+    /// predecessor still serving, before the predecessor leaves; a crash in
+    /// it rolls the rollout back [default: 0, the old worker leaves at ready]
+    #[arg(long, default_value = "0s", value_name = "DURATION", value_parser = parse_seconds)]
+    bake: Duration,
+
     /// The usual answer: wait for `listening`, not `ready`; the old worker
     /// closes connections as Node 20's `server.close()` does (idle ones at
     /// once, busy ones only after 5 s idle). With --serve, SIGHUP or SIGUSR2
@@ -123,6 +130,7 @@ async fn primary(mut args: Args) -> anyhow::Result<()> {
     let options = supervisor::ClusterOptions {
         restart: Some(RestartPolicy::default()),
         handle_signals: !usual_signals,
+        bake: args.bake,
         ..args.cluster.options()
     };
     let ready_timeout = options.ready_timeout;

@@ -26,6 +26,8 @@ pub enum WaitError {
     Timeout { within: Duration },
     #[error("the cluster has stopped: no more events will come")]
     Closed,
+    #[error("the cluster began to stop first (a signal, or a restart budget spent)")]
+    Stopping,
     #[error("fell {0} events behind and missed them")]
     Lagged(u64),
 }

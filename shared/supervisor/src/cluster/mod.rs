@@ -305,10 +305,17 @@ impl Cluster {
     /// It looks at the workers' state, not at events, so it cannot miss a
     /// `ready` that happened before the call.
     pub async fn wait_ready(&self, count: usize, within: Duration) -> Result<(), WaitError> {
+        // A stop during start-up (Ctrl-C) ends the wait at once: no more
+        // workers will get ready, and waiting out `within` only delayed the
+        // exit (by the whole ready timeout, 10 s by default).
         self.wait_until(within, |registry| {
-            (registry.ready().count() >= count).then_some(())
+            if registry.stopping {
+                Some(Err(WaitError::Stopping))
+            } else {
+                (registry.ready().count() >= count).then_some(Ok(()))
+            }
         })
-        .await
+        .await?
     }
 
     /// How many connections the primary itself accepted and handed to a

@@ -33,6 +33,13 @@ pub struct ClusterOptions {
     /// A worker that has not said it is ready this long after its fork is
     /// killed and reported.
     pub ready_timeout: Duration,
+    /// How long a replacement must keep running after it is ready before
+    /// its predecessor leaves (a rollout's *bake time*). Ready only says a
+    /// worker could start; a release that fails once it serves shows in
+    /// this time, and a crash in it fails the replacement — the old worker,
+    /// still serving, stays, and the rollout is rolled back. Zero: the old
+    /// worker leaves as soon as its replacement is ready.
+    pub bake: Duration,
     /// Heartbeats and memory checks; `None` checks nothing.
     pub health: Option<HealthPolicy>,
     /// React to signals: SIGINT/SIGTERM stop gracefully, SIGQUIT stops at
@@ -70,6 +77,7 @@ impl Default for ClusterOptions {
             restart: None,
             grace: Duration::from_secs(10),
             ready_timeout: Duration::from_secs(10),
+            bake: Duration::ZERO,
             health: None,
             handle_signals: true,
             worker_args: None,

@@ -142,7 +142,7 @@ impl Cluster {
             })
             .await;
         let why = match ready {
-            Ok(Ok(())) => None,
+            Ok(Ok(())) => self.bake(new).await?,
             Ok(Err(None)) => return Err(ReplaceError::Stopping),
             Ok(Err(Some(why))) => Some(why),
             Err(_) => {
@@ -186,6 +186,43 @@ impl Cluster {
         Ok(step)
     }
     // ANCHOR_END: replace
+
+    /// Watches a ready replacement for the bake time while its predecessor
+    /// still serves: why it failed (it ended), or `None` if it held.
+    async fn bake(&self, new: WorkerId) -> Result<Option<String>, ReplaceError> {
+        let bake = self.inner.options.bake;
+        if bake.is_zero() {
+            return Ok(None);
+        }
+        let ready_at = Instant::now();
+        let ended = self
+            .wait_until(bake, |r| {
+                if r.stopping {
+                    Some(Err(ReplaceError::Stopping))
+                } else {
+                    (!r.workers.contains_key(&new)).then(|| {
+                        Ok(r.ended.get(&new).map_or_else(String::new, |ended| {
+                            match (ended.code, &ended.signal) {
+                                (_, Some(signal)) => format!(", killed by {signal}"),
+                                (Some(code), None) => format!(", exit code {code}"),
+                                (None, None) => String::new(),
+                            }
+                        }))
+                    })
+                }
+            })
+            .await;
+        match ended {
+            // It held for the whole bake time.
+            Err(_) => Ok(None),
+            Ok(Err(stopping)) => Err(stopping),
+            Ok(Ok(how)) => Ok(Some(format!(
+                "it ended {} ms after it was ready{how}, within the {} ms bake time",
+                ready_at.elapsed().as_millis(),
+                bake.as_millis()
+            ))),
+        }
+    }
 
     // ANCHOR: rolling_restart
     /// Replaces every worker, one at a time, with one of a new generation,

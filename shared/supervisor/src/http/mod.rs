@@ -69,7 +69,10 @@ pub const WORKER_ID_HEADER: &str = "x-worker-id";
 
 /// The path a heartbeat requests from the worker's own handler. A handler
 /// that answers it with a 2xx status (any unknown path's "hello" does) says
-/// the request path works; a handler may check its dependencies here.
+/// the request path works. It is a liveness check: it should go through
+/// what every request goes through (a connection pool, say), but not ask
+/// a dependency whether it is up — an outage of the database would then
+/// get every worker replaced, which cures nothing (chapter 09).
 pub const HEALTH_PATH: &str = "/_cluster/health";
 
 /// A plain-text response.
