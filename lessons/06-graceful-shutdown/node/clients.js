@@ -4,7 +4,8 @@
 // instrument, on plain sockets, so that a clean end of file and a reset
 // cannot be confused, and the `Connection` header of each answer is seen.
 //
-// Once every worker listens:
+// Once every worker listens (the silent and busy connections are opened
+// first, then the idle one; `clients_ready` once the idle one is answered):
 // - idle: one request on a keep-alive connection, answered; then silence
 //   (event `idle_client`);
 // - silent: a connection that never sends a request;
@@ -41,13 +42,17 @@ function play(workers) {
 }
 
 async function run(port, host) {
+  // The silent and busy connections first, the idle client's request (1 s)
+  // last: by `clients_ready` every worker has long taken the connections
+  // handed to it, so round-robin hands the next burst of connections to
+  // both workers (a worker still busy taking one gets none meanwhile).
+  client('silent', port, host);
+  const busy = client('busy', port, host);
+
   const idle = client('idle', port, host);
   const first = await idle.request();
   twin.emit('idle_client', { worker: first.worker });
 
-  client('silent', port, host);
-
-  const busy = client('busy', port, host);
   process.once('SIGUSR2', async () => {
     setTimeout(() => twin.emit('busy_client', {}), 300);
     for (let n = 1; n <= 2; n++) {

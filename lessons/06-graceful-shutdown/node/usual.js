@@ -1,10 +1,11 @@
-// Lesson 06's Node twin: the usual answer to "what is a graceful shutdown,
-// and how do you implement it?", as interviewees write it. The primary keeps
-// its own array of workers; on SIGTERM it sends each one `{ type: 'shutdown' }`
-// and sets a 10 s timer that SIGKILLs them all and exits 0. Each worker
-// counts its requests in a Set (every request takes 1 s), and on `shutdown`
-// calls `server.close()`, then checks every second until the Set is empty
-// and calls `process.exit(0)` — or after 10 s, whatever is left.
+// Lesson 06's Node twin: the graceful shutdown most interviewees describe,
+// written out so that Node can show what it does. The primary forks its
+// workers into a plain array of its own and never updates it; SIGTERM makes
+// it send every worker in that array a `shutdown` message and start a 10 s
+// timer, which SIGKILLs the array and exits 0 whatever happened meanwhile.
+// A worker keeps each request (1 s long) in a Set; on `shutdown` it closes
+// its server, looks at the Set once a second and exits 0 when it is empty,
+// and exits 0 anyway after 10 s.
 //
 //   node lessons/06-graceful-shutdown/node/usual.js            # port 8000
 //   node lessons/06-graceful-shutdown/node/usual.js --workers 2 --clients
@@ -37,72 +38,59 @@ if (cluster.isMaster) {
   }
 
   // ANCHOR: primary
-  const workers = [];
-
-  for (let i = 0; i < (opts.workers ?? 4); i++) {
-    workers.push(cluster.fork());
-  }
+  // Forked once; an exited worker is never taken out.
+  const forked = Array.from({ length: opts.workers ?? 4 }, () => cluster.fork());
 
   process.on('SIGTERM', () => {
-    twin.emit('shutdown', { reason: 'SIGTERM' }); // "shutting down gracefully..."
-    const began = Date.now();
+    twin.emit('shutdown', { reason: 'SIGTERM' });
+    const t0 = Date.now();
 
-    workers.forEach((worker) => {
-      worker.send({ type: 'shutdown' });
-    });
+    // Every worker in the array is told, the dead ones too.
+    for (const w of forked) w.send({ type: 'shutdown' });
 
-    // Force kill after 10 seconds
+    // 10 s later, however the workers are doing: kill, and report success.
     setTimeout(() => {
-      // Not in the usual answer: who is still running when the timer fires.
-      const alive = workers.filter((worker) => !worker.isDead()).map((worker) => worker.id);
-      twin.emit('stopped', { reason: 'SIGTERM', took_ms: Date.now() - began, alive });
-      workers.forEach((worker) => worker.kill('SIGKILL'));
+      const alive = forked.filter((w) => !w.isDead()).map((w) => w.id); // twin only
+      twin.emit('stopped', { reason: 'SIGTERM', took_ms: Date.now() - t0, alive });
+      for (const w of forked) w.kill('SIGKILL');
       process.exit(0);
-    }, 10000);
+    }, 10_000);
   });
   // ANCHOR_END: primary
 } else {
   // ANCHOR: worker
-  const activeConnections = new Set();
+  const inFlight = new Set(); // the requests being served, not the connections
 
   const server = http.createServer((req, res) => {
-    const connId = Date.now() + Math.random();
-    activeConnections.add(connId);
+    inFlight.add(res);
     process.send({ request_started: 1000 }); // instrument: see the header
-
     setTimeout(() => {
-      res.end('Done');
-      activeConnections.delete(connId);
+      res.end('answered after 1 s\n');
+      inFlight.delete(res);
     }, 1000);
   });
-
   twin.tag(server).listen(opts.port, opts.host);
 
   process.on('message', (msg) => {
-    if (msg.type === 'shutdown') {
-      twin.log('shutting down...');
+    if (msg.type !== 'shutdown') return;
+    twin.log(`worker ${cluster.worker.id}: draining`);
+    server.close(() => twin.log(`worker ${cluster.worker.id}: listener closed`));
 
-      // Stop accepting new connections
-      server.close(() => {
-        twin.log('server closed');
-      });
+    // Poll: exit at the first look that finds no request in flight…
+    const poll = setInterval(() => {
+      if (inFlight.size > 0) {
+        twin.log(`worker ${cluster.worker.id}: ${inFlight.size} in flight`);
+        return;
+      }
+      clearInterval(poll);
+      process.exit(0);
+    }, 1000);
 
-      // Wait for active connections to complete
-      const checkInterval = setInterval(() => {
-        if (activeConnections.size === 0) {
-          clearInterval(checkInterval);
-          process.exit(0);
-        } else {
-          twin.log(`waiting for ${activeConnections.size} requests...`);
-        }
-      }, 1000);
-
-      // Force exit after timeout
-      setTimeout(() => {
-        clearInterval(checkInterval);
-        process.exit(0);
-      }, 10000);
-    }
+    // …or after 10 s, with whatever is left.
+    setTimeout(() => {
+      clearInterval(poll);
+      process.exit(0);
+    }, 10_000);
   });
   // ANCHOR_END: worker
 }
