@@ -30,20 +30,19 @@ function createServer(store) {
 
 function memoryRoutes() {
   // ANCHOR: memory
-  const sessions = {}; // each worker has its own
+  const byId = {}; // one object per worker process: the others never see it
 
   function login(req, res) {
-    const sessionId = generateId();
-    sessions[sessionId] = { userId: 123 };
-    res.setHeader('set-cookie', `sessionId=${sessionId}; Path=/`); // res.cookie()
+    const id = newSessionId();
+    byId[id] = { user: 42 };
+    res.setHeader('set-cookie', `sid=${id}; Path=/`); // what res.cookie() sends
     res.end();
   }
 
   function profile(req, res) {
-    const session = sessions[cookies(req).sessionId];
-    // undefined if another worker logged this user in
-    if (!session) return unauthorized(res);
-    json(res, { userId: session.userId });
+    const found = byId[cookies(req).sid]; // missing when another worker did the login
+    if (found === undefined) return unauthorized(res);
+    json(res, { user: found.user });
   }
   // ANCHOR_END: memory
   return { login, profile };
@@ -52,25 +51,26 @@ function memoryRoutes() {
 function redisRoutes() {
   const redis = connect(twin.dependency('ioredis')); // ioredis's defaults
   // ANCHOR: redis
+  const HOUR = 60 * 60; // the key's TTL, in seconds
+
   async function login(req, res) {
-    const sessionId = generateId();
-    await redis.setex(`session:${sessionId}`, 3600, JSON.stringify({ userId: 123 })); // 1 hour
-    res.setHeader('set-cookie', `sessionId=${sessionId}; Path=/`);
+    const id = newSessionId();
+    await redis.setex(`session:${id}`, HOUR, JSON.stringify({ user: 42 }));
+    res.setHeader('set-cookie', `sid=${id}; Path=/`);
     res.end();
   }
 
   async function profile(req, res) {
-    const sessionData = await redis.get(`session:${cookies(req).sessionId}`);
-    if (!sessionData) return unauthorized(res);
-    const session = JSON.parse(sessionData);
-    json(res, { userId: session.userId });
+    const stored = await redis.get(`session:${cookies(req).sid}`); // any worker can read it
+    if (stored === null) return unauthorized(res);
+    json(res, { user: JSON.parse(stored).user });
   }
   // ANCHOR_END: redis
   return { login, profile };
 }
 
-/// The answer leaves `generateId()` undefined; 128 random bits.
-function generateId() {
+/// The answer leaves its id generator undefined; 128 random bits.
+function newSessionId() {
   return crypto.randomBytes(16).toString('hex');
 }
 
@@ -86,7 +86,7 @@ function cookies(req) {
 
 function unauthorized(res) {
   res.statusCode = 401;
-  res.end('Unauthorized');
+  res.end('no session here\n');
 }
 
 function json(res, body) {

@@ -1,6 +1,6 @@
 // Lesson 07's Node twin, second solution: sticky sessions. The primary runs
 // its own TCP server, hashes each client's address with MD5 and sends the
-// socket to `workers[parseInt(hex, 16) % workers.length]`; the workers keep
+// socket to the worker at `parseInt(hex, 16) % n`; the workers keep
 // sessions in memory (`app.js`) and never listen.
 //
 //   node lessons/07-sessions/node/sticky.js --workers 4
@@ -22,6 +22,8 @@ const os = require('node:os');
 const twin = require('../../../shared/node-twin/twin.js');
 const { createServer } = require('./app.js');
 
+const HANDOFF = 'sticky-socket'; // the message that carries a client's socket
+
 const opts = twin.setup({
   title: "Lesson 07's Node twin: the primary's own server routes each address to one worker",
   flags: {
@@ -37,19 +39,17 @@ const opts = twin.setup({
 if (cluster.isPrimary) {
   const count = opts.workers ?? os.cpus().length;
   // ANCHOR: primary
-  const workers = [];
-  for (let i = 0; i < count; i++) {
-    workers.push(cluster.fork());
-  }
+  const children = [];
+  while (children.length < count) children.push(cluster.fork());
 
   const server = net.createServer({ pauseOnConnect: opts['pause-on-connect'] }, (socket) => {
-    const workerIndex = pick(socket.remoteAddress, workers.length);
-    workers[workerIndex].send('connection', socket);
+    children[pick(socket.remoteAddress, children.length)].send(HANDOFF, socket);
   });
 
-  function pick(ip, n) {
-    const hash = crypto.createHash('md5').update(ip).digest('hex');
-    return parseInt(hash, 16) % n; // a 128-bit number, parsed into a double
+  // The client's address, MD5 as 32 hex digits, read as one number, mod n.
+  function pick(address, n) {
+    const hex = crypto.createHash('md5').update(address).digest('hex');
+    return parseInt(hex, 16) % n; // 128 bits do not fit a double: the low ones are lost
   }
   // ANCHOR_END: primary
 
@@ -76,9 +76,9 @@ if (cluster.isPrimary) {
   });
 } else {
   // ANCHOR: worker
-  const server = createServer('memory'); // never listens
-  process.on('message', (message, socket) => {
-    if (message === 'connection') server.emit('connection', socket);
+  const server = createServer('memory'); // its listen() is never called
+  process.on('message', (note, socket) => {
+    if (note === HANDOFF) server.emit('connection', socket);
   });
   // ANCHOR_END: worker
 }

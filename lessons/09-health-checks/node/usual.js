@@ -1,8 +1,11 @@
-// Lesson 09's Node twin: the usual answer's health monitor, as it is — a
-// `WorkerHealthTracker` per worker id, a health check over IPC every 5 s,
-// a 2 s timeout, 3 consecutive failures, a memory limit on `heapUsed`,
-// "5 restarts per hour" kept in the tracker, and `restartWorker`, which
-// forks a new worker and `kill()`s the old one when the new one listens.
+// Lesson 09's Node twin: the usual answer's health monitor, run as it is
+// written. The primary keeps one record per worker id (a class, in a Map),
+// asks every worker for its vitals over IPC every 5 s, and 2 s later counts
+// a miss against every record whose last answer is older than that; three
+// misses in a row, or a heap over the limit, mean a restart, allowed five
+// times an hour by a history kept in the record. A restart forks the
+// replacement and `kill()`s the sick worker once the replacement listens.
+// There is no 'exit' handler: a worker that dies is not replaced.
 //
 //   node lessons/09-health-checks/node/usual.js --workers 2
 //   curl 'localhost:8000/block?ms=20000'     # a busy loop: no health reply
@@ -23,11 +26,11 @@ const http = require('node:http');
 const twin = require('../../../shared/node-twin/twin.js');
 
 const opts = twin.setup({
-  title: "Lesson 09's Node twin: the usual WorkerHealthTracker and restartWorker",
+  title: "Lesson 09's Node twin: the usual IPC health monitor, with restarts by fork-then-kill",
   flags: {
-    interval: { type: 'string', default: '5s', help: 'HEALTH_CHECK_INTERVAL [default: 5s]' },
-    timeout: { type: 'string', default: '2s', help: 'HEALTH_TIMEOUT [default: 2s]' },
-    'max-memory': { type: 'string', default: '500', help: 'MAX_MEMORY in MiB, compared with heapUsed [default: 500]' },
+    interval: { type: 'string', default: '5s', help: 'how often the primary asks every worker for its vitals [default: 5s]' },
+    timeout: { type: 'string', default: '2s', help: 'how long after asking it looks for answers older than this [default: 2s]' },
+    'max-memory': { type: 'string', default: '500', help: 'the limit in MiB, compared with heapUsed [default: 500]' },
     dashboard: { type: 'string', default: '10s', help: "the dashboard's interval [default: 10s]" },
     'listen-after': { type: 'string', default: '0s', help: 'each worker waits this long before it listens (a slow start) [default: 0s]' },
     pool: { type: 'string', default: '0', help: "connections in each worker's database pool, checked out by every request; /stuck keeps its own (0: no pool) [default: 0]" },
@@ -37,166 +40,161 @@ const ms = (flag) => twin.seconds(opts[flag], `--${flag}`) * 1000;
 
 if (cluster.isPrimary) {
   // ANCHOR: tracker
-  const workerHealth = new Map();
-  const HEALTH_CHECK_INTERVAL = ms('interval');
-  const HEALTH_TIMEOUT = ms('timeout');
-  const MAX_FAILURES = 3;
-  const MAX_MEMORY = Number(opts['max-memory']) * 1024 * 1024;
-  const MAX_RESTARTS_PER_HOUR = 5;
+  const ASK_EVERY = ms('interval');
+  const ANSWER_WITHIN = ms('timeout');
+  const STRIKES = 3; // misses in a row before a restart
+  const HEAP_LIMIT = Number(opts['max-memory']) * 2 ** 20;
+  const RESTARTS_PER_HOUR = 5;
+  const HOUR = 60 * 60 * 1000;
+  const records = new Map(); // worker id -> its HealthRecord
 
-  class WorkerHealthTracker {
-    constructor(workerId) {
-      this.workerId = workerId;
-      this.consecutiveFailures = 0;
-      this.lastHealthCheck = Date.now();
-      this.restarts = []; // a new tracker, so a new, empty history, per worker
-      this.metrics = { memory: 0, cpu: 0, requests: 0 };
+  class HealthRecord {
+    constructor(id) {
+      this.id = id;
+      this.misses = 0;
+      this.answeredAt = Date.now();
+      this.restartedAt = []; // this worker's own history: a new record starts empty
+      this.vitals = { heap: 0, cpuSeconds: 0, served: 0 };
     }
 
-    recordFailure() {
-      this.consecutiveFailures++;
+    // A check went unanswered (or answered "unwell"). True: restart it.
+    missed() {
+      this.misses += 1;
       twin.emit('health_check_failed', {
-        id: this.workerId,
-        failures: this.consecutiveFailures,
-        since_ok_ms: Date.now() - this.lastHealthCheck, // its last answer, this long ago
+        id: this.id,
+        failures: this.misses,
+        since_ok_ms: Date.now() - this.answeredAt, // age of its last answer
       });
-      if (this.consecutiveFailures >= MAX_FAILURES) {
-        return this.shouldRestart();
-      }
-      return false;
+      return this.misses >= STRIKES && this.mayRestart();
     }
 
-    recordSuccess(metrics) {
-      this.consecutiveFailures = 0;
-      this.lastHealthCheck = Date.now();
-      this.metrics = metrics;
-      if (metrics.memory > MAX_MEMORY) {
-        twin.emit('over_memory', { id: this.workerId, memory_mib: mib(metrics.memory) });
-        return this.shouldRestart();
-      }
-      return false;
+    // An answer came: the count starts again. True: restart it anyway.
+    answered(vitals) {
+      this.misses = 0;
+      this.answeredAt = Date.now();
+      this.vitals = vitals;
+      if (vitals.heap <= HEAP_LIMIT) return false;
+      twin.emit('over_memory', { id: this.id, memory_mib: mib(vitals.heap) });
+      return this.mayRestart();
     }
 
-    shouldRestart() {
-      const oneHourAgo = Date.now() - 3600000;
-      this.restarts = this.restarts.filter((t) => t > oneHourAgo);
-      if (this.restarts.length >= MAX_RESTARTS_PER_HOUR) {
-        twin.emit('too_many_restarts', { id: this.workerId, restarts: this.restarts.length });
+    // Five restarts in the last hour at most; deciding one records it.
+    mayRestart() {
+      const now = Date.now();
+      this.restartedAt = this.restartedAt.filter((at) => now - at < HOUR);
+      if (this.restartedAt.length >= RESTARTS_PER_HOUR) {
+        twin.emit('too_many_restarts', { id: this.id, restarts: this.restartedAt.length });
         return false;
       }
-      this.restarts.push(Date.now());
+      this.restartedAt.push(now);
       return true;
     }
   }
   // ANCHOR_END: tracker
 
-  const workers = opts.workers ?? 4;
-  for (let i = 0; i < workers; i++) {
-    const worker = cluster.fork();
-    workerHealth.set(worker.id, new WorkerHealthTracker(worker.id));
+  const count = opts.workers ?? 4;
+  for (let n = 0; n < count; n++) {
+    const child = cluster.fork();
+    records.set(child.id, new HealthRecord(child.id));
   }
 
   // ANCHOR: checks
-  cluster.on('message', (worker, msg) => {
-    if (msg.type === 'health') {
-      const tracker = workerHealth.get(worker.id);
-      if (!tracker) return;
-      if (msg.healthy) {
-        if (tracker.recordSuccess(msg.metrics)) {
-          restarting(worker, 'memory', tracker);
-          restartWorker(worker);
-        }
-      } else if (tracker.recordFailure()) {
-        restarting(worker, 'unhealthy', tracker);
-        restartWorker(worker);
-      }
+  cluster.on('message', (child, note) => {
+    if (note.kind !== 'vitals') return;
+    const record = records.get(child.id);
+    if (record === undefined) return; // its restart is done: record dropped
+    const restart = note.ok ? record.answered(note.vitals) : record.missed();
+    if (restart) {
+      announce(child, note.ok ? 'memory' : 'unhealthy', record);
+      replace(child);
     }
   });
 
   setInterval(() => {
-    for (const id in cluster.workers) {
-      cluster.workers[id].send({ type: 'health-check' });
-    }
+    for (const child of Object.values(cluster.workers)) child.send({ kind: 'ask-vitals' });
+    // No per-request timeout: one sweep, ANSWER_WITHIN later, over every record.
     setTimeout(() => {
-      for (const [workerId, tracker] of workerHealth) {
-        const timeSinceCheck = Date.now() - tracker.lastHealthCheck;
-        if (timeSinceCheck > HEALTH_TIMEOUT) {
-          if (tracker.recordFailure()) {
-            const worker = cluster.workers[workerId];
-            if (worker) {
-              restarting(worker, 'unresponsive', tracker);
-              restartWorker(worker);
-            }
-          }
+      for (const [id, record] of records) {
+        if (Date.now() - record.answeredAt <= ANSWER_WITHIN) continue;
+        if (!record.missed()) continue;
+        const child = cluster.workers[id]; // undefined once it has died
+        if (child) {
+          announce(child, 'unresponsive', record);
+          replace(child);
         }
       }
-    }, HEALTH_TIMEOUT);
-  }, HEALTH_CHECK_INTERVAL);
+    }, ANSWER_WITHIN);
+  }, ASK_EVERY);
 
-  function restartWorker(oldWorker) {
-    const newWorker = cluster.fork();
-    workerHealth.set(newWorker.id, new WorkerHealthTracker(newWorker.id));
-    newWorker.once('listening', () => {
-      oldWorker.kill(); // no drain: SIGTERM now
-      workerHealth.delete(oldWorker.id);
+  // Fork first; the sick one goes (SIGTERM, no drain) when the new one listens.
+  function replace(sick) {
+    const fresh = cluster.fork();
+    records.set(fresh.id, new HealthRecord(fresh.id));
+    fresh.once('listening', () => {
+      sick.kill();
+      records.delete(sick.id); // and its restart history with it
     });
   }
   // ANCHOR_END: checks
 
-  function restarting(worker, reason, tracker) {
-    twin.emit('restarting', { id: worker.id, reason, restarts_in_hour: tracker.restarts.length });
+  function announce(child, reason, record) {
+    twin.emit('restarting', { id: child.id, reason, restarts_in_hour: record.restartedAt.length });
   }
 
-  // The dashboard: a table for people, a `dashboard` event for scenarios.
+  // The dashboard: a line per worker for people, a `dashboard` event for
+  // scenarios. Its "CPU %" is the answer's cumulative CPU seconds, as is.
   setInterval(() => {
-    const rows = [];
-    for (const [workerId, tracker] of workerHealth) {
-      const m = tracker.metrics;
-      rows.push({
-        id: workerId,
-        failures: tracker.consecutiveFailures,
-        memory_mib: mib(m.memory),
-        cpu_pct: m.cpu, // printed below as `CPU ${cpu.toFixed(2)}%`
-        restarts: tracker.restarts.length,
-      });
-      twin.log(`Worker ${workerId}: failures ${tracker.consecutiveFailures}/${MAX_FAILURES}, memory ${mib(m.memory)}MB, CPU ${m.cpu.toFixed(2)}%, restarts (1h) ${tracker.restarts.length}/${MAX_RESTARTS_PER_HOUR}`);
+    const rows = [...records].map(([id, record]) => ({
+      id,
+      failures: record.misses,
+      memory_mib: mib(record.vitals.heap),
+      cpu_pct: record.vitals.cpuSeconds,
+      restarts: record.restartedAt.length,
+    }));
+    for (const row of rows) {
+      twin.log(`#${row.id}  misses ${row.failures} of ${STRIKES}  heap ${row.memory_mib} MiB  cpu ${row.cpu_pct.toFixed(2)} %  restarts this hour ${row.restarts} of ${RESTARTS_PER_HOUR}`);
     }
     twin.emit('dashboard', { workers: rows });
   }, ms('dashboard'));
 } else {
-  let requestCount = 0;
-  const kept = []; // what /leak keeps
+  let served = 0;
+  const hoard = []; // what /leak keeps alive
 
   // --pool: a database pool in front of every request (the usual answer
   // has none; an app that talks to a database has one).
   const pool = Number(opts.pool) > 0 ? connectionPool(Number(opts.pool)) : null;
 
   const server = http.createServer((req, res) => {
-    if (!pool) return handle(req, res);
+    if (!pool) return route(req, res);
     pool.checkOut(() => {
       if (req.url === '/stuck') return; // a query that never returns: the connection is never given back
       res.on('close', pool.release);
-      handle(req, res);
+      route(req, res);
     });
   });
 
-  function handle(req, res) {
-    requestCount++;
+  function route(req, res) {
+    served += 1;
     const url = new URL(req.url, 'http://x');
-    if (url.pathname === '/block') {
-      // A busy loop: the event loop, health checks included, waits.
-      const until = Date.now() + Number(url.searchParams.get('ms') || 1000);
-      while (Date.now() < until) {}
-      const cpu = process.cpuUsage();
-      res.end(JSON.stringify({ blocked_ms: Number(url.searchParams.get('ms') || 1000), cpu_s: (cpu.user + cpu.system) / 1e6 }));
-    } else if (url.pathname === '/leak') {
-      leak(Number(url.searchParams.get('mb') || 10), url.searchParams.get('in') || 'heap');
-      const memory = process.memoryUsage();
-      res.end(JSON.stringify({ heap_used_mib: mib(memory.heapUsed), rss_mib: mib(memory.rss) }));
-    } else if (url.pathname === '/slow') {
-      setTimeout(() => res.end('slow\n'), Number(url.searchParams.get('ms') || 500));
-    } else {
-      res.end('OK');
+    const number = (name, fallback) => Number(url.searchParams.get(name) || fallback);
+    switch (url.pathname) {
+      case '/block': {
+        // A busy loop: the event loop, health checks included, waits.
+        const spin = number('ms', 1000);
+        const end = Date.now() + spin;
+        while (Date.now() < end) {}
+        const cpu = process.cpuUsage();
+        return res.end(JSON.stringify({ blocked_ms: spin, cpu_s: (cpu.user + cpu.system) / 1e6 }));
+      }
+      case '/leak': {
+        leak(number('mb', 10), url.searchParams.get('in') || 'heap');
+        const memory = process.memoryUsage();
+        return res.end(JSON.stringify({ heap_used_mib: mib(memory.heapUsed), rss_mib: mib(memory.rss) }));
+      }
+      case '/slow':
+        return setTimeout(() => res.end('slow\n'), number('ms', 500));
+      default:
+        return res.end('served\n');
     }
   }
   // A worker that takes a while to start (it loads something first):
@@ -204,20 +202,20 @@ if (cluster.isPrimary) {
   setTimeout(() => twin.tag(server).listen(opts.port, opts.host), ms('listen-after'));
 
   // ANCHOR: reply
-  process.on('message', (msg) => {
-    if (msg.type === 'health-check') {
-      const memUsage = process.memoryUsage();
-      const cpuUsage = process.cpuUsage(); // since the process started
-      process.send({
-        type: 'health',
-        healthy: true,
-        metrics: {
-          memory: memUsage.heapUsed, // the JS heap only
-          cpu: (cpuUsage.user + cpuUsage.system) / 1000000, // seconds, shown as "%"
-          requests: requestCount,
-        },
-      });
-    }
+  // Answered by the event loop that serves requests: always "ok", whatever
+  // the requests are going through.
+  process.on('message', (note) => {
+    if (note.kind !== 'ask-vitals') return;
+    const cpu = process.cpuUsage(); // microseconds since this process started
+    process.send({
+      kind: 'vitals',
+      ok: true,
+      vitals: {
+        heap: process.memoryUsage().heapUsed, // the V8 heap, not the process
+        cpuSeconds: (cpu.user + cpu.system) / 1e6,
+        served,
+      },
+    });
   });
   // ANCHOR_END: reply
 
@@ -230,7 +228,7 @@ if (cluster.isPrimary) {
       checkOut(use) {
         if (free === 0) return waiting.push(use);
         free--;
-        if (free === 0) process.send({ type: 'pool', pool: 'empty' });
+        if (free === 0) process.send({ kind: 'pool', pool: 'empty' });
         use();
       },
       release() {
@@ -245,7 +243,7 @@ if (cluster.isPrimary) {
   /// (outside it), each page written so that it is really held.
   function leak(mb, where) {
     for (let i = 0; i < mb; i++) {
-      kept.push(where === 'buffer' ? Buffer.alloc(1 << 20, 1) : new Array(1 << 17).fill(i + 0.5));
+      hoard.push(where === 'buffer' ? Buffer.alloc(1 << 20, 1) : new Array(1 << 17).fill(i + 0.5));
     }
   }
 }

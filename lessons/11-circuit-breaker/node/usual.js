@@ -1,8 +1,9 @@
-// Lesson 11's Node twin: the usual answer's `CircuitBreaker` class, as it
-// is — CLOSED → OPEN after `threshold` failures, OPEN → HALF_OPEN on the
-// first call after the reset timeout, HALF_OPEN → CLOSED on one success,
-// each call raced against a timer — in front of an upstream, one breaker
-// per worker, as the usual answer's module-scope `new CircuitBreaker(...)`.
+// Lesson 11's Node twin: the usual answer's hand-written breaker, run as
+// it is written. It counts failures in a row and opens after `threshold`
+// of them; once open, it refuses calls until the reset time has passed,
+// then the next call turns it half-open and lets everything through; one
+// success closes it. Each call is raced against a timer that is never
+// cleared. The breaker lives at module scope, so each worker has its own.
 //
 //   node lessons/11-circuit-breaker/node/usual.js --workers 2
 //   curl localhost:8000/api/data
@@ -24,11 +25,11 @@ const os = require('node:os');
 const twin = require('../../../shared/node-twin/twin.js');
 
 const opts = twin.setup({
-  title: "Lesson 11's Node twin: the usual CircuitBreaker, one per worker, before an upstream",
+  title: "Lesson 11's Node twin: the usual failure-counting breaker, one per worker, before an upstream",
   flags: {
-    threshold: { type: 'string', default: '5', help: 'failures that open the breaker [default: 5]' },
-    timeout: { type: 'string', default: '5s', help: "each call's race against a timer [default: 5s, the usual answer's]" },
-    'reset-timeout': { type: 'string', default: '30s', help: 'how long the breaker stays open [default: 30s]' },
+    threshold: { type: 'string', default: '5', help: 'failures in a row that open the breaker [default: 5]' },
+    timeout: { type: 'string', default: '5s', help: "the timer each call is raced against [default: 5s, as in the usual answer's usage]" },
+    'reset-timeout': { type: 'string', default: '30s', help: 'how long an open breaker refuses calls [default: 30s]' },
     slow: { type: 'string', default: '3s', help: 'how long the slow upstream takes to send its body [default: 3s]' },
     abort: { type: 'boolean', default: false, help: "the fix, not the usual answer: getData() passes AbortSignal.timeout(--timeout) to the request" },
   },
@@ -36,91 +37,88 @@ const opts = twin.setup({
 
 if (cluster.isPrimary) {
   upstream().then((url) => {
-    const workers = opts.workers ?? os.cpus().length;
-    for (let i = 0; i < workers; i++) {
-      cluster.fork({ UPSTREAM_URL: url });
-    }
+    const count = opts.workers ?? os.cpus().length;
+    for (let n = 0; n < count; n++) cluster.fork({ UPSTREAM_URL: url });
   });
 } else {
   // ANCHOR: breaker
-  class CircuitBreaker {
-    constructor(threshold = 5, timeout = 60000, resetTimeout = 30000) {
-      this.failureThreshold = threshold;
-      this.timeout = timeout;
-      this.resetTimeout = resetTimeout;
+  class BreakerOpen extends Error {} // refused without calling: a 503, not a 500
+
+  class Breaker {
+    constructor({ openAfter, deadline, openFor }) {
+      Object.assign(this, { openAfter, deadline, openFor });
       this.state = 'CLOSED';
-      this.failures = 0;
-      this.nextAttempt = Date.now();
+      this.inARow = 0; // failures in a row; only a success sets it back to 0
+      this.retryAt = Date.now();
     }
 
-    async execute(fn) {
+    async call(work) {
       if (this.state === 'OPEN') {
-        if (Date.now() < this.nextAttempt) {
-          throw new Error('Circuit breaker is OPEN');
-        }
-        this.state = 'HALF_OPEN'; // every caller from now on goes through
+        if (Date.now() < this.retryAt) throw new BreakerOpen('breaker open: call refused');
+        this.state = 'HALF_OPEN'; // no limit: every call from now on goes through
       }
+      let value;
       try {
-        const result = await Promise.race([
-          fn(), // runs on when the timer wins
-          new Promise((_, reject) => setTimeout(() => reject(new Error('Timeout')), this.timeout)), // never cleared
-        ]);
-        this.onSuccess();
-        return result;
+        // Losing the race stops nothing: work() runs on, and so does the timer.
+        value = await Promise.race([work(), this.expiry()]);
       } catch (error) {
-        this.onFailure();
+        this.failed();
         throw error;
       }
+      this.succeeded();
+      return value;
     }
 
-    onSuccess() {
-      this.failures = 0;
-      if (this.state === 'HALF_OPEN') {
-        this.state = 'CLOSED';
-        said('Circuit breaker: HALF_OPEN → CLOSED');
-      }
+    expiry() {
+      return new Promise((_, reject) => {
+        setTimeout(() => reject(new Error(`no answer within ${this.deadline} ms`)), this.deadline);
+      });
     }
 
-    onFailure() {
-      this.failures++;
-      if (this.failures >= this.failureThreshold) {
-        this.state = 'OPEN';
-        this.nextAttempt = Date.now() + this.resetTimeout;
-        said(`Circuit breaker: CLOSED → OPEN (${this.failures} failures)`);
-      }
+    succeeded() {
+      this.inARow = 0;
+      if (this.state !== 'HALF_OPEN') return;
+      this.state = 'CLOSED'; // one success is enough
+      changed('HALF_OPEN → CLOSED');
+    }
+
+    failed() {
+      this.inARow += 1;
+      if (this.inARow < this.openAfter) return;
+      this.state = 'OPEN'; // again at every failure past the threshold
+      this.retryAt = Date.now() + this.openFor;
+      changed('CLOSED → OPEN', `after ${this.inARow} failures`); // whatever the state was
     }
   }
   // ANCHOR_END: breaker
 
   const ms = (flag) => twin.seconds(opts[flag], `--${flag}`) * 1000;
   // ANCHOR: usage
-  const breaker = new CircuitBreaker(Number(opts.threshold), ms('timeout'), ms('reset-timeout')); // one per worker
+  // At module scope: each worker process builds its own.
+  const breaker = new Breaker({ openAfter: Number(opts.threshold), deadline: ms('timeout'), openFor: ms('reset-timeout') });
 
-  async function data(req, res) {
+  async function apiData(req, res) {
+    let status = 200;
+    let body;
     try {
-      const data = await breaker.execute(async () => {
-        return await getData();
-      });
-      res.end(JSON.stringify(data));
+      body = await breaker.call(() => getData());
     } catch (error) {
-      if (error.message === 'Circuit breaker is OPEN') {
-        res.statusCode = 503;
-        res.end(JSON.stringify({ error: 'Service temporarily unavailable' }));
-      } else {
-        res.statusCode = 500;
-        res.end(JSON.stringify({ error: error.message }));
-      }
+      const refused = error instanceof BreakerOpen;
+      status = refused ? 503 : 500;
+      body = { error: refused ? 'upstream paused by the breaker, retry later' : error.message };
     }
+    res.statusCode = status;
+    res.end(JSON.stringify(body));
   }
   // ANCHOR_END: usage
 
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, 'http://x');
     if (url.pathname === '/api/data') {
-      data(req, res);
+      apiData(req, res);
     } else if (url.pathname === '/breaker') {
       const timers = process.getActiveResourcesInfo().filter((kind) => kind === 'Timeout').length;
-      res.end(JSON.stringify({ state: breaker.state, failures: breaker.failures, timers }));
+      res.end(JSON.stringify({ state: breaker.state, failures: breaker.inARow, timers }));
     } else if (url.pathname === '/upstream') {
       http.get(`${process.env.UPSTREAM_URL}/mode?set=${url.searchParams.get('set')}`, (answer) => {
         res.statusCode = answer.statusCode;
@@ -156,11 +154,11 @@ if (cluster.isPrimary) {
     });
   }
 
-  /// The usual answer's console.log lines, also sent to the primary (a
-  /// `message` event), since a worker's stdout is not the event stream.
-  function said(line) {
-    twin.log(line);
-    process.send({ breaker: line.replace(/^Circuit breaker: /, '').replace(/ \(.*\)$/, '') });
+  /// A change of state: a line for people, and a `message` to the primary
+  /// with the change alone (a worker's stdout is not the event stream).
+  function changed(change, why = '') {
+    twin.log(`breaker (worker ${cluster.worker.id}): ${change}${why && `, ${why}`}`);
+    process.send({ breaker: change });
   }
 }
 
