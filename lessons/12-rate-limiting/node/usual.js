@@ -33,10 +33,8 @@ const opts = twin.setup({
 });
 
 if (cluster.isPrimary) {
-  const workers = opts.workers ?? os.cpus().length;
-  for (let i = 0; i < workers; i++) {
-    cluster.fork();
-  }
+  let left = opts.workers ?? os.cpus().length;
+  while (left-- > 0) cluster.fork();
 } else {
   const skew = Number(opts['skew-ms']);
   if (skew !== 0 && String(cluster.worker.id) === opts['skewed-worker']) {
@@ -51,40 +49,42 @@ if (cluster.isPrimary) {
   const redis = connect(Redis);
 
   // ANCHOR: limiter
-  class DistributedRateLimiter {
-    constructor(maxRequests, windowMs) {
-      this.maxRequests = maxRequests;
-      this.windowMs = windowMs;
+  // One sorted set per key; every attempt is a member, scored by this
+  // worker's clock, so the set's size is the number of recent attempts.
+  class SlidingLog {
+    constructor(limit, spanMs) {
+      this.limit = limit;
+      this.spanMs = spanMs;
     }
 
-    async isAllowed(key) {
-      const now = Date.now(); // this worker's clock
-      const results = await redis
+    async admits(key) {
+      const at = Date.now(); // this worker's clock, not Redis's
+      const replies = await redis
         .multi()
-        .zremrangebyscore(key, 0, now - this.windowMs) // forget what left the window
-        .zcard(key) // count what is left
-        .zadd(key, now, `${now}-${Math.random()}`) // log this attempt, admitted or not
-        .pexpire(key, this.windowMs)
-        .exec(); // [[error, value], …], one per command
-      const count = results[1][1]; // ZCARD's answer
-      return count < this.maxRequests;
+        .zremrangebyscore(key, 0, at - this.spanMs) // drop attempts older than the span
+        .zcard(key) // size before this attempt
+        .zadd(key, at, `${at}-${Math.random()}`) // this attempt, whether it is let in or not
+        .pexpire(key, this.spanMs)
+        .exec(); // one [error, reply] pair per queued command
+      const before = replies[1][1];
+      return before < this.limit;
     }
   }
   // ANCHOR_END: limiter
 
-  const windowMs = Math.round(twin.seconds(opts.window, '--window') * 1000);
-  const limiter = new DistributedRateLimiter(Number(opts.max), windowMs);
+  const spanMs = Math.round(twin.seconds(opts.window, '--window') * 1000);
+  const log = new SlidingLog(Number(opts.max), spanMs);
 
   // ANCHOR: middleware
   const server = http.createServer(async (req, res) => {
     if (req.url === '/debug/zcard') return debugZcard(req, res); // the workbook's, not limited
-    const key = `rate-limit:${req.socket.remoteAddress}`; // express's req.ip
-    const allowed = await limiter.isAllowed(key); // no catch, as in the answer
-    if (!allowed) {
+    const key = `rate-limit:${req.socket.remoteAddress}`; // what express calls req.ip
+    // Awaited bare, as the answer does: a Redis error rejects here.
+    if (!(await log.admits(key))) {
       res.writeHead(429, { 'content-type': 'application/json' });
-      return res.end(JSON.stringify({ error: 'Too many requests' }));
+      return res.end(JSON.stringify({ error: 'rate limit reached, try again later' }));
     }
-    res.end(`Hello from worker ${cluster.worker.id}\n`); // next()
+    res.end(`worker ${cluster.worker.id} says hello\n`); // the route after the middleware
   });
   // ANCHOR_END: middleware
   twin.tag(server).listen(opts.port, opts.host);
