@@ -53,9 +53,9 @@ if (cluster.isPrimary) {
   // ANCHOR_END: loop
 } else {
   const server = http.createServer((req, res) => {
-    const answer = () => res.end(`Worker ${cluster.worker.id} (PID: ${process.pid})\n`);
-    if (handlerMs > 0) setTimeout(answer, handlerMs);
-    else answer();
+    const reply = () => res.end(`served by worker ${cluster.worker.id}, pid ${process.pid}\n`);
+    if (handlerMs > 0) setTimeout(reply, handlerMs);
+    else reply();
   });
   twin.tag(server).listen(opts.port, opts.host);
 }

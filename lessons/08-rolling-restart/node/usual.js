@@ -1,11 +1,12 @@
 // Lesson 08's Node twin: the usual answer to "how do you restart every
-// worker without downtime?", as interviewees write it. The primary keeps its
-// own array of four workers; on SIGUSR2 it replaces them one at a time:
-// fork, wait for 'listening', send the old worker {type: 'shutdown'}, wait
-// for its 'exit', pause 2 s, next. An old worker still alive 10 s after its
-// replacement listened is killed with SIGKILL. A worker that crashes is
-// replaced. The worker's 'shutdown' handler calls server.close() and exits
-// when it calls back — or after 5 s, whichever comes first.
+// worker without downtime?", run as interviewees write it. The primary
+// holds its workers in an array of its own (four), and SIGUSR2 replaces
+// them in order, one at a time: fork the replacement; when it is
+// 'listening', ask the old worker by message to stop, and arm a 10 s timer
+// that SIGKILLs it if it is still alive then; when it has exited, wait 2 s
+// and go on with the next. A worker that crashes is forked again at once.
+// Asked to stop, a worker calls server.close() and exits in its callback,
+// or after 5 s, whichever comes first.
 //
 //   node lessons/08-rolling-restart/node/usual.js            # port 8000
 //   kill -USR2 <primary pid>                                 # roll
@@ -24,7 +25,7 @@ const http = require('node:http');
 const twin = require('../../../shared/node-twin/twin.js');
 
 const opts = twin.setup({
-  title: "Lesson 08's Node twin: the usual rolling restart on SIGUSR2",
+  title: "Lesson 08's Node twin: the usual one-by-one rolling restart on SIGUSR2",
   flags: {
     'handler-ms': {
       type: 'string',
@@ -39,86 +40,68 @@ const opts = twin.setup({
 });
 if (!/^[0-9]+$/.test(opts['handler-ms'])) twin.fail('--handler-ms takes a whole number of milliseconds');
 const handlerMs = Number(opts['handler-ms']);
+const STOP = { cmd: 'stop' }; // the message that asks a worker to leave
 
 if (cluster.isPrimary) {
-  const workers = [];
-  const numWorkers = opts.workers ?? 4;
-  for (let i = 0; i < numWorkers; i++) {
-    workers.push(cluster.fork());
-  }
+  const pool = Array.from({ length: opts.workers ?? 4 }, () => cluster.fork());
 
-  function rollingRestart() {
-    return new Promise((resolve) => {
-      let index = 0;
-      const replaced = [];
+  // Replaces pool[slot], then (2 s after the old one is gone) the next slot.
+  // Every step waits on an event, and nothing bounds the wait for 'listening'.
+  function rollFrom(slot, swaps, finished) {
+    if (slot >= pool.length) return finished(swaps);
+    // ANCHOR: replace
+    const leaving = pool[slot];
+    const arriving = cluster.fork();
 
-      function replaceNext() {
-        if (index >= workers.length) {
-          twin.emit('rollout_finished', { outcome: 'completed', replaced });
-          resolve();
-          return;
-        }
-        // ANCHOR: replace
-        const oldWorker = workers[index];
-        const newWorker = cluster.fork();
+    arriving.once('listening', () => {
+      leaving.send(STOP); // 'listening' is taken to mean "ready"
 
-        newWorker.once('listening', () => {
-          // 'listening' taken for ready; then the old worker is asked to go.
-          oldWorker.send({ type: 'shutdown' });
+      leaving.once('exit', () => {
+        twin.emit('replaced', { old: leaving.id, new: arriving.id });
+        swaps.push([leaving.id, arriving.id]);
+        pool[slot] = arriving;
+        setTimeout(() => rollFrom(slot + 1, swaps, finished), 2000); // a pause between workers
+      });
 
-          oldWorker.once('exit', () => {
-            twin.emit('replaced', { old: oldWorker.id, new: newWorker.id });
-            replaced.push([oldWorker.id, newWorker.id]);
-            workers[index] = newWorker;
-            index++;
-            setTimeout(replaceNext, 2000); // let the new worker settle
-          });
-
-          setTimeout(() => {
-            if (!oldWorker.isDead()) {
-              oldWorker.kill('SIGKILL');
-            }
-          }, 10000);
-        });
-        // ANCHOR_END: replace
-      }
-
-      replaceNext();
+      // The deadline for leaving, counted from the new worker's 'listening'.
+      setTimeout(() => {
+        if (!leaving.isDead()) leaving.kill('SIGKILL');
+      }, 10000);
     });
+    // ANCHOR_END: replace
   }
 
-  process.on('SIGUSR2', async () => {
-    twin.emit('rollout_started', { workers: workers.length });
+  process.on('SIGUSR2', () => {
+    twin.emit('rollout_started', { workers: pool.length });
     // --bad-release: the workers forked from now on run the new release.
     if (opts['bad-release']) process.env.TWIN_BAD_RELEASE = '1';
-    await rollingRestart();
+    // No guard: a second SIGUSR2 starts a second rollout beside the first.
+    rollFrom(0, [], (replaced) => twin.emit('rollout_finished', { outcome: 'completed', replaced }));
   });
 
-  // A crash (not a disconnect) is replaced at once.
-  cluster.on('exit', (worker, code) => {
-    if (code !== 0 && !worker.exitedAfterDisconnect) {
-      const newWorker = cluster.fork();
-      const idx = workers.indexOf(worker);
-      if (idx !== -1) workers[idx] = newWorker;
-    }
+  // A worker that dies on its own (not after disconnect()) takes its slot back.
+  cluster.on('exit', (dead, code) => {
+    if (code === 0 || dead.exitedAfterDisconnect) return;
+    const slot = pool.indexOf(dead);
+    const again = cluster.fork();
+    if (slot >= 0) pool[slot] = again;
   });
 } else if (process.env.TWIN_BAD_RELEASE) {
   // A start-up that never finishes (a dependency that never answers): the
   // worker lives, with its IPC channel open, and never listens.
 } else {
   const server = http.createServer((req, res) => {
-    const answer = () => res.end(`Worker ${cluster.worker.id} (PID: ${process.pid})\n`);
-    if (handlerMs > 0) setTimeout(answer, handlerMs);
-    else answer();
+    const reply = () => res.end(`served by worker ${cluster.worker.id}, pid ${process.pid}\n`);
+    if (handlerMs > 0) setTimeout(reply, handlerMs);
+    else reply();
   });
   twin.tag(server).listen(opts.port, opts.host);
 
   // ANCHOR: shutdown
-  process.on('message', (msg) => {
-    if (msg.type === 'shutdown') {
-      server.close(() => process.exit(0));
-      setTimeout(() => process.exit(0), 5000);
-    }
+  process.on('message', (note) => {
+    if (note.cmd !== STOP.cmd) return;
+    server.close(() => process.exit(0)); // called back once every connection has closed
+    setTimeout(() => process.exit(0), 5000); // or leave after 5 s regardless
   });
   // ANCHOR_END: shutdown
 }
