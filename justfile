@@ -80,7 +80,7 @@ bench-rollout *ARGS:
     @cargo build --release -q -p lesson-08 -p scenarios
     @target/release/bench-rollout "$@"
 
-# Install what is missing: just, mdbook, and redis-server on Debian/Ubuntu
+# Install what is missing: just, mdbook, and redis-server and nginx on Debian/Ubuntu
 [group('setup')]
 setup:
     #!/usr/bin/env bash
@@ -93,16 +93,19 @@ setup:
             cargo install --locked "$tool"
         fi
     done
-    if command -v redis-server >/dev/null; then
-        echo "redis-server: already installed"
-    elif [[ -f /etc/debian_version ]]; then
-        sudo=''
-        if [[ $(id -u) -ne 0 ]]; then sudo='sudo'; fi
-        $sudo apt-get update
-        $sudo apt-get install -y redis-server
-    else
-        echo "redis-server: not found; install it with your package manager (lessons 07, 10 and 12 use it)"
-    fi
+    # nginx lives in /usr/sbin, which a user's PATH may not hold.
+    for package in redis-server nginx; do
+        if command -v "$package" >/dev/null || [[ -x /usr/sbin/$package ]]; then
+            echo "$package: already installed"
+        elif [[ -f /etc/debian_version ]]; then
+            sudo=''
+            if [[ $(id -u) -ne 0 ]]; then sudo='sudo'; fi
+            $sudo apt-get update
+            $sudo apt-get install -y "$package"
+        else
+            echo "$package: not found; install it with your package manager (lessons 07, 10 and 12 use redis-server, lesson 10 nginx)"
+        fi
+    done
 
 # Stop with one line unless NN names a lesson that exists
 [private]

@@ -486,6 +486,7 @@ fn read_step(raw: RawStep, span: std::ops::Range<usize>) -> Result<Action, StepE
                 path: options.string("path")?.unwrap_or(defaults.path),
                 max_time: options.duration("max_time")?.unwrap_or(defaults.max_time),
                 timeout: options.duration("timeout")?.unwrap_or(defaults.timeout),
+                ..LoadSpec::default()
             };
             Action::Load {
                 name,

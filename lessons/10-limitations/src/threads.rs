@@ -151,6 +151,7 @@ async fn measure(
         path: cpu.clone(),
         max_time: Duration::from_secs_f64(args.seconds.clamp(0.1, 600.0)),
         timeout: Duration::from_secs(30),
+        ..LoadSpec::default()
     };
     let speed = loadgen::run(cluster.addr, &load, &ProgressBar::hidden()).await?;
     let rss: u64 = workers(primary)

@@ -22,7 +22,7 @@ pub mod one;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{CONNECTION, HOST};
+use hyper::header::{CONNECTION, CONTENT_LENGTH, HOST};
 use hyper_util::rt::TokioIo;
 use indicatif::ProgressBar;
 use tokio::net::TcpStream;
@@ -53,6 +53,19 @@ pub struct LoadSpec {
     pub max_time: Duration,
     /// One request's limit, connect to last byte.
     pub timeout: Duration,
+    /// `GET`, or `POST` with an empty body: a non-idempotent request,
+    /// which a proxy does not send a second time once it has sent it.
+    pub method: hyper::Method,
+    /// Where clients connect from: client `i` binds `sources[i % len]`
+    /// before it connects. Every address in 127.0.0.0/8 is this machine,
+    /// so `127.0.1.1` … `127.0.1.200` are 200 clients to a server that
+    /// keys on the address (a sticky load balancer). Empty: the kernel
+    /// picks, 127.0.0.1 for a loopback server.
+    pub sources: Vec<IpAddr>,
+    /// The response header [`LoadReport::by_worker`] counts by: the worker
+    /// (`x-worker-id`), or another, such as the host behind a load
+    /// balancer.
+    pub count_by: String,
 }
 
 impl Default for LoadSpec {
@@ -64,6 +77,9 @@ impl Default for LoadSpec {
             path: "/".into(),
             max_time: Duration::from_secs(60),
             timeout: Duration::from_secs(10),
+            method: hyper::Method::GET,
+            sources: Vec::new(),
+            count_by: WORKER_HEADER.into(),
         }
     }
 }
@@ -79,7 +95,8 @@ pub enum LoadError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
-    /// The `x-worker-id` header, if the server sent one.
+    /// The header the run counts by ([`LoadSpec::count_by`], `x-worker-id`
+    /// unless it says otherwise), if the server sent one.
     pub worker: Option<String>,
     pub body: String,
     /// The server asked to close the connection after this response.
@@ -101,7 +118,8 @@ pub struct LoadReport {
     /// Requests with no response, by what went wrong (`refused`, `reset`,
     /// `closed`, `timeout`, `error`).
     pub errors: BTreeMap<Failure, u64>,
-    /// Responses by the worker that gave them.
+    /// Responses by the worker that gave them (the header
+    /// [`LoadSpec::count_by`] names; `?` when a response has none).
     pub by_worker: BTreeMap<String, u64>,
     /// Each answered request's time, sorted.
     pub latencies: Vec<Duration>,
@@ -203,25 +221,34 @@ pub async fn run_until(
     let halt = Arc::new(AtomicBool::new(false));
 
     let mut clients: JoinSet<LoadReport> = JoinSet::new();
-    for _ in 0..spec.connections.max(1) {
+    for client in 0..spec.connections.max(1) {
         let (spec, tickets, halt, progress) = (
             spec.clone(),
             tickets.clone(),
             halt.clone(),
             progress.clone(),
         );
+        let from = match spec.sources.len() {
+            0 => None,
+            n => spec.sources.get(client % n).copied(),
+        };
         clients.spawn(async move {
             let mut mine = LoadReport::default();
             let mut connection: Option<SendRequest<Empty<Bytes>>> = None;
+            let client = Client {
+                addr,
+                from,
+                spec: &spec,
+            };
             while !halt.load(Ordering::Relaxed)
                 && tickets.fetch_add(1, Ordering::Relaxed) < spec.requests
                 && Instant::now() < deadline
             {
                 let begun = Instant::now();
                 let outcome = if spec.keep_alive {
-                    keep_alive_get(addr, &spec, &mut connection).await
+                    client.keep_alive_request(&mut connection).await
                 } else {
-                    get(addr, &spec.path, spec.timeout).await
+                    client.request().await
                 };
                 mine.record(outcome.map(|response| (response, begun.elapsed())));
                 progress.inc(1);
@@ -258,95 +285,136 @@ pub async fn run_until(
 
 /// One GET on a new connection, closed afterwards.
 pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Response, Failure> {
-    let attempt = async {
-        let mut sender = connect(addr).await?;
-        send(&mut sender, path, false).await
+    let spec = LoadSpec {
+        path: path.to_owned(),
+        timeout,
+        ..LoadSpec::default()
     };
-    tokio::time::timeout(timeout, attempt)
-        .await
-        .unwrap_or(Err("timeout"))
+    Client {
+        addr,
+        from: None,
+        spec: &spec,
+    }
+    .request()
+    .await
 }
 
-/// One GET on the client's kept-alive connection, opening a new one when
-/// there is none or the server closed it (as a draining server does).
-async fn keep_alive_get(
+/// One client of a run: where it sends, from where, what.
+struct Client<'a> {
     addr: SocketAddr,
-    spec: &LoadSpec,
-    connection: &mut Option<SendRequest<Empty<Bytes>>>,
-) -> Result<Response, Failure> {
-    let attempt = async {
-        let reusable = match connection.take() {
-            Some(mut sender) => sender.ready().await.is_ok().then_some(sender),
-            None => None,
+    from: Option<IpAddr>,
+    spec: &'a LoadSpec,
+}
+
+impl Client<'_> {
+    /// One request on a new connection, closed afterwards.
+    async fn request(&self) -> Result<Response, Failure> {
+        let attempt = async {
+            let mut sender = self.connect().await?;
+            self.send(&mut sender, false).await
         };
-        let mut sender = match reusable {
-            Some(sender) => sender,
-            None => connect(addr).await?,
+        tokio::time::timeout(self.spec.timeout, attempt)
+            .await
+            .unwrap_or(Err("timeout"))
+    }
+
+    /// One request on the client's kept-alive connection, opening a new
+    /// one when there is none or the server closed it (as a draining
+    /// server does).
+    async fn keep_alive_request(
+        &self,
+        connection: &mut Option<SendRequest<Empty<Bytes>>>,
+    ) -> Result<Response, Failure> {
+        let attempt = async {
+            let reusable = match connection.take() {
+                Some(mut sender) => sender.ready().await.is_ok().then_some(sender),
+                None => None,
+            };
+            let mut sender = match reusable {
+                Some(sender) => sender,
+                None => self.connect().await?,
+            };
+            let response = self.send(&mut sender, true).await?;
+            if !response.closing {
+                *connection = Some(sender);
+            }
+            Ok(response)
         };
-        let response = send(&mut sender, &spec.path, true).await?;
-        if !response.closing {
-            *connection = Some(sender);
+        tokio::time::timeout(self.spec.timeout, attempt)
+            .await
+            .unwrap_or(Err("timeout"))
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Empty<Bytes>>, Failure> {
+        let stream = match self.from {
+            None => TcpStream::connect(self.addr).await,
+            Some(from) => {
+                let socket = match from {
+                    IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+                    IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+                }
+                .map_err(|error| io_failure(&error))?;
+                socket
+                    .bind(SocketAddr::new(from, 0))
+                    .map_err(|error| io_failure(&error))?;
+                socket.connect(self.addr).await
+            }
         }
-        Ok(response)
-    };
-    tokio::time::timeout(spec.timeout, attempt)
-        .await
-        .unwrap_or(Err("timeout"))
-}
-
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Empty<Bytes>>, Failure> {
-    let stream = TcpStream::connect(addr)
-        .await
         .map_err(|error| io_failure(&error))?;
-    // Small requests, answered at once: don't let Nagle hold them back.
-    let _ = stream.set_nodelay(true);
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|error| hyper_failure(&error))?;
-    tokio::spawn(async move {
-        // Errors here show up again on the request, where they are counted.
-        let _ = connection.await;
-    });
-    Ok(sender)
-}
+        // Small requests, answered at once: don't let Nagle hold them back.
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|error| hyper_failure(&error))?;
+        tokio::spawn(async move {
+            // Errors here show up again on the request, where they are counted.
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
 
-async fn send(
-    sender: &mut SendRequest<Empty<Bytes>>,
-    path: &str,
-    keep_alive: bool,
-) -> Result<Response, Failure> {
-    let request = hyper::Request::get(path)
-        .header(HOST, "127.0.0.1")
-        .header(CONNECTION, if keep_alive { "keep-alive" } else { "close" })
-        .body(Empty::new())
-        .map_err(|_| "error")?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|error| hyper_failure(&error))?;
-    let status = response.status().as_u16();
-    let header = |name| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned)
-    };
-    let worker = header(WORKER_HEADER);
-    let closing =
-        header(CONNECTION.as_str()).is_some_and(|value| value.eq_ignore_ascii_case("close"));
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|error| hyper_failure(&error))?
-        .to_bytes();
-    Ok(Response {
-        status,
-        worker,
-        body: String::from_utf8_lossy(&body).into_owned(),
-        closing,
-    })
+    async fn send(
+        &self,
+        sender: &mut SendRequest<Empty<Bytes>>,
+        keep_alive: bool,
+    ) -> Result<Response, Failure> {
+        let mut request = hyper::Request::builder()
+            .method(self.spec.method.clone())
+            .uri(self.spec.path.as_str())
+            .header(HOST, "127.0.0.1")
+            .header(CONNECTION, if keep_alive { "keep-alive" } else { "close" });
+        if self.spec.method == hyper::Method::POST {
+            request = request.header(CONTENT_LENGTH, "0");
+        }
+        let request = request.body(Empty::new()).map_err(|_| "error")?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|error| hyper_failure(&error))?;
+        let status = response.status().as_u16();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned)
+        };
+        let worker = header(&self.spec.count_by);
+        let closing =
+            header(CONNECTION.as_str()).is_some_and(|value| value.eq_ignore_ascii_case("close"));
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|error| hyper_failure(&error))?
+            .to_bytes();
+        Ok(Response {
+            status,
+            worker,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            closing,
+        })
+    }
 }
 
 fn io_failure(error: &std::io::Error) -> Failure {

@@ -75,6 +75,31 @@ pub const WORKER_ID_HEADER: &str = "x-worker-id";
 /// get every worker replaced, which cures nothing (chapter 09).
 pub const HEALTH_PATH: &str = "/_cluster/health";
 
+/// The address at the other end of the connection a request came on, in
+/// the request's extensions: `request.extensions().get::<ClientAddr>()`.
+/// Behind a proxy it is the proxy's address, not the client's (lesson 10's
+/// `hosts client-ip`). A heartbeat's request, served over an in-memory
+/// pipe, has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+/// What a served stream knows of its other end.
+trait PeerAddr {
+    fn peer(&self) -> Option<std::net::SocketAddr>;
+}
+
+impl PeerAddr for tokio::net::TcpStream {
+    fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.peer_addr().ok()
+    }
+}
+
+impl PeerAddr for tokio::io::DuplexStream {
+    fn peer(&self) -> Option<std::net::SocketAddr> {
+        None
+    }
+}
+
 /// A plain-text response.
 pub fn text(status: u16, body: impl Into<String>) -> Response {
     let mut response = hyper::Response::new(Full::new(Bytes::from(body.into())));
@@ -362,7 +387,7 @@ impl Conn {
     ) where
         H: Fn(Request) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response> + Send + 'static,
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: AsyncRead + AsyncWrite + PeerAddr + Unpin + Send + 'static,
     {
         let Conn {
             worker_id,
@@ -370,10 +395,14 @@ impl Conn {
             idle_close,
             header_timeout,
         } = self;
+        let peer = stream.peer().map(ClientAddr);
         let counted = presence.is_some();
         let draining = drain.clone();
         let seen = presence.clone();
-        let service = service_fn(move |request| {
+        let service = service_fn(move |mut request: Request| {
+            if let Some(peer) = peer {
+                request.extensions_mut().insert(peer);
+            }
             let handler = handler.clone();
             let worker_id = worker_id.clone();
             let stats = Arc::clone(&stats);
