@@ -14,6 +14,8 @@
 //! just lesson 10 fd-limit       # file-descriptor limits are per process
 //! just lesson 10 no-drain       # requests lost when workers exit on SIGTERM at once
 //! just lesson 10 threads        # N processes against one process of N threads
+//! just lesson 10 hosts sticky   # beyond one machine: two hosts behind a real nginx
+//!                               #   (also: hosts client-ip, hosts roll, hosts failover)
 //! ```
 //!
 //! **What the usual answer gets wrong.** "Four workers × 1024 descriptors is
@@ -31,6 +33,7 @@
 mod chat;
 mod counter;
 mod fdlimit;
+mod hosts;
 mod nodrain;
 mod scaling;
 mod threads;
@@ -62,6 +65,11 @@ enum Command {
     NoDrain(nodrain::Args),
     /// A CPU-bound endpoint as N processes and as one process of N threads: speed, memory, what a crash takes down
     Threads(threads::Args),
+    /// Beyond one machine: two hosts behind a real nginx (sticky, client-ip, roll, failover)
+    Hosts(hosts::Args),
+    /// One host of `hosts` (a cluster with a rate-limited path)
+    #[command(hide = true)]
+    Host(hosts::host::Args),
     /// Serve a plain cluster (the clusters `scaling` and `no-drain` measure)
     #[command(hide = true)]
     Serve(Serve),
@@ -100,6 +108,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Command::FdLimit(args) => fdlimit::worker(args).await,
         Command::NoDrain(args) => nodrain::primary(args).await,
         Command::Threads(args) => threads::primary(args).await,
+        Command::Hosts(args) => hosts::primary(args).await,
+        Command::Host(args) if primary => hosts::host::primary(args).await,
+        Command::Host(args) => hosts::host::worker(args).await,
         Command::Serve(args) if primary => serve_primary(args).await,
         Command::Serve(args) => nodrain::worker(args.no_drain).await,
     }

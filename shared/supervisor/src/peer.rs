@@ -58,11 +58,28 @@ impl OtherPrimary {
         env: &[(&str, &str)],
         ready: usize,
     ) -> Result<OtherPrimary, PeerError> {
+        let any_port = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+        OtherPrimary::start_on(args, env, ready, any_port).await
+    }
+
+    /// [`OtherPrimary::start`], serving on `at` (port 0: any free port):
+    /// lesson 10's hosts are two primaries on 127.0.0.2 and 127.0.0.3,
+    /// one port.
+    pub async fn start_on(
+        args: &[&str],
+        env: &[(&str, &str)],
+        ready: usize,
+        at: SocketAddr,
+    ) -> Result<OtherPrimary, PeerError> {
         let exe = std::env::current_exe().map_err(PeerError::Exe)?;
         let mut command = Command::new(exe);
         command
             .args(args)
-            .args(["--port", "0", "--host", "127.0.0.1", "--events", "json"])
+            .arg("--port")
+            .arg(at.port().to_string())
+            .arg("--host")
+            .arg(at.ip().to_string())
+            .args(["--events", "json"])
             .envs(env.iter().copied())
             .env_remove(crate::role::WORKER_ID_VAR)
             .stdin(Stdio::null())
@@ -126,6 +143,12 @@ impl OtherPrimary {
     /// The other primary's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
+    }
+
+    /// `kill -9`: the primary dies at once, running none of its code (its
+    /// workers follow it: they die with their primary).
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
     }
 
     /// SIGTERM, then wait for it to drain (killed if it takes too long).
