@@ -544,7 +544,6 @@ fn free_port(ip: Ipv4Addr, attempt: usize) -> Option<u16> {
     let span = u32::from(to - from);
     let seed = std::process::id()
         .wrapping_mul(2_654_435_761)
-        .wrapping_add(Instant::now().elapsed().subsec_nanos())
         .wrapping_add(nanos());
     (0..64u32).find_map(|step| {
         let offset = (seed

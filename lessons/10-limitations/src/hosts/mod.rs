@@ -51,7 +51,7 @@ pub struct Args {
     /// Which question to run
     run: Run,
     /// Clients sending at once (roll, failover)
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=200))]
     clients: u16,
     /// Also write the markdown table to this file
     #[arg(long)]
@@ -322,4 +322,13 @@ async fn start_host(redis_url: &str, at: SocketAddr) -> anyhow::Result<OtherPrim
 /// Client number `n` (1 to 254) of the /24 `127.0.<block>.0`.
 pub fn client(block: u8, n: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, block, n))
+}
+
+/// The source addresses of `count` clients under load: 127.0.1.1 onwards,
+/// never the proxy's own 127.0.0.1.
+pub fn load_sources(count: u16) -> Vec<IpAddr> {
+    (1..=count.min(254))
+        .filter_map(|n| u8::try_from(n).ok())
+        .map(|n| client(1, n))
+        .collect()
 }
