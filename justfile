@@ -23,6 +23,24 @@ scenario NN: (_check NN)
     @cargo build -q -p lesson-{{ replace_regex(NN, nn, '0$1') }}
     @cargo run -q -p scenarios --bin scenario -- {{ replace_regex(NN, nn, '0$1') }}
 
+# List every exercise and where you stand; with NN [K], build your lesson NN and grade exercise K (or all of NN's)
+[group('learn')]
+exercise *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [[ $# -eq 0 ]]; then
+        exec cargo run -q -p scenarios --bin exercise
+    fi
+    "{{ just_executable() }}" _check "$1"
+    lesson=$(printf '%02d' "$((10#$1))")
+    cargo build -q -p "lesson-$lesson"
+    exec cargo run -q -p scenarios --bin exercise -- "$lesson" "${@:2}"
+
+# Apply the reference solution of exercise NN K to your working tree (refuses over your uncommitted changes)
+[group('learn')]
+solution NN K: (_check NN)
+    @cargo run -q -p scenarios --bin exercise -- --solution {{ replace_regex(NN, nn, '0$1') }} {{ K }}
+
 # Serve the book at http://localhost:3000 and open it (lessons use 8000)
 [group('learn')]
 book:

@@ -434,6 +434,7 @@ mod tests {
         let outcome = Outcome {
             transcript: String::new(),
             failures: vec!["check x ✗".into()],
+            failed: Vec::new(),
             stderr: String::new(),
             measured,
         };

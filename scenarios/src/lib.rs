@@ -15,6 +15,8 @@
 pub mod bench;
 pub mod check;
 pub mod compare;
+pub mod copy;
+pub mod exercise;
 pub mod gone;
 pub mod lesson;
 pub mod node;
@@ -29,7 +31,7 @@ pub use loadgen as load;
 use std::path::{Path, PathBuf};
 
 pub use load::{LoadReport, LoadSpec};
-pub use runner::{Outcome, run};
+pub use runner::{Failed, Outcome, run};
 pub use script::{Script, ScriptError};
 pub use transcript::Transcript;
 

@@ -33,6 +33,10 @@ pub struct Outcome {
     pub transcript: String,
     /// One line per failed verdict; empty if the scenario passed.
     pub failures: Vec<String>,
+    /// The same failures in words, in the order they happened: what the
+    /// script expected and what happened instead (`just exercise` shows the
+    /// first one to a learner).
+    pub failed: Vec<Failed>,
     /// Everything the lesson wrote on stderr.
     pub stderr: String,
     /// What was measured on the way, for `just compare`.
@@ -67,6 +71,20 @@ impl Outcome {
     }
 }
 
+/// One check that did not hold, told in words rather than as a transcript
+/// line: a learner reads "expected … — what happened: …", not a `✗`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    /// The script line of the step that failed; none for the checks the
+    /// runner makes after every script.
+    pub line: Option<usize>,
+    /// What the script expected, in its own words (a check's text, an event
+    /// it waited for).
+    pub expected: String,
+    /// What happened instead.
+    pub happened: String,
+}
+
 /// What the steps have learned so far.
 #[derive(Debug, Default)]
 pub struct Facts {
@@ -74,6 +92,9 @@ pub struct Facts {
     running: BTreeMap<String, JoinHandle<Result<LoadReport, load::LoadError>>>,
     requests: BTreeMap<String, Result<Response, load::Failure>>,
     failures: Vec<String>,
+    failed: Vec<Failed>,
+    /// The script line of the step running now.
+    line: Option<usize>,
     /// The run's private redis-server, for scripts with `redis = true`.
     redis: Option<redis_helper::Redis>,
     /// When the program was started.
@@ -111,9 +132,15 @@ pub async fn run(bin: &Path, script: &Script, transcript: &mut Transcript) -> Ou
         Ok(lesson) => lesson,
         Err(error) => {
             transcript.line(format!("✗ {error}"));
+            let failed = Failed {
+                line: None,
+                expected: "the program to start".into(),
+                happened: error.clone(),
+            };
             return Outcome {
                 transcript: transcript.text(),
                 failures: vec![error],
+                failed: vec![failed],
                 stderr: String::new(),
                 measured: Measured::default(),
             };
@@ -134,16 +161,26 @@ pub async fn run(bin: &Path, script: &Script, transcript: &mut Transcript) -> Ou
             mark = lesson.event_count();
         }
         let line = step.line;
+        facts.line = Some(line);
+        let failed_before = facts.failed.len();
         let carry_on = run_step(&step.action, &mut lesson, &mut facts, mark, transcript).await;
         if !carry_on {
             facts
                 .failures
                 .push(format!("{}:{line}: the step failed", script.path.display()));
+            if facts.failed.len() == failed_before {
+                // A step that could not be carried out (a load that found
+                // no server, a signal to a process that is gone) says why
+                // on its own transcript line.
+                let happened = transcript.last_line().trim_start_matches("✗ ").to_owned();
+                facts.fail("the step to be carried out".into(), happened);
+            }
             transcript.line("stopped: the steps after this one were skipped");
             break;
         }
     }
 
+    facts.line = None;
     finish(&mut lesson, &mut facts, transcript).await;
     let timeline = lesson
         .timeline()
@@ -153,6 +190,7 @@ pub async fn run(bin: &Path, script: &Script, transcript: &mut Transcript) -> Ou
     Outcome {
         transcript: transcript.text(),
         failures: facts.failures,
+        failed: facts.failed,
         stderr: lesson.stderr(),
         measured: Measured {
             loads: facts.loads,
@@ -223,6 +261,10 @@ async fn run_step(
                 let line = format!("wait  {what} for {within} ✗ one came");
                 facts.failures.push(line.clone());
                 transcript.line(line);
+                facts.fail(
+                    format!("{what} for {within}"),
+                    format!("a {event} event came"),
+                );
             } else {
                 transcript.line(format!("wait  {what} for {within} ✓ none came"));
             }
@@ -254,6 +296,10 @@ async fn run_step(
             } else {
                 let seen = found(&lesson.events());
                 transcript.line(format!("wait  {what} ✗ (saw {seen})"));
+                facts.fail(
+                    format!("{what} within {}", format_secs(*within)),
+                    format!("{seen} came in that time"),
+                );
                 transcript.detail(format!("gave up after {:?}", begun.elapsed()));
             }
             ok
@@ -454,11 +500,16 @@ async fn run_step(
                     let line = format!("check {check} ✗ ({lhs} vs {rhs})");
                     facts.failures.push(line.clone());
                     transcript.line(line);
+                    facts.fail(
+                        check.to_string(),
+                        format!("the left side was {lhs}, the right side {rhs}"),
+                    );
                 }
                 Verdict::Unknown(why) => {
                     let line = format!("check {check} ✗ ({why})");
                     facts.failures.push(line.clone());
                     transcript.line(line);
+                    facts.fail(check.to_string(), why);
                 }
             }
             true
@@ -510,6 +561,10 @@ async fn finish(lesson: &mut Lesson, facts: &mut Facts, transcript: &mut Transcr
             .failures
             .push(format!("load {name} was never awaited"));
         transcript.line(format!("✗ load {name} was never awaited"));
+        facts.fail(
+            format!("load {name} to be awaited"),
+            "the script never awaited it".into(),
+        );
     }
 
     if lesson.exit_status().is_none() {
@@ -518,6 +573,10 @@ async fn finish(lesson: &mut Lesson, facts: &mut Facts, transcript: &mut Transcr
             let line = "✗ the primary was still running at the end: a script ends with `signal` and `wait_exit`";
             facts.failures.push(line.into());
             transcript.line(line);
+            facts.fail(
+                "the primary to have exited by the end of the script".into(),
+                "it was still running".into(),
+            );
         }
     }
     lesson.kill_all().await;
@@ -537,6 +596,10 @@ async fn finish(lesson: &mut Lesson, facts: &mut Facts, transcript: &mut Transcr
         );
         facts.failures.push(line.clone());
         transcript.line(line);
+        facts.fail(
+            "no worker outlives the primary".into(),
+            format!("{} still running after {ORPHAN_GRACE:?}", alive.len()),
+        );
     }
 
     let noise = lesson.noise();
@@ -548,6 +611,21 @@ async fn finish(lesson: &mut Lesson, facts: &mut Facts, transcript: &mut Transcr
         );
         facts.failures.push(line.clone());
         transcript.line(line);
+        facts.fail(
+            "stdout to carry JSON events only".into(),
+            format!("{} other line(s), first: {:?}", noise.len(), noise[0]),
+        );
+    }
+}
+
+impl Facts {
+    /// Notes a failure in words, at the step running now.
+    fn fail(&mut self, expected: String, happened: String) {
+        self.failed.push(Failed {
+            line: self.line,
+            expected,
+            happened,
+        });
     }
 }
 

@@ -64,6 +64,11 @@ impl Transcript {
         }
     }
 
+    /// The last line written, or "" before the first.
+    pub fn last_line(&self) -> &str {
+        self.lines.last().map_or("", String::as_str)
+    }
+
     /// The snapshot version, one line per step, ending in a newline.
     pub fn text(&self) -> String {
         let mut text = self.lines.join("\n");

@@ -11,6 +11,9 @@
 //!   snapshot is included from the first line of its body, never with its
 //!   insta header.
 //!
+//! - Every exercise has its scenario, its patch and marker (change the
+//!   code), its chapter section, and its CI test (see the test below).
+//!
 //! mdBook only logs a missing include and builds the book anyway, so these
 //! checks are what stop the book from drifting. Each test collects every
 //! problem it finds and reports them all at once.
@@ -121,6 +124,125 @@ fn every_lesson_has_a_chapter_a_scenario_and_a_snapshot() {
     }
 
     report("lessons", &problems);
+}
+
+/// Every exercise a lesson declares (`lessons/NN-*/exercises/exercises.toml`)
+/// has its scenario, which parses; a change-the-code exercise has its
+/// reference patch, which touches only files that exist, one of which
+/// carries the `// EXERCISE NN.k` marker; the lesson has the test that
+/// runs its scenarios (`tests/exercises.rs`); the chapter has the exercise's
+/// section (`### Exercise NN.k`), and a prediction's section folds its
+/// answer away in a `<details>` block. No file in an `exercises/` folder is
+/// left undeclared.
+#[test]
+fn every_exercise_has_its_scenario_patch_marker_and_chapter_section() {
+    let root = root();
+    let mut problems = Vec::new();
+    let exercises = match scenarios::exercise::all(&root) {
+        Ok(exercises) => exercises,
+        Err(error) => return report("exercises", &[error.to_string()]),
+    };
+    let chapters = names(&root.join("book/src"));
+    let relative = |path: &Path| {
+        path.strip_prefix(&root)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    };
+    let mut declared: Vec<PathBuf> = Vec::new();
+
+    for exercise in &exercises {
+        let id = exercise.id();
+        let scenario = exercise.scenario();
+        declared.push(scenario.clone());
+        if let Err(error) = exercise.script() {
+            problems.push(format!("exercise {id}: {error}"));
+        }
+
+        if let Some(patch) = exercise.patch() {
+            declared.push(patch.clone());
+            match exercise.files() {
+                Ok(files) if files.is_empty() => problems.push(format!(
+                    "exercise {id}: {} changes no file",
+                    relative(&patch)
+                )),
+                Ok(files) => {
+                    let mut marked = false;
+                    for file in &files {
+                        match fs::read_to_string(root.join(file)) {
+                            Ok(source) => marked |= source.contains(&exercise.marker()),
+                            Err(_) => problems.push(format!(
+                                "exercise {id}: {} changes {file}, which does not exist",
+                                relative(&patch)
+                            )),
+                        }
+                    }
+                    if !marked {
+                        problems.push(format!(
+                            "exercise {id}: no `// {}` marker in {} (where the learner's change goes)",
+                            exercise.marker(),
+                            files.join(", ")
+                        ));
+                    }
+                }
+                Err(error) => problems.push(format!("exercise {id}: {error}")),
+            }
+        }
+        let test = exercise.lesson_dir.join("tests/exercises.rs");
+        let proves = fs::read_to_string(&test)
+            .is_ok_and(|source| source.contains("exercise::prove_lesson("));
+        if !proves {
+            problems.push(format!(
+                "exercise {id}: {} does not call scenarios::exercise::prove_lesson (the CI test of its scenario and patch)",
+                relative(&test)
+            ));
+        }
+
+        let prefix = format!("{}-", exercise.lesson);
+        let chapter = chapters
+            .iter()
+            .find(|name| name.starts_with(&prefix) && name.ends_with(".md"));
+        let text = chapter
+            .and_then(|name| fs::read_to_string(root.join("book/src").join(name)).ok())
+            .unwrap_or_default();
+        let heading = format!("### Exercise {id}");
+        match text.split_once(&heading) {
+            None => problems.push(format!(
+                "exercise {id}: its chapter book/src/{}-*.md has no section `{heading}: …`",
+                exercise.lesson
+            )),
+            Some((_, section)) => {
+                let section = section.split("\n#").next().unwrap_or_default();
+                let folded = section.contains("<details>");
+                if exercise.kind == scenarios::exercise::Kind::Predict && !folded {
+                    problems.push(format!(
+                        "exercise {id} is a prediction: its section needs the answer in a <details> block"
+                    ));
+                }
+                if !section.contains(&format!("just exercise {} {}", exercise.lesson, exercise.k)) {
+                    problems.push(format!(
+                        "exercise {id}: its section does not say how to run it (`just exercise {} {}`)",
+                        exercise.lesson, exercise.k
+                    ));
+                }
+            }
+        }
+    }
+
+    for lesson in names(&root.join("lessons")) {
+        let dir = root.join("lessons").join(&lesson).join("exercises");
+        for name in names(&dir) {
+            let path = dir.join(&name);
+            if name != "exercises.toml" && !declared.contains(&path) {
+                problems.push(format!(
+                    "{}: not an exercise declared in exercises.toml (NN.K.toml, NN.K.patch)",
+                    relative(&path)
+                ));
+            }
+        }
+    }
+
+    report("exercises", &problems);
 }
 
 /// The targets of the `[title](target)` links in SUMMARY.md, in order; a

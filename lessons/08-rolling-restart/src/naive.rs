@@ -42,6 +42,9 @@ pub async fn rolling_restart(cluster: &Cluster) -> anyhow::Result<RolloutReport>
     );
     let mut steps = Vec::new();
     for old in old_workers {
+        // EXERCISE 08.1: a worker of this list may have crashed since the
+        // list was taken (its slot refilled by the restart policy). Carry
+        // the rollout on past it, rather than stopping halfway.
         let forked = Instant::now();
         let new = cluster.fork()?;
         let listening = |e: &Event| matches!(e, Event::Listening { id, .. } if *id == new);
