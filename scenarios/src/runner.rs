@@ -95,6 +95,8 @@ pub struct Facts {
     failed: Vec<Failed>,
     /// The script line of the step running now.
     line: Option<usize>,
+    /// The run's private folder, `{dir}` in a script's `args`.
+    dir: Option<tempfile::TempDir>,
     /// The run's private redis-server, for scripts with `redis = true`.
     redis: Option<redis_helper::Redis>,
     /// When the program was started.
@@ -125,7 +127,10 @@ pub async fn run(bin: &Path, script: &Script, transcript: &mut Transcript) -> Ou
 
     let mut facts = Facts::default();
     let started = match prepare(bin, script, &mut facts).await {
-        Ok(launch) => Lesson::launch(&launch, &script.args).map_err(|error| error.to_string()),
+        Ok(launch) => {
+            let args = with_dir(&script.args, facts.dir.as_ref());
+            Lesson::launch(&launch, &args).map_err(|error| error.to_string())
+        }
         Err(error) => Err(error),
     };
     let mut lesson = match started {
@@ -216,6 +221,18 @@ pub async fn prepare(bin: &Path, script: &Script, facts: &mut Facts) -> Result<L
             Launch::node(&twin).map_err(|error| error.to_string())?
         }
     };
+    let needs_dir = script.args.iter().any(|arg| arg.contains("{dir}"))
+        || script
+            .steps
+            .iter()
+            .any(|step| matches!(step.action, Action::Touch(_) | Action::Remove(_)));
+    if needs_dir {
+        let dir = tempfile::Builder::new()
+            .prefix("scenario-")
+            .tempdir()
+            .map_err(|error| format!("cannot make the run's private folder: {error}"))?;
+        facts.dir = Some(dir);
+    }
     if script.redis {
         let redis = redis_helper::Redis::start_private()
             .await
@@ -263,7 +280,7 @@ async fn run_step(
                 transcript.line(line);
                 facts.fail(
                     format!("{what} for {within}"),
-                    format!("a {event} event came"),
+                    format!("one {event} event came"),
                 );
             } else {
                 transcript.line(format!("wait  {what} for {within} ✓ none came"));
@@ -431,6 +448,31 @@ async fn run_step(
                     transcript.line(format!(
                         "wait  for the primary to exit ✗ still running after {within:?}"
                     ));
+                    false
+                }
+            }
+        }
+
+        Action::Touch(name) | Action::Remove(name) => {
+            let touch = matches!(action, Action::Touch(_));
+            let verb = if touch { "touch" } else { "remove" };
+            let Some(dir) = facts.dir.as_ref() else {
+                transcript.line(format!("{verb} {name} ✗ this run has no private folder"));
+                return false;
+            };
+            let path = dir.path().join(name);
+            let done = if touch {
+                std::fs::write(&path, b"").map(drop)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            match done {
+                Ok(()) => {
+                    transcript.line(format!("{verb} {{dir}}/{name}"));
+                    true
+                }
+                Err(error) => {
+                    transcript.line(format!("{verb} {{dir}}/{name} ✗ {error}"));
                     false
                 }
             }
@@ -715,6 +757,17 @@ fn lookup(fact: &Fact, lesson: &Lesson, facts: &Facts) -> Result<Value, String> 
                 .collect();
             over_events(*func, path, &of_kind)
         }
+    }
+}
+
+/// The script's arguments with `{dir}` replaced by the run's private folder.
+fn with_dir(args: &[String], dir: Option<&tempfile::TempDir>) -> Vec<String> {
+    match dir {
+        Some(dir) => {
+            let path = dir.path().to_string_lossy();
+            args.iter().map(|arg| arg.replace("{dir}", &path)).collect()
+        }
+        None => args.to_vec(),
     }
 }
 

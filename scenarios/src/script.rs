@@ -43,6 +43,11 @@
 //! within = "8s"
 //! ```
 //!
+//! Every run has a private folder, named `{dir}` in `args`; `[[step]]
+//! touch = "db-down"` creates an empty file in it and `remove = "db-down"`
+//! deletes it, for a lesson that watches a file as its stand-in for a
+//! dependency (`args = ["--database-down-if", "{dir}/db-down"]`).
+//!
 //! `[[step]] sample = "memory"` notes each live worker's resident memory,
 //! for the side-by-side tables of `just compare`. `[[step]] pause = "1.5s"`
 //! lets time pass while a fault lasts (never to wait for an event).
@@ -164,6 +169,12 @@ pub enum Action {
     Redis(RedisAction),
     /// Note each live worker's resident memory, for `just compare`.
     SampleMemory,
+    /// Create an empty file of this name in the run's private folder
+    /// (`{dir}` in `args`): a fault the lesson watches for, such as a
+    /// dependency that is down while the file exists.
+    Touch(String),
+    /// Remove that file again: the fault is over.
+    Remove(String),
     /// Let time pass: for a fault that lasts a while (a stopped primary,
     /// an outage) or load that must run meanwhile — never to wait for
     /// something that announces itself with an event (`wait` does that).
@@ -253,6 +264,8 @@ const ACTIONS: &[(&str, &[&str])] = &[
     ("redis", &[]),
     ("sample", &[]),
     ("pause", &[]),
+    ("touch", &[]),
+    ("remove", &[]),
 ];
 
 impl Script {
@@ -557,6 +570,22 @@ fn read_step(raw: RawStep, span: std::ops::Range<usize>) -> Result<Action, StepE
                 ));
             }
         },
+        "touch" | "remove" => {
+            let name = required_string(&mut options, action, &action_span)?;
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                return Err((
+                    action_span,
+                    format!(
+                        "`{action}` names a file in the run's private folder, like \"db-down\", not {name:?}"
+                    ),
+                ));
+            }
+            if action == "touch" {
+                Action::Touch(name)
+            } else {
+                Action::Remove(name)
+            }
+        }
         other => unreachable!("ACTIONS lists {other} without a reader"),
     };
     options.finish()?;
@@ -727,6 +756,23 @@ wait_exit = "5s"
             message.starts_with("scenarios/99-test.toml:3:"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn touch_and_remove_name_a_file_in_the_run_s_folder() -> Result<(), ScriptError> {
+        let script = parse(
+            "title = \"t\"\nargs = [\"--down-if\", \"{dir}/db-down\"]\n[[step]]\ntouch = \"db-down\"\n[[step]]\nremove = \"db-down\"\n",
+        )?;
+        assert!(matches!(&script.steps[0].action, Action::Touch(name) if name == "db-down"));
+        assert!(matches!(&script.steps[1].action, Action::Remove(name) if name == "db-down"));
+        // Actions: a `wait` after them counts only what follows.
+        assert!(script.steps.iter().all(|step| step.action.is_action()));
+        let message = error("title = \"t\"\n[[step]]\ntouch = \"/tmp/db-down\"\n");
+        assert!(
+            message.contains(":3:") && message.contains("private folder"),
+            "{message}"
+        );
+        Ok(())
     }
 
     #[test]

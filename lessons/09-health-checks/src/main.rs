@@ -37,6 +37,7 @@
 
 mod dashboard;
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,7 +46,7 @@ use anyhow::Context;
 use clap::Parser;
 use serde_json::json;
 use supervisor::cli::parse_seconds;
-use supervisor::http::{Request, serve, text};
+use supervisor::http::{HEALTH_PATH, Request, serve, text};
 use supervisor::{Cluster, ClusterArgs, EventsFormat, HealthPolicy, RestartPolicy, Role, Worker};
 
 /// Lesson 09: hung and leaking workers found and replaced, within a budget.
@@ -104,6 +105,12 @@ struct Args {
     /// the heartbeat, which goes through the request path
     #[arg(long)]
     ipc_ping: bool,
+
+    /// A stand-in for the database the workers query: it is down while
+    /// this file exists (`touch` it for an outage, `rm` it to end it).
+    /// `/orders` needs it; see exercise 09.1 for what the heartbeat does
+    #[arg(long, value_name = "FILE")]
+    database_down_if: Option<PathBuf>,
 }
 
 // ANCHOR: runtime
@@ -253,10 +260,11 @@ async fn worker(args: Args) -> anyhow::Result<()> {
         });
     }
     let pool = Pool::new(args.pool, worker.clone());
+    let database = Arc::new(args.database_down_if);
     worker.ready()?;
 
     let handler = move |request: Request| {
-        let (leaked, pool) = (leaked.clone(), pool.clone());
+        let (leaked, pool, database) = (leaked.clone(), pool.clone(), database.clone());
         async move {
             // Every request, the heartbeat's included, holds a connection
             // from the pool while it runs.
@@ -283,6 +291,27 @@ async fn worker(args: Args) -> anyhow::Result<()> {
                         format!("worker {id} now holds {total} MiB it never frees\n"),
                     )
                 }
+                "/orders" => {
+                    // A request that needs the database. While it is down,
+                    // say so at once — 503, try again later — rather than
+                    // hold a connection on a query that cannot succeed.
+                    if is_down(&database) {
+                        text(503, "the database is down: try again later\n")
+                    } else {
+                        text(200, format!("worker {id}: your orders\n"))
+                    }
+                }
+                HEALTH_PATH => {
+                    // EXERCISE 09.1: the heartbeat's request. As shipped it
+                    // asks the database too, as a health check running
+                    // `SELECT 1` does: the mistake "Liveness is not
+                    // readiness" warns of, made here on purpose.
+                    if is_down(&database) {
+                        text(503, "the database is down\n")
+                    } else {
+                        text(200, format!("worker {id} is alive\n"))
+                    }
+                }
                 _ => text(200, format!("hello from worker {id}\n")),
             }
         }
@@ -291,6 +320,11 @@ async fn worker(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 // ANCHOR_END: worker
+
+/// Whether the stand-in database (`--database-down-if`) is down now.
+fn is_down(database: &Option<PathBuf>) -> bool {
+    database.as_deref().is_some_and(Path::exists)
+}
 
 /// Each worker's database pool: `size` connections, each checked out by
 /// one request at a time. The heartbeat's request checks one out too, so a
