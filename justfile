@@ -25,6 +25,7 @@ scenario NN: (_check NN)
 
 # List every exercise and where you stand; with NN [K], build your lesson NN and grade exercise K (or all of NN's)
 [group('learn')]
+[no-exit-message]
 exercise *ARGS:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -38,6 +39,7 @@ exercise *ARGS:
 
 # Apply the reference solution of exercise NN K to your working tree (refuses over your uncommitted changes)
 [group('learn')]
+[no-exit-message]
 solution NN K: (_check NN)
     @cargo run -q -p scenarios --bin exercise -- --solution {{ replace_regex(NN, nn, '0$1') }} {{ K }}
 

@@ -105,7 +105,7 @@ fn list(root: &Path) -> anyhow::Result<()> {
     }
     for exercise in &exercises {
         println!(
-            "{:<6} {:<18} {:<34} {}",
+            "{:<6} {:<18} {:<36} {}",
             exercise.id(),
             exercise.kind.as_str(),
             state(root, exercise),
