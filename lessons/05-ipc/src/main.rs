@@ -89,6 +89,9 @@ async fn primary(args: Args) -> anyhow::Result<()> {
         .await
         .context("starting the cluster")?;
 
+    // EXERCISE 05.1: a broadcast reaches the workers running when it is
+    // sent. A worker that joins later (SIGTTIN, a replacement) starts with
+    // no configuration, and nothing here ever sends it one.
     let demo = cluster.clone();
     let timeout = args.answer_timeout;
     let mut usr1 = signal(SignalKind::user_defined1()).context("watching SIGUSR1")?;
