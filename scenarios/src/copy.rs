@@ -48,7 +48,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CopyError {
 
 /// The workspace's copy, locked for as long as this value lives.
 #[derive(Debug)]
-pub struct Copy {
+pub struct WorkspaceCopy {
     /// The copy's top folder.
     dir: PathBuf,
     /// Its target folder, kept outside the copy so syncing never walks it.
@@ -56,13 +56,19 @@ pub struct Copy {
     _lock: Flock<File>,
 }
 
-impl Copy {
-    /// Brings the copy of `root` up to date and locks it.
-    pub fn of(root: &Path) -> Result<Copy, CopyError> {
+impl WorkspaceCopy {
+    /// Brings the copy of `root` up to date and locks it, in the target
+    /// folder (`$CARGO_TARGET_DIR/exercises` or `<root>/target/exercises`).
+    pub fn of(root: &Path) -> Result<WorkspaceCopy, CopyError> {
         let base = match std::env::var_os("CARGO_TARGET_DIR") {
             Some(dir) => PathBuf::from(dir).join("exercises"),
             None => root.join("target/exercises"),
         };
+        WorkspaceCopy::at(root, &base)
+    }
+
+    /// The same, with the copy and its target folder under `base`.
+    pub fn at(root: &Path, base: &Path) -> Result<WorkspaceCopy, CopyError> {
         let dir = base.join("workspace");
         std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
         let lock_path = base.join("lock");
@@ -74,7 +80,7 @@ impl Copy {
                 errno,
             }
         })?;
-        let copy = Copy {
+        let copy = WorkspaceCopy {
             dir,
             target: base.join("target"),
             _lock: lock,
@@ -105,8 +111,10 @@ impl Copy {
             .split('\0')
             .filter(|name| !name.is_empty())
             .map(PathBuf::from)
-            // A tracked file deleted in the working tree is not copied.
-            .filter(|name| root.join(name).is_file())
+            // A tracked file deleted in the working tree is not copied,
+            // and nothing under target/ is, whatever .gitignore says: the
+            // copy itself lives there.
+            .filter(|name| !name.starts_with("target") && root.join(name).is_file())
             .collect();
         for name in &files {
             let from = root.join(name);
@@ -205,4 +213,71 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>, CopyError> {
         }
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let status = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .status()
+            .unwrap_or_else(|error| panic!("cannot run git: {error}"));
+        assert!(status.success(), "git {args:?} failed in {}", dir.display());
+    }
+
+    fn read(path: &Path) -> String {
+        std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+    }
+
+    /// The copy sits inside the repository, as it does in the workbook
+    /// (`target/exercises/workspace`): a patch must change the copy and
+    /// never the working tree, and the next copy must have the working
+    /// tree's content again, a file the patch added gone.
+    #[test]
+    fn a_patch_changes_the_copy_only_and_the_next_copy_undoes_it() -> Result<(), CopyError> {
+        let root = tempfile::tempdir().map_err(io("a temporary folder"))?;
+        let root = root.path();
+        git(root, &["init", "-q"]);
+        std::fs::write(root.join(".gitignore"), "target/\n").map_err(io(".gitignore"))?;
+        std::fs::create_dir_all(root.join("src")).map_err(io("src"))?;
+        std::fs::write(root.join("src/a.txt"), "one\n").map_err(io("a.txt"))?;
+        git(root, &["add", "."]);
+        let patch = root.join("target/change.patch");
+        std::fs::create_dir_all(root.join("target")).map_err(io("target"))?;
+        std::fs::write(
+            &patch,
+            "--- a/src/a.txt\n+++ b/src/a.txt\n@@ -1 +1 @@\n-one\n+two\n\
+             --- /dev/null\n+++ b/src/new.txt\n@@ -0,0 +1 @@\n+new\n",
+        )
+        .map_err(io("the patch"))?;
+        let base = root.join("target/exercises");
+
+        let copy = WorkspaceCopy::at(root, &base)?;
+        assert_eq!(read(&copy.dir().join("src/a.txt")), "one\n");
+        copy.apply(&patch)?;
+        assert_eq!(read(&copy.dir().join("src/a.txt")), "two\n");
+        assert!(copy.dir().join("src/new.txt").is_file());
+        assert_eq!(
+            read(&root.join("src/a.txt")),
+            "one\n",
+            "the working tree was patched"
+        );
+        assert!(
+            !root.join("src/new.txt").exists(),
+            "the working tree was patched"
+        );
+        assert!(
+            !copy.dir().join("target").exists(),
+            "the copy holds target/"
+        );
+        drop(copy);
+
+        let again = WorkspaceCopy::at(root, &base)?;
+        assert_eq!(read(&again.dir().join("src/a.txt")), "one\n");
+        assert!(!again.dir().join("src/new.txt").exists());
+        Ok(())
+    }
 }

@@ -375,7 +375,7 @@ pub fn prove_lesson(shipped: &str, nn: &str) {
         );
 
         let patch = exercise.patch().unwrap_or_default();
-        let copy = crate::copy::Copy::of(&root).unwrap_or_else(|error| panic!("{error}"));
+        let copy = crate::copy::WorkspaceCopy::of(&root).unwrap_or_else(|error| panic!("{error}"));
         copy.apply(&patch)
             .unwrap_or_else(|error| panic!("exercise {id}: {error}"));
         let solved = copy

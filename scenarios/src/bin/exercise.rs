@@ -17,7 +17,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, bail};
 use clap::Parser;
 use scenarios::Transcript;
-use scenarios::exercise::{self, Exercise, Kind};
+use scenarios::exercise::{self, Exercise};
 
 /// Run the workbook's exercises and tell whether a change holds.
 #[derive(Debug, Parser)]
@@ -223,9 +223,7 @@ fn solution(root: &Path, exercise: &Exercise) -> anyhow::Result<()> {
         exercise.k,
         files.join(" ")
     );
-    if exercise.kind == Kind::Change {
-        println!("Read the diff (`git diff`) before you move on: the why is in its comments.");
-    }
+    println!("Read the diff (`git diff`) before you move on: the why is in its comments.");
     Ok(())
 }
 
