@@ -391,3 +391,89 @@ pub fn prove_lesson(shipped: &str, nn: &str) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lesson folder `08-demo` holding `manifest` as its exercises.toml.
+    fn lesson_with(manifest: &str) -> (tempfile::TempDir, PathBuf) {
+        let root = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let dir = root.path().join("lessons/08-demo");
+        std::fs::create_dir_all(dir.join("exercises")).unwrap_or_else(|error| panic!("{error}"));
+        std::fs::write(dir.join("exercises/exercises.toml"), manifest)
+            .unwrap_or_else(|error| panic!("{error}"));
+        (root, dir)
+    }
+
+    fn problem(manifest: &str) -> String {
+        let (_root, dir) = lesson_with(manifest);
+        match of_lesson_dir(&dir) {
+            Ok(exercises) => panic!("expected an error, got {exercises:?}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    const ONE: &str = "[[exercise]]\nk = 1\nkind = \"change\"\ntitle = \"t\"\nhint = \"h\"\nfails_shipped = \"x\"\n";
+
+    #[test]
+    fn a_manifest_names_each_exercise_and_its_files() {
+        let (_root, dir) = lesson_with(ONE);
+        let exercises = of_lesson_dir(&dir).unwrap_or_else(|error| panic!("{error}"));
+        let [exercise] = exercises.as_slice() else {
+            panic!("expected one exercise, got {exercises:?}");
+        };
+        assert_eq!(exercise.id(), "08.1");
+        assert_eq!(exercise.marker(), "EXERCISE 08.1");
+        assert!(
+            exercise
+                .scenario()
+                .ends_with("lessons/08-demo/exercises/08.1.toml")
+        );
+        assert_eq!(
+            exercise.patch().as_deref(),
+            Some(dir.join("exercises/08.1.patch").as_path())
+        );
+    }
+
+    #[test]
+    fn manifest_mistakes_say_what_to_write() {
+        let message = problem(&ONE.replace("k = 1", "k = 2"));
+        assert!(message.contains("number them 1, 2, 3"), "{message}");
+        let message = problem(&ONE.replace("fails_shipped = \"x\"\n", ""));
+        assert!(message.contains("fails_shipped"), "{message}");
+        let message = problem(&ONE.replace("kind = \"change\"", "kind = \"predict\""));
+        assert!(message.contains("no fails_shipped"), "{message}");
+        let message = problem(&ONE.replace("hint", "hnit"));
+        assert!(message.contains("exercises.toml"), "{message}");
+    }
+
+    #[test]
+    fn a_failed_run_tells_what_was_expected_what_happened_and_the_hint() {
+        let (_root, dir) = lesson_with(ONE);
+        let exercises = of_lesson_dir(&dir).unwrap_or_else(|error| panic!("{error}"));
+        let outcome = Outcome {
+            transcript: String::new(),
+            failures: vec!["check x ✗".into()],
+            failed: vec![Failed {
+                line: Some(12),
+                expected: "last(rollout_finished.outcome) == \"completed\"".into(),
+                happened: "the left side was \"rolled_back\", the right side \"completed\"".into(),
+            }],
+            stderr: String::new(),
+            measured: Default::default(),
+        };
+        let text = verdict(&exercises[0], &outcome);
+        assert!(text.contains("does not pass yet"), "{text}");
+        assert!(text.contains("exercises/08.1.toml, line 12"), "{text}");
+        assert!(
+            text.contains("expected: last(rollout_finished.outcome)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("happened: the left side was \"rolled_back\""),
+            "{text}"
+        );
+        assert!(text.contains("Hint: h"), "{text}");
+    }
+}
