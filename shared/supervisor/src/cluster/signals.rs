@@ -10,7 +10,7 @@
 //! | SIGTTIN, SIGTTOU| one worker more, one fewer                                 |
 //!
 //! Workers ignore SIGINT and SIGHUP (see `spawn`): a terminal sends them to
-//! the whole process group, and the primary decides how workers stop. A
+//! the whole process group, and the primary decides how workers stop.
 //! A SIGTERM sent to a worker alone makes the primary replace it (a new
 //! worker ready first), then drain it: the desired count holds.
 

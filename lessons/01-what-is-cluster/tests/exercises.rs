@@ -1,0 +1,7 @@
+//! Lesson 01's exercises (`exercises/01.K.toml`): each prediction's
+//! scenario passes on this lesson as shipped.
+
+#[test]
+fn exercises_hold_as_declared() {
+    scenarios::exercise::prove_lesson(env!("CARGO_BIN_EXE_lesson-01"), "01");
+}

@@ -1,0 +1,7 @@
+//! Lesson 10's exercises (`exercises/10.K.toml`): each prediction's
+//! scenario passes on this lesson as shipped.
+
+#[test]
+fn exercises_hold_as_declared() {
+    scenarios::exercise::prove_lesson(env!("CARGO_BIN_EXE_lesson-10"), "10");
+}
