@@ -13,6 +13,8 @@
 //!
 //! - Every exercise has its scenario, its patch and marker (change the
 //!   code), its chapter section, and its CI test (see the test below).
+//! - Every question a chapter leaves to think about carries its answer,
+//!   folded away in a `<details>` block.
 //!
 //! mdBook only logs a missing include and builds the book anyway, so these
 //! checks are what stop the book from drifting. Each test collects every
@@ -544,6 +546,55 @@ fn every_include_points_at_a_file_and_anchor_that_exist() {
     report("book includes", &problems);
 }
 
+/// The numbers of the questions under a chapter's `### Think about it`
+/// whose item has no `<details>` block (the answer a learner unfolds).
+/// An item runs from its `N. ` line to the next item or heading.
+fn unanswered_questions(chapter: &str) -> Vec<u32> {
+    let Some((_, section)) = chapter.split_once("\n### Think about it\n") else {
+        return Vec::new();
+    };
+    let section = section.split("\n#").next().unwrap_or_default();
+    let mut unanswered = Vec::new();
+    let mut item: Option<(u32, bool)> = None;
+    for line in section.lines() {
+        let number = line
+            .split_once(". ")
+            .and_then(|(n, _)| n.parse::<u32>().ok());
+        if let Some(number) = number {
+            if let Some((previous, false)) = item {
+                unanswered.push(previous);
+            }
+            item = Some((number, false));
+        } else if line.trim_start().starts_with("<details>")
+            && let Some((_, answered)) = item.as_mut()
+        {
+            *answered = true;
+        }
+    }
+    if let Some((last, false)) = item {
+        unanswered.push(last);
+    }
+    unanswered
+}
+
+#[test]
+fn every_question_to_think_about_has_its_answer() {
+    let root = root();
+    let mut problems = Vec::new();
+    for name in names(&root.join("book/src")) {
+        if lesson_number(&name).is_none() || !name.ends_with(".md") {
+            continue;
+        }
+        let text = fs::read_to_string(root.join("book/src").join(&name)).unwrap_or_default();
+        for number in unanswered_questions(&text) {
+            problems.push(format!(
+                "book/src/{name}: question {number} under `### Think about it` has no answer in a <details> block"
+            ));
+        }
+    }
+    report("questions to think about", &problems);
+}
+
 #[test]
 fn the_checks_parse_what_they_should() {
     assert_eq!(lesson_number("08-rolling-restart"), Some("08"));
@@ -584,6 +635,12 @@ fn the_checks_parse_what_they_should() {
     assert!(has_marker(source, "ANCHOR", "here"));
     assert!(has_marker(source, "ANCHOR_END", "here"));
     assert!(!has_marker(source, "ANCHOR_END", "here2"));
+
+    let chapter = "## Exercises\n\n### Think about it\n\n1. Why?\n   More.\n\n   <details>\n   \
+                   <summary>An answer</summary>\n\n   Because.\n\n   </details>\n\n2. And this?\n\n\
+                   3. Last.\n\n   <details>\n\n## Next\n\n4. Not a question here.\n";
+    assert_eq!(unanswered_questions(chapter), [2]);
+    assert_eq!(unanswered_questions("1. No section.\n"), Vec::<u32>::new());
 
     let snapshot = "---\nsource: a.rs\nexpression: t\ninput_file: x.toml\n---\nbody\n";
     assert_eq!(snapshot_body_start(snapshot), Some(6));

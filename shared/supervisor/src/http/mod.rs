@@ -372,11 +372,10 @@ struct Conn {
 
 // ANCHOR: drain
 impl Conn {
-    /// Serves one connection (a TCP stream, or a heartbeat's in-memory
-    /// pipe); `counted` is false for heartbeats, which are not traffic.
-    /// Serves one connection. `presence` says when it is busy or idle, for
-    /// a full worker that must make room; the heartbeat's own connection
-    /// has none, and is not counted in [`Stats`] either.
+    /// Serves one connection: a TCP stream, or a heartbeat's in-memory
+    /// pipe. `presence` says when it is busy or idle, for a full worker
+    /// that must make room; the heartbeat's own connection has none, and is
+    /// not counted in [`Stats`] either.
     async fn run<H, F, S>(
         self,
         stream: S,
@@ -459,8 +458,10 @@ impl Conn {
             let _ = conn.await;
             return;
         }
-        // Draining: the next response says `Connection: close`. Give a quiet
-        // connection `idle_close` to send its request before we close it.
+        // Draining: a request that arrives from now on is answered with
+        // `Connection: close` (one already running is not: its header was
+        // decided when it arrived). Give a quiet connection `idle_close` to
+        // send its request before we close it.
         tokio::select! {
             _ = conn.as_mut() => return,
             () = tokio::time::sleep(idle_close) => {}
