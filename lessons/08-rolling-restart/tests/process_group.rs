@@ -179,9 +179,14 @@ impl Drop for Group {
 
 /// One GET on its own connection, in a thread: the response, or what
 /// went wrong.
-fn get(addr: &str) -> std::thread::JoinHandle<Result<String, String>> {
+/// One GET on a thread of its own, returned once the request is sent: its
+/// connection is then at least in the kernel's queue, and a stop hands it to
+/// a worker that serves it (the last batch), so the request is in flight
+/// whenever a signal lands. The thread ends with the answer, or why none.
+fn get_in_flight(addr: &str) -> Result<std::thread::JoinHandle<Result<String, String>>, Failure> {
+    let (sent, was_sent) = channel();
     let addr = addr.to_owned();
-    std::thread::spawn(move || {
+    let request = std::thread::spawn(move || {
         let mut stream = TcpStream::connect(&addr).map_err(|e| e.to_string())?;
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
@@ -189,6 +194,7 @@ fn get(addr: &str) -> std::thread::JoinHandle<Result<String, String>> {
         stream
             .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .map_err(|e| e.to_string())?;
+        let _ = sent.send(());
         let mut answer = String::new();
         stream
             .read_to_string(&mut answer)
@@ -197,7 +203,16 @@ fn get(addr: &str) -> std::thread::JoinHandle<Result<String, String>> {
             true => Err("closed with no answer".into()),
             false => Ok(answer),
         }
-    })
+    });
+    match was_sent.recv_timeout(Duration::from_secs(10)) {
+        Ok(()) => Ok(request),
+        // The thread ended before it could send: say why.
+        Err(RecvTimeoutError::Disconnected) => match request.join() {
+            Ok(Err(why)) => Err(format!("the request could not be sent: {why}").into()),
+            _ => Err("the request thread ended before it sent anything".into()),
+        },
+        Err(RecvTimeoutError::Timeout) => Err("the request was not sent within 10 s".into()),
+    }
 }
 
 #[test]
@@ -205,9 +220,10 @@ fn ctrl_c_to_the_group_drains_the_workers_they_ignore_it() -> Result<(), Failure
     let mut group = Group::start(&["--serve", "--workers", "2", "--handler-ms", "800"])?;
     let addr = group.addr()?;
     group.wait_serving()?;
-    let request = get(&addr);
-    // The request is on its way; whatever the moment SIGINT lands, the
-    // primary hands what it accepted to a worker, which serves it.
+    // The request is sent (so queued at least) before SIGINT lands: the
+    // primary hands what it accepted to a worker, which serves it. (Sent
+    // only after the signal, it would be refused: the port is closed.)
+    let request = get_in_flight(&addr)?;
     group.signal_group("INT")?;
     let status = group.wait_exit(Duration::from_secs(30))?;
     let exits: Vec<Value> = group.of("exit").cloned().collect();
@@ -267,7 +283,10 @@ fn a_second_ctrl_c_stops_at_once() -> Result<(), Failure> {
     ])?;
     let addr = group.addr()?;
     group.wait_serving()?;
-    let request = get(&addr);
+    // Sent before the first Ctrl-C: a request still on its way then could
+    // find the socket closed, and the idle worker would exit at once, 0,
+    // before the second Ctrl-C (CI saw that once).
+    let request = get_in_flight(&addr)?;
     group.signal_group("INT")?;
     // The first Ctrl-C is a graceful stop: the worker drains, and would
     // wait for the 5 s request.
