@@ -208,7 +208,10 @@ pub(super) async fn begin_stop(
     // to drain sends their keep-alive clients off to reconnect, so first
     // every socket closes, then the drain begins: a client that reconnects
     // now finds the port closed (refused, before it sent anything) rather
-    // than a queue about to be thrown away.
+    // than a queue about to be thrown away. A worker killed above for never
+    // being ready counts as open until its exit: SIGKILL closes its copy
+    // of the socket only once the process is gone, and a client that
+    // reconnected into that copy meanwhile would be reset with it.
     let closing = match cluster.inner.options.sched {
         Sched::RoundRobin => None,
         Sched::Shared | Sched::ReusePort => {
@@ -219,6 +222,7 @@ pub(super) async fn begin_stop(
                     .filter(|(_, entry)| !entry.killed)
                     .filter(|(_, entry)| entry.to_worker.send(&ToWorker::StopAccepting).is_ok())
                     .map(|(id, _)| *id)
+                    .chain(never_ready.iter().map(|(id, _)| *id))
                     .collect()
             });
             (!open.is_empty()).then(|| Closing {
