@@ -177,8 +177,6 @@ impl Drop for Group {
     }
 }
 
-/// One GET on its own connection, in a thread: the response, or what
-/// went wrong.
 /// One GET on a thread of its own, returned once the request is sent: its
 /// connection is then at least in the kernel's queue, and a stop hands it to
 /// a worker that serves it (the last batch), so the request is in flight
