@@ -12,8 +12,10 @@
 
 use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
+use super::Cluster;
+use super::supervise::Note;
 use crate::event::Event;
 
 /// How many events a subscriber may fall behind before it misses some.
@@ -98,5 +100,39 @@ impl Events {
             }
         }
         Ok(found)
+    }
+}
+
+/// Events out, as a lesson sees them: subscribe, or add one of its own.
+impl Cluster {
+    /// A stream of the events from now on. A subscriber that falls more
+    /// than `CAPACITY` (4,096) events behind misses the oldest and is told so.
+    pub fn subscribe(&self) -> Events {
+        Events::new(self.inner.bus.subscribe())
+    }
+
+    /// Prints a lesson's own event the way this cluster prints events: as
+    /// `{"event": kind, ...fields}` with `--events json`, as `human` for
+    /// people. It goes out in order with the cluster's own events.
+    pub fn report(&self, kind: &str, fields: &impl serde::Serialize, human: &str) {
+        let note = Note::Report {
+            kind: kind.to_owned(),
+            fields: serde_json::to_value(fields).unwrap_or(serde_json::Value::Null),
+            human: human.to_owned(),
+        };
+        // After the cluster stopped nobody orders events: print directly.
+        if let Err(mpsc::error::SendError(Note::Report {
+            kind,
+            fields,
+            human,
+        })) = self.inner.notes.send(note)
+        {
+            self.inner.reporter.custom(&kind, &fields, &human);
+        }
+    }
+
+    /// Prints a line for people (stderr in JSON mode).
+    pub fn note_line(&self, text: &str) {
+        self.inner.reporter.note(text);
     }
 }

@@ -22,7 +22,7 @@
 //! | `stop`        | one worker leaving, or the whole cluster, with a deadline     |
 //! | `timers`      | deadlines: backoff, ready timeout, drain; and what they do     |
 //! | `ask`         | request/response over IPC, with correlation ids               |
-//! | `bus`         | publish events in one order; subscribe and wait for them      |
+//! | `bus`         | publish events in one order; subscribe, wait, `report`        |
 //! | `rollout`     | replace one worker safely; a rolling restart of all of them   |
 //! | `health`      | heartbeats, memory and CPU, and replacing a sick worker       |
 //!
@@ -352,37 +352,6 @@ impl Cluster {
     /// filled at once; surplus workers, newest first, drain and leave.
     pub fn scale(&self, workers: usize) {
         self.command(Command::Scale(workers.max(1)));
-    }
-
-    /// A stream of the events from now on. A subscriber that falls more
-    /// than `bus::CAPACITY` (4,096) events behind misses the oldest and is told so.
-    pub fn subscribe(&self) -> Events {
-        Events::new(self.inner.bus.subscribe())
-    }
-
-    /// Prints a lesson's own event the way this cluster prints events: as
-    /// `{"event": kind, ...fields}` with `--events json`, as `human` for
-    /// people. It goes out in order with the cluster's own events.
-    pub fn report(&self, kind: &str, fields: &impl serde::Serialize, human: &str) {
-        let note = Note::Report {
-            kind: kind.to_owned(),
-            fields: serde_json::to_value(fields).unwrap_or(serde_json::Value::Null),
-            human: human.to_owned(),
-        };
-        // After the cluster stopped nobody orders events: print directly.
-        if let Err(mpsc::error::SendError(Note::Report {
-            kind,
-            fields,
-            human,
-        })) = self.inner.notes.send(note)
-        {
-            self.inner.reporter.custom(&kind, &fields, &human);
-        }
-    }
-
-    /// Prints a line for people (stderr in JSON mode).
-    pub fn note_line(&self, text: &str) {
-        self.inner.reporter.note(text);
     }
 
     /// Hands a note to the supervising task. It holds the receiver for the
