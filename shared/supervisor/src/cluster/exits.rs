@@ -39,18 +39,14 @@ impl Supervisor {
             Err(_) => (None, None),
         };
         let known = cluster.view(|r| {
-            r.workers
-                .get(&id)
-                .map(|e| (e.slot, e.departure, e.told_to_disconnect, e.ever_ready))
+            r.workers.get(&id).map(|e| {
+                let life = &e.life;
+                (e.slot, life.exit_reason(), life.exited_after_disconnect())
+            })
         });
-        let Some((slot, departure, told, ever_ready)) = known else {
+        let Some((slot, reason, told)) = known else {
             return;
         };
-        let reason = departure.unwrap_or(if ever_ready {
-            ExitReason::Crashed
-        } else {
-            ExitReason::FailedStart
-        });
         cluster.update(|registry| {
             registry.workers.remove(&id);
             registry.remember_exit(

@@ -101,7 +101,7 @@ impl Cluster {
     pub fn vitals(&self) -> Vec<Vitals> {
         let states: BTreeMap<WorkerId, WorkerState> = self.view(|registry| {
             (registry.workers.iter())
-                .map(|(id, entry)| (*id, entry.state))
+                .map(|(id, entry)| (*id, entry.life.state()))
                 .collect()
         });
         lock(&self.inner.vitals)
@@ -146,8 +146,8 @@ pub(super) async fn monitor(cluster: Cluster, policy: HealthPolicy) {
                     .iter()
                     .map(|(id, e)| {
                         let restarts = registry.slots.get(&e.slot).map_or(0, |s| s.restarts);
-                        let checked = e.in_service() && e.state == WorkerState::Ready;
-                        (*id, e.pid, e.state, e.generation, restarts, checked)
+                        let checked = e.life.is_ready();
+                        (*id, e.pid, e.life.state(), e.generation, restarts, checked)
                     })
                     .collect::<Vec<_>>(),
             )

@@ -13,7 +13,8 @@
 //!
 //! | file          | its one job                                                   |
 //! |---------------|---------------------------------------------------------------|
-//! | `registry`    | the slots and workers, each worker's [`WorkerState`]          |
+//! | `registry`    | the slots and the workers the primary runs                    |
+//! | `life`        | one worker's life: its stage, and what was decided about it   |
 //! | `spawn`       | start a worker process in a slot, and watch it                |
 //! | `dispatch`    | round-robin: accept and hand connections to ready workers     |
 //! | `supervise`   | the one loop: notes (and commands), timers, reconcile         |
@@ -44,6 +45,7 @@ mod dispatch;
 mod error;
 mod exits;
 mod health;
+mod life;
 mod options;
 mod registry;
 mod rollout;
@@ -283,7 +285,7 @@ impl Cluster {
 
     /// Where worker `id` is in its life, if it is still running.
     pub fn state(&self, id: WorkerId) -> Option<WorkerState> {
-        self.view(|registry| registry.workers.get(&id).map(|entry| entry.state))
+        self.view(|registry| registry.workers.get(&id).map(|entry| entry.life.state()))
     }
 
     /// The pid of a running worker.

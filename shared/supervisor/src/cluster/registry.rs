@@ -9,9 +9,10 @@
 //! With reuseport the slot also owns its listening socket, which outlives
 //! the workers that accept on it (see [`crate::listen`]).
 //!
-//! A worker's life is one [`WorkerState`], not a set of flags whose
-//! combinations mean different things; *why* it is leaving is a separate
-//! [`ExitReason`], set once, when somebody decides it should go.
+//! A worker's life is one [`Life`], not a set of flags whose combinations
+//! mean different things: *why* it is leaving ([`crate::event::ExitReason`])
+//! is part of the stage it is in, set once, when somebody decides it should
+//! go.
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
@@ -22,6 +23,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::dispatch::Target;
+use super::life::Life;
 use super::{Cluster, WaitError};
 use crate::event::ExitReason;
 use crate::ipc::{self, ToWorker};
@@ -66,28 +68,12 @@ pub(crate) struct Entry {
     pub pid: u32,
     pub slot: SlotId,
     pub generation: u32,
-    pub state: WorkerState,
-    /// Set once somebody decides the worker should go, and why.
-    pub departure: Option<ExitReason>,
-    /// The primary sent it `disconnect` (Node's `exitedAfterDisconnect`).
-    pub told_to_disconnect: bool,
+    /// Where it is in its life, and what was decided about it.
+    pub life: Life,
     pub to_worker: ipc::Sender<ToWorker>,
     /// Round-robin: where its connections go.
     pub target: Option<Arc<Target>>,
     pub forked_at: Instant,
-    /// Killed if still running then (a drain that overruns `grace`).
-    pub drain_deadline: Option<Instant>,
-    /// A SIGKILL has been sent; do not send another.
-    pub killed: bool,
-    /// It said `ready` at some point (an exit before that is a failed start).
-    pub ever_ready: bool,
-}
-
-impl Entry {
-    /// Starting, listening or ready, and nobody has asked it to go.
-    pub fn in_service(&self) -> bool {
-        self.departure.is_none() && self.state <= WorkerState::Ready
-    }
 }
 
 /// How a worker ended, kept a while for whoever waited on it.
@@ -165,7 +151,7 @@ impl Registry {
     pub fn ready(&self) -> impl Iterator<Item = WorkerId> + '_ {
         self.workers
             .iter()
-            .filter(|(_, entry)| entry.state == WorkerState::Ready && entry.departure.is_none())
+            .filter(|(_, entry)| entry.life.is_ready())
             .map(|(id, _)| *id)
     }
 
@@ -173,7 +159,7 @@ impl Registry {
     pub fn routes(&self) -> Vec<Arc<Target>> {
         self.workers
             .values()
-            .filter(|entry| entry.state == WorkerState::Ready && entry.departure.is_none())
+            .filter(|entry| entry.life.is_ready())
             .filter_map(|entry| entry.target.clone())
             .collect()
     }

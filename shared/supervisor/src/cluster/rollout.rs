@@ -26,7 +26,6 @@
 
 use std::time::{Duration, Instant};
 
-use super::registry::WorkerState;
 use super::{Cluster, ClusterError};
 use crate::event::{Event, ExitReason, RolloutOutcome};
 use crate::role::WorkerId;
@@ -107,14 +106,14 @@ impl Cluster {
             let slot = registry
                 .workers
                 .get(&old)
-                .filter(|entry| entry.in_service())
+                .filter(|entry| entry.life.in_service())
                 .map(|entry| entry.slot)
                 .filter(|slot| registry.slots.contains_key(slot))
                 .ok_or(ReplaceError::NotInService(old))?;
             let busy = registry
                 .workers
                 .iter()
-                .any(|(id, e)| *id != old && e.slot == slot && e.departure.is_none());
+                .any(|(id, e)| *id != old && e.slot == slot && e.life.in_service());
             if busy {
                 return Err(ReplaceError::AlreadyReplacing(old));
             }
@@ -130,9 +129,7 @@ impl Cluster {
                     return Some(Err(None));
                 }
                 match r.workers.get(&new) {
-                    Some(e) if e.state == WorkerState::Ready && e.departure.is_none() => {
-                        Some(Ok(()))
-                    }
+                    Some(e) if e.life.is_ready() => Some(Ok(())),
                     Some(_) => None,
                     None => Some(Err(Some(r.ended.get(&new).map_or_else(
                         || "it exited before it was ready".to_string(),
@@ -249,7 +246,7 @@ impl Cluster {
             let olds: Vec<WorkerId> = registry
                 .workers
                 .iter()
-                .filter(|(_, e)| e.in_service() && e.generation < registry.generation)
+                .filter(|(_, e)| e.life.in_service() && e.generation < registry.generation)
                 .map(|(id, _)| *id)
                 .collect();
             Ok((registry.generation, previous, olds))

@@ -18,7 +18,8 @@ use tokio::net::UnixStream;
 use tokio::time::Instant;
 
 use super::dispatch::Target;
-use super::registry::{Entry, Registry, Slot, SlotId, WorkerState};
+use super::life::Life;
+use super::registry::{Entry, Registry, Slot, SlotId};
 use super::supervise::Note;
 use super::{Cluster, ClusterError, lock};
 use crate::event::Event;
@@ -191,15 +192,10 @@ impl Cluster {
                 pid,
                 slot,
                 generation,
-                state: WorkerState::Starting,
-                departure: None,
-                told_to_disconnect: false,
+                life: Life::Starting,
                 to_worker,
                 target,
                 forked_at: Instant::now(),
-                drain_deadline: None,
-                killed: false,
-                ever_ready: false,
             },
         );
         if let Some(slot) = registry.slots.get_mut(&slot) {

@@ -22,7 +22,6 @@ use super::dispatch;
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
-use super::registry::WorkerState;
 use super::supervise::Command;
 use super::{Cluster, ClusterError};
 use crate::event::{Event, ExitReason, GaveUpCause, StopReason};
@@ -179,9 +178,7 @@ pub(super) async fn begin_stop(
         // SIGTERM came, cost each keep-alive client one request).
         let mut never_ready = Vec::new();
         for (id, entry) in &mut registry.workers {
-            if !entry.ever_ready && !entry.killed {
-                entry.killed = true;
-                entry.departure.get_or_insert(ExitReason::Shutdown);
+            if !entry.life.ever_ready() && entry.life.kill(ExitReason::Shutdown) {
                 never_ready.push((*id, entry.pid));
             }
         }
@@ -219,7 +216,7 @@ pub(super) async fn begin_stop(
                 registry
                     .workers
                     .iter()
-                    .filter(|(_, entry)| !entry.killed)
+                    .filter(|(_, entry)| !entry.life.killed())
                     .filter(|(_, entry)| entry.to_worker.send(&ToWorker::StopAccepting).is_ok())
                     .map(|(id, _)| *id)
                     .chain(never_ready.iter().map(|(id, _)| *id))
@@ -250,10 +247,13 @@ pub(super) fn kill_all(cluster: &Cluster, stop: &mut Stopping) {
         registry
             .workers
             .iter_mut()
-            .filter(|(_, entry)| !entry.killed)
-            .map(|(id, entry)| {
-                entry.killed = true;
-                (*id, entry.pid)
+            .filter_map(|(id, entry)| {
+                // One that was told to go keeps its reason; one still in
+                // service (a fast stop while sockets close) goes for the stop.
+                entry
+                    .life
+                    .kill(ExitReason::Shutdown)
+                    .then_some((*id, entry.pid))
             })
             .collect::<Vec<_>>()
     });
@@ -286,13 +286,7 @@ impl Cluster {
                 .workers
                 .get_mut(&id)
                 .ok_or(ClusterError::NoSuchWorker(id))?;
-            let first = entry.departure.is_none();
-            entry.departure.get_or_insert(reason);
-            if entry.state <= WorkerState::Ready {
-                entry.state = WorkerState::Draining;
-            }
-            entry.told_to_disconnect = true;
-            entry.drain_deadline.get_or_insert(deadline);
+            let first = entry.life.depart(reason, deadline);
             let (slot, to_worker, target) =
                 (entry.slot, entry.to_worker.clone(), entry.target.clone());
             // Leaving for good gives up its place in the desired count at
@@ -303,7 +297,7 @@ impl Cluster {
                 let taken = registry
                     .workers
                     .values()
-                    .any(|e| e.slot == slot && e.departure.is_none());
+                    .any(|e| e.slot == slot && e.life.in_service());
                 if !taken && registry.slots.contains_key(&slot) {
                     let from = registry.slots.len();
                     registry.slots.remove(&slot);

@@ -24,7 +24,7 @@ use super::dispatch;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::registry::{Registry, SlotId, WorkerState};
+use super::registry::{Registry, SlotId};
 pub(super) use super::signals::Signals;
 use super::stop::{Stopping, begin_stop, kill_all};
 use super::timers::next_timer;
@@ -188,8 +188,8 @@ impl Supervisor {
         match note {
             Note::Publish(event) => cluster.publish_now(event),
             Note::Worker(event) => {
-                if let Some(state) = state_after(&event) {
-                    cluster.update(|registry| apply(registry, &event, state));
+                if is_lifecycle(&event) {
+                    cluster.update(|registry| apply(registry, &event));
                 }
                 cluster.publish_now(event);
             }
@@ -281,7 +281,7 @@ impl Supervisor {
                     registry
                         .workers
                         .iter()
-                        .filter(|(_, entry)| entry.slot == slot && entry.departure.is_none())
+                        .filter(|(_, entry)| entry.slot == slot && entry.life.in_service())
                         .map(|(id, _)| *id),
                 );
             }
@@ -360,23 +360,25 @@ impl Supervisor {
     }
 }
 
-/// The state a worker's own event moves it to, if it is a lifecycle event.
-fn state_after(event: &Event) -> Option<WorkerState> {
+/// Moves the event's worker along its life, if the event is one of its
+/// own lifecycle events. Events only move a worker forward: a draining
+/// worker that reports ready late stays draining (see [`super::life::Life::ready`]).
+fn apply(registry: &mut Registry, event: &Event) -> bool {
+    let Some(entry) = event.worker().and_then(|id| registry.workers.get_mut(&id)) else {
+        return false;
+    };
     match event {
-        Event::Listening { .. } => Some(WorkerState::Listening),
-        Event::Ready { .. } => Some(WorkerState::Ready),
-        Event::Disconnect { .. } => Some(WorkerState::Leaving),
-        _ => None,
+        Event::Listening { .. } => entry.life.listening(),
+        Event::Ready { .. } => entry.life.ready(),
+        Event::Disconnect { .. } => entry.life.channel_closed(),
+        _ => false,
     }
 }
 
-/// Moves the event's worker to `next`. States only move forward: a
-/// draining worker that reports ready late stays draining.
-fn apply(registry: &mut Registry, event: &Event, next: WorkerState) {
-    if let Some(entry) = event.worker().and_then(|id| registry.workers.get_mut(&id)) {
-        entry.ever_ready |= next == WorkerState::Ready;
-        if next > entry.state {
-            entry.state = next;
-        }
-    }
+/// Whether `event` is one that [`apply`] may act on.
+fn is_lifecycle(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::Listening { .. } | Event::Ready { .. } | Event::Disconnect { .. }
+    )
 }

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::registry::{Registry, WorkerState};
+use super::registry::Registry;
 use super::stop::sigkill;
 use super::supervise::Supervisor;
-use crate::event::{Event, ExitReason, HealthReason};
+use crate::event::{Event, HealthReason};
 
 /// The earliest moment something is due: a backoff ending, a worker's
 /// ready deadline, a drain deadline.
@@ -27,14 +27,7 @@ pub(super) fn next_timer(registry: &Registry, ready_timeout: Duration) -> Option
     let deadlines = registry
         .workers
         .values()
-        .filter(|entry| !entry.killed)
-        .filter_map(|entry| {
-            if entry.in_service() && entry.state < WorkerState::Ready {
-                Some(entry.forked_at + ready_timeout)
-            } else {
-                entry.drain_deadline
-            }
-        });
+        .filter_map(|entry| entry.life.deadline(entry.forked_at + ready_timeout));
     if registry.stopping {
         deadlines.min()
     } else {
@@ -55,18 +48,13 @@ impl Supervisor {
             let mut not_ready = Vec::new();
             let mut overdue = Vec::new();
             for (id, entry) in &mut registry.workers {
-                if entry.killed {
+                let ready_by = entry.forked_at + ready_timeout;
+                if entry.life.deadline(ready_by).is_none_or(|at| at > now) {
                     continue;
                 }
-                if entry.in_service()
-                    && entry.state < WorkerState::Ready
-                    && entry.forked_at + ready_timeout <= now
-                {
-                    entry.departure = Some(ExitReason::NotReady);
-                    entry.killed = true;
+                if entry.life.give_up_on_start() {
                     not_ready.push((*id, entry.pid));
-                } else if entry.drain_deadline.is_some_and(|at| at <= now) {
-                    entry.killed = true;
+                } else if entry.life.cut_drain() {
                     overdue.push((*id, entry.pid));
                 }
             }
