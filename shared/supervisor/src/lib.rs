@@ -11,6 +11,7 @@
 //! | module             | its one job                                                       | Node name            |
 //! |--------------------|-------------------------------------------------------------------|----------------------|
 //! | [`role`](mod@role) | tell a primary from a worker (an environment variable)           | `cluster.isPrimary`  |
+//! | [`worker_env`]     | the rest of what a worker's environment says, written and read    | `NODE_CHANNEL_FD`    |
 //! | [`cluster`]        | the primary: desired state, fork, events, replace, roll, health   | `cluster.fork()`     |
 //! | [`worker`]         | the worker's side of the channel: listen, ready, send, disconnect | `cluster.worker`     |
 //! | [`event`]          | the lifecycle events, as JSON for machines                        | `cluster.on('exit')` |
@@ -69,6 +70,7 @@ pub mod runtime;
 pub mod spread;
 pub mod sticky;
 pub mod worker;
+pub mod worker_env;
 
 pub use cli::ClusterArgs;
 pub use cluster::{

@@ -27,21 +27,9 @@ impl fmt::Display for WorkerId {
     }
 }
 
-/// Set by the primary in each worker's environment: the worker's id.
+/// Set by the primary in each worker's environment: the worker's id. The
+/// rest of what it sets is in [`crate::worker_env`].
 pub const WORKER_ID_VAR: &str = "CLUSTER_WORKER_ID";
-/// The generation the worker belongs to: 1 at start, one more for each
-/// rolling restart (see [`crate::Cluster::rolling_restart`]).
-pub const GENERATION_VAR: &str = "CLUSTER_GENERATION";
-/// The worker's end of its IPC socketpair (newline-delimited JSON).
-pub const IPC_FD_VAR: &str = "CLUSTER_IPC_FD";
-/// Which scheduling strategy the primary chose (`rr`, `shared`).
-pub const SCHED_VAR: &str = "CLUSTER_SCHED";
-/// Shared strategy: the inherited listening socket. Reuseport: the socket
-/// of the worker's slot, bound by the primary (see [`crate::listen`]).
-pub const LISTEN_FD_VAR: &str = "CLUSTER_LISTEN_FD";
-/// Round-robin strategy: the socket accepted connections arrive on.
-pub const HANDLES_FD_VAR: &str = "CLUSTER_HANDLES_FD";
-
 /// Which side of the cluster this process is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -78,5 +66,3 @@ pub fn role() -> Result<Role, BadWorkerId> {
             .map_err(|_| BadWorkerId(raw)),
     }
 }
-/// The address the cluster serves on (port 0 already resolved).
-pub const ADDR_VAR: &str = "CLUSTER_ADDR";

@@ -11,7 +11,7 @@
 //! So the primary decides how many threads each worker's runtime gets: the
 //! cores this process may use divided by the desired number of workers, at
 //! least one ([`worker_threads`]), or what `--worker-threads` says. It
-//! passes the figure in the worker's environment ([`THREADS_VAR`]), and a
+//! passes the figure in the worker's environment ([`WorkerEnv::threads`]), and a
 //! worker with one thread runs tokio's current-thread runtime: no thread
 //! hand-offs at all, like Node's loop.
 //!
@@ -35,10 +35,7 @@ use std::process::ExitCode;
 use tokio::runtime::{Builder, Runtime};
 
 use crate::role::{Role, role};
-
-/// Set by the primary in each worker's environment: how many threads the
-/// worker's runtime should have.
-pub const THREADS_VAR: &str = "CLUSTER_WORKER_THREADS";
+use crate::worker_env::WorkerEnv;
 
 /// Threads per worker so that `workers` workers fill `cores` cores and no
 /// more: `cores / workers`, at least one.
@@ -52,10 +49,7 @@ pub fn worker_threads(workers: usize, cores: usize) -> usize {
 /// figure, gets tokio's default of a thread per core).
 pub fn build() -> io::Result<Runtime> {
     let threads = match role() {
-        Ok(Role::Worker(_)) => std::env::var(THREADS_VAR)
-            .ok()
-            .and_then(|value| value.parse::<usize>().ok())
-            .filter(|&threads| threads > 0),
+        Ok(Role::Worker(_)) => WorkerEnv::threads(),
         _ => Some(1),
     };
     match threads {

@@ -10,7 +10,6 @@
 //! run.)
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -18,13 +17,12 @@ use tokio::net::UnixStream;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
-use crate::inherit::{InheritError, take_inherited};
+use crate::inherit::InheritError;
 use crate::ipc::{self, Incoming, SendError, ToPrimary, ToWorker};
-use crate::listen::{ListenError, Listener, Probes, Sched};
+use crate::listen::{ListenError, Listener, Probes};
 use crate::report::stderr_line;
-use crate::role::{
-    ADDR_VAR, BadWorkerId, IPC_FD_VAR, Role, SCHED_VAR, WORKER_ID_VAR, WorkerId, role,
-};
+use crate::role::{BadWorkerId, Role, WORKER_ID_VAR, WorkerId, role};
+use crate::worker_env::{EnvError, IPC_FD_VAR, WorkerEnv};
 
 /// Heartbeats queued for the server; more than this waiting means the
 /// server is not answering, and the primary's timeout will say so.
@@ -39,8 +37,8 @@ pub enum WorkerError {
     BadId(#[from] BadWorkerId),
     #[error(transparent)]
     Inherit(#[from] InheritError),
-    #[error("{var}={value:?} from the primary is not valid")]
-    BadEnv { var: &'static str, value: String },
+    #[error(transparent)]
+    Env(#[from] EnvError),
     /// The descriptor is open but is not a socket this process can use:
     /// the cause is printed in the message, not again as a source.
     #[error(
@@ -90,7 +88,7 @@ impl Worker {
         let Role::Worker(id) = role()? else {
             return Err(WorkerError::NotAWorker);
         };
-        let fd = take_inherited(IPC_FD_VAR)?;
+        let fd = WorkerEnv::take_ipc()?;
         let stream = std::os::unix::net::UnixStream::from(fd);
         stream.set_nonblocking(true).map_err(WorkerError::Channel)?;
         let (mut from_primary, to_primary) = ipc::channel::<ToWorker, ToPrimary>(
@@ -181,18 +179,15 @@ impl Worker {
     /// rolling restart. A lesson can behave differently per generation (a
     /// "bad release" that never gets ready, say).
     pub fn generation(&self) -> u32 {
-        std::env::var(crate::role::GENERATION_VAR)
-            .ok()
-            .and_then(|value| value.parse().ok())
-            .unwrap_or(1)
+        WorkerEnv::generation()
     }
 
     /// Takes this worker's way to connections, the way the primary chose,
     /// and reports `listening` with the address. Nothing is accepted until
     /// [`Worker::ready`].
     pub async fn listen(&self) -> Result<Listener, WorkerError> {
-        let sched = env_parsed::<Sched>(SCHED_VAR)?;
-        let addr = env_parsed::<SocketAddr>(ADDR_VAR)?;
+        let (sched, addr) = WorkerEnv::sched_and_addr()?;
+        let inherited = WorkerEnv::take_connections(sched)?;
         let probes = self
             .probes
             .lock()
@@ -207,7 +202,7 @@ impl Worker {
             stop_accepting: self.stop_accepting.clone(),
             to_primary: self.to_primary.clone(),
         };
-        let listener = Listener::from_env(self.id, sched, addr, signals, probes)?;
+        let listener = Listener::inherited(self.id, sched, addr, inherited, signals, probes)?;
         if let Ok(mut slot) = self.listen_at_ready.lock() {
             *slot = listener
                 .socket_to_listen_on()
@@ -278,11 +273,4 @@ impl Worker {
             let _ = disconnect.wait_for(|&yes| yes).await;
         }
     }
-}
-
-fn env_parsed<T: std::str::FromStr>(var: &'static str) -> Result<T, WorkerError> {
-    let value = std::env::var(var).map_err(|_| InheritError::Missing { var })?;
-    value
-        .parse()
-        .map_err(|_| WorkerError::BadEnv { var, value })
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::{Cluster, lock};
-use crate::ipc::ToWorker;
+use crate::ipc::{Beat, ToWorker};
 use crate::role::WorkerId;
 
 /// Why a question got no answer.
@@ -27,6 +27,19 @@ pub enum AskError {
     /// The question has no JSON form; nothing was sent.
     #[error("the question for worker {id} cannot be sent: it has no JSON form ({reason})")]
     NotJson { id: WorkerId, reason: String },
+    /// A heartbeat's answer came back for a question, or a reply for a
+    /// heartbeat: the worker speaks the protocol wrongly.
+    #[error("worker {id} answered with the wrong kind of reply")]
+    WrongKind { id: WorkerId },
+}
+
+/// What came back for a question: a lesson's reply, or a heartbeat's. The
+/// two share the correlation ids and the table of waiting questions; each
+/// asker takes only the kind it asked for.
+#[derive(Debug)]
+pub(super) enum Answer {
+    Reply(serde_json::Value),
+    Beat(Beat),
 }
 
 /// The answers to [`Cluster::ask_all`].
@@ -52,8 +65,29 @@ impl Cluster {
             id,
             reason: error.to_string(),
         })?;
-        self.ask_with(id, |seq| ToWorker::Request { seq, body }, timeout)
-            .await
+        match self
+            .ask_with(id, |seq| ToWorker::Request { seq, body }, timeout)
+            .await?
+        {
+            Answer::Reply(body) => Ok(body),
+            Answer::Beat(_) => Err(AskError::WrongKind { id }),
+        }
+    }
+
+    /// Sends worker `id` a heartbeat and waits, at most `timeout`, for
+    /// what its server made of it.
+    pub(super) async fn heartbeat(
+        &self,
+        id: WorkerId,
+        timeout: Duration,
+    ) -> Result<Beat, AskError> {
+        match self
+            .ask_with(id, |seq| ToWorker::Heartbeat { seq }, timeout)
+            .await?
+        {
+            Answer::Beat(beat) => Ok(beat),
+            Answer::Reply(_) => Err(AskError::WrongKind { id }),
+        }
     }
 
     /// Sends what `message` builds from a fresh correlation id, and waits
@@ -63,7 +97,7 @@ impl Cluster {
         id: WorkerId,
         message: impl FnOnce(u64) -> ToWorker,
         timeout: Duration,
-    ) -> Result<serde_json::Value, AskError> {
+    ) -> Result<Answer, AskError> {
         let seq = self
             .inner
             .next_seq
@@ -77,13 +111,21 @@ impl Cluster {
             return Err(AskError::Gone { id });
         }
         match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(body)) => Ok(body),
+            Ok(Ok(answer)) => Ok(answer),
             // The worker exited; its questions were dropped.
             Ok(Err(_)) => Err(AskError::Gone { id }),
             Err(_) => {
                 lock(&self.inner.pending).remove(&seq);
                 Err(AskError::Timeout { id, after: timeout })
             }
+        }
+    }
+
+    /// Hands the answer to question `seq` to whoever waits for it. No
+    /// waiter means the question timed out already: the answer is dropped.
+    pub(super) fn answer(&self, seq: u64, answer: Answer) {
+        if let Some((_, waiter)) = lock(&self.inner.pending).remove(&seq) {
+            let _ = waiter.send(answer);
         }
     }
 

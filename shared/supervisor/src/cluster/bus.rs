@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
 use super::Cluster;
-use super::supervise::Note;
+use super::inbox::Note;
 use crate::event::Event;
 
 /// How many events a subscriber may fall behind before it misses some.

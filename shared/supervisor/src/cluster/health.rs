@@ -29,11 +29,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::registry::WorkerState;
-use super::supervise::Command;
+use super::inbox::Command;
+use super::life::WorkerState;
 use super::{Cluster, lock};
 use crate::event::{Event, ExitReason, GaveUpCause, HealthReason};
-use crate::ipc::ToWorker;
 use crate::restart::{Decision, RestartBudget, RestartPolicy};
 use crate::role::WorkerId;
 
@@ -163,12 +162,7 @@ pub(super) async fn monitor(cluster: Cluster, policy: HealthPolicy) {
             if checked && !replacing.contains(&id) {
                 let cluster = cluster.clone();
                 let timeout = policy.timeout;
-                beats.spawn(async move {
-                    let answer = cluster
-                        .ask_with(id, |seq| ToWorker::Heartbeat { seq }, timeout)
-                        .await;
-                    (id, answer)
-                });
+                beats.spawn(async move { (id, cluster.heartbeat(id, timeout).await) });
             }
         }
         let mut answers = BTreeMap::new();
@@ -200,11 +194,9 @@ pub(super) async fn monitor(cluster: Cluster, policy: HealthPolicy) {
                 row.restarts = restarts;
                 // ANCHOR: verdict
                 match answers.get(&id) {
-                    Some(Ok(body))
-                        if (200..300).contains(&body["status"].as_u64().unwrap_or(0)) =>
-                    {
+                    Some(Ok(beat)) if beat.healthy() => {
                         row.missed = 0;
-                        row.requests = body["requests"].as_u64().unwrap_or(row.requests);
+                        row.requests = beat.requests;
                     }
                     Some(_) => row.missed += 1,
                     None => {}

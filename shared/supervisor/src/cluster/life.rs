@@ -16,10 +16,27 @@
 //! second SIGKILL or rename an exit. Time is passed in, never read, so the
 //! tests below need no clock and no process (like `restart.rs`).
 
+use serde::Serialize;
 use tokio::time::Instant;
 
-use super::registry::WorkerState;
 use crate::event::ExitReason;
+
+/// Where a worker is in its life. Each state follows the one before; a
+/// crash can end any of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Forked; its code has not yet taken its listener.
+    Starting,
+    /// Holds its way to connections, takes none yet (Node's `listening`).
+    Listening,
+    /// Said it is ready: it gets connections.
+    Ready,
+    /// Told to leave: out of rotation, finishing what it has.
+    Draining,
+    /// Its channel closed: the process is ending.
+    Leaving,
+}
 
 /// Where a worker is in its life, with what each stage needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,6 +17,7 @@
 //! | `life`        | one worker's life: its stage, and what was decided about it   |
 //! | `spawn`       | start a worker process in a slot, and watch it                |
 //! | `dispatch`    | round-robin: accept and hand connections to ready workers     |
+//! | `inbox`       | what the loop is told: workers' notes, commands, events       |
 //! | `supervise`   | the one loop: notes (and commands), timers, reconcile         |
 //! | `exits`       | what a worker's exit means: budget, backoff, refill           |
 //! | `signals`     | the signal table: stop, fast stop, roll, scale                |
@@ -45,6 +46,7 @@ mod dispatch;
 mod error;
 mod exits;
 mod health;
+mod inbox;
 mod life;
 mod options;
 mod registry;
@@ -72,13 +74,13 @@ pub use self::ask::{AskError, Gathered};
 pub use self::bus::{Events, WaitError};
 pub use self::error::ClusterError;
 pub use self::health::{HealthPolicy, Vitals};
+use self::inbox::{Command, Note};
+pub use self::life::WorkerState;
 pub use self::options::ClusterOptions;
-pub use self::registry::WorkerState;
 use self::registry::lock;
 use self::registry::{Registry, SlotId};
 pub use self::rollout::{ReplaceError, ReplaceStep, RolloutError, RolloutReport};
 pub use self::stop::Stopped;
-use self::supervise::{Command, Note};
 use crate::event::{Event, ExitReason, StopReason};
 use crate::listen::{self, Sched};
 use crate::report::Reporter;
@@ -110,7 +112,7 @@ struct Inner {
     /// Round-robin: a worker acknowledged a connection (it has room again).
     capacity: Notify,
     /// Questions waiting for their reply, by correlation id.
-    pending: Mutex<HashMap<u64, (WorkerId, oneshot::Sender<serde_json::Value>)>>,
+    pending: Mutex<HashMap<u64, (WorkerId, oneshot::Sender<ask::Answer>)>>,
     next_seq: AtomicU64,
     /// Connections the primary accepted and handed to a worker (round-robin).
     handed_out: AtomicU64,

@@ -19,7 +19,6 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::time::Instant;
 
 use super::dispatch::Target;
@@ -28,23 +27,6 @@ use super::{Cluster, WaitError};
 use crate::event::ExitReason;
 use crate::ipc::{self, ToWorker};
 use crate::role::WorkerId;
-
-/// Where a worker is in its life. Each state follows the one before; a
-/// crash can end any of them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WorkerState {
-    /// Forked; its code has not yet taken its listener.
-    Starting,
-    /// Holds its way to connections, takes none yet (Node's `listening`).
-    Listening,
-    /// Said it is ready: it gets connections.
-    Ready,
-    /// Told to leave: out of rotation, finishing what it has.
-    Draining,
-    /// Its channel closed: the process is ending.
-    Leaving,
-}
 
 /// One place in the desired count.
 #[derive(Debug, Default)]

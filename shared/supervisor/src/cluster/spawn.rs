@@ -17,21 +17,20 @@ use nix::sys::signal::Signal;
 use tokio::net::UnixStream;
 use tokio::time::Instant;
 
+use super::ask::Answer;
 use super::dispatch::Target;
+use super::inbox::Note;
 use super::life::Life;
 use super::registry::{Entry, Registry, Slot, SlotId};
-use super::supervise::Note;
-use super::{Cluster, ClusterError, lock};
+use super::{Cluster, ClusterError};
 use crate::event::Event;
 use crate::handles;
 use crate::inherit::keep_across_exec;
 use crate::ipc::{self, Incoming, ToPrimary, ToWorker};
 use crate::listen::{self, Sched};
-use crate::role::{
-    ADDR_VAR, GENERATION_VAR, HANDLES_FD_VAR, IPC_FD_VAR, LISTEN_FD_VAR, SCHED_VAR, WORKER_ID_VAR,
-    WorkerId,
-};
+use crate::role::WorkerId;
 use crate::runtime;
+use crate::worker_env::{Connections, WorkerEnv};
 
 /// What the child must refuse to start with: a message built before the
 /// fork, because nothing may allocate between fork and exec.
@@ -89,6 +88,17 @@ impl Cluster {
                 .map(AsRawFd::as_raw_fd),
             Sched::RoundRobin => None,
         };
+        let connections = match (&handles_worker, listening_socket) {
+            (Some(fd), _) => Connections::Handles(fd.as_raw_fd()),
+            (None, Some(fd)) => Connections::Listener(fd),
+            // Both close only when the cluster stops, and a stopping
+            // cluster forks nothing (checked above).
+            (None, None) => {
+                return Err(spawn_error(io::Error::other(
+                    "no listening socket left to give a worker",
+                )));
+            }
+        };
 
         // Sized for the desired count now: after a scale-up, new workers
         // get fewer threads each (see `crate::runtime`).
@@ -100,33 +110,31 @@ impl Cluster {
             Some(args) => command.args(args),
             None => command.args(std::env::args_os().skip(1)),
         };
+        WorkerEnv {
+            id,
+            generation,
+            ipc_fd: worker_ipc.as_raw_fd(),
+            sched: options.sched,
+            addr: self.inner.addr,
+            threads,
+            connections,
+        }
+        .write_to(&mut command);
         command
-            .env(WORKER_ID_VAR, id.to_string())
-            .env(GENERATION_VAR, generation.to_string())
-            .env(IPC_FD_VAR, worker_ipc.as_raw_fd().to_string())
-            .env(SCHED_VAR, options.sched.to_string())
-            .env(ADDR_VAR, self.inner.addr.to_string())
-            .env(runtime::THREADS_VAR, threads.to_string())
             .envs(options.worker_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             // stdout is the primary's event stream (JSON in --events json):
             // a worker's prints go to stderr so they cannot corrupt it.
             .stdout(Stdio::from(io::stderr()))
             .kill_on_drop(false);
-        let mut inherited = vec![worker_ipc.as_raw_fd()];
-        if let Some(fd) = &handles_worker {
-            command.env(HANDLES_FD_VAR, fd.as_raw_fd().to_string());
-            inherited.push(fd.as_raw_fd());
-        }
-        if let Some(fd) = listening_socket {
-            command.env(LISTEN_FD_VAR, fd.to_string());
-            inherited.push(fd);
-        }
+        let inherited = match connections {
+            Connections::Handles(fd) | Connections::Listener(fd) => [worker_ipc.as_raw_fd(), fd],
+        };
         let parent = nix::unistd::getpid();
         let memory_limit = self.inner.options.worker_memory_limit;
         // SAFETY: the closure runs in the child between fork and exec, and
         // calls only async-signal-safe functions (fcntl, prctl, getppid,
-        // signal, setrlimit); it allocates nothing: the Vec was built before the fork,
+        // signal, setrlimit); it allocates nothing: the descriptors were listed before the fork,
         // and its one error is a static message.
         unsafe {
             command.pre_exec(move || {
@@ -233,10 +241,11 @@ async fn watch_worker(
                 ToPrimary::Terminated => Note::Terminated(id),
                 ToPrimary::NotAccepting => Note::NotAccepting(id),
                 ToPrimary::Reply { seq, body } => {
-                    // No waiter means the question timed out already: drop it.
-                    if let Some((_, answer)) = lock(&cluster.inner.pending).remove(&seq) {
-                        let _ = answer.send(body);
-                    }
+                    cluster.answer(seq, Answer::Reply(body));
+                    continue;
+                }
+                ToPrimary::Heartbeat { seq, beat } => {
+                    cluster.answer(seq, Answer::Beat(beat));
                     continue;
                 }
             },

@@ -22,7 +22,7 @@ use super::dispatch;
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
-use super::supervise::Command;
+use super::inbox::Command;
 use super::{Cluster, ClusterError};
 use crate::event::{Event, ExitReason, GaveUpCause, StopReason};
 use crate::ipc::ToWorker;

@@ -15,8 +15,6 @@
 //! at its drain deadline (`grace`) is killed; an empty slot is filled when
 //! its backoff ends.
 
-use std::io;
-use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,59 +22,14 @@ use super::dispatch;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::inbox::{Command, Note};
 use super::registry::{Registry, SlotId};
 pub(super) use super::signals::Signals;
-use super::stop::{Stopping, begin_stop, kill_all};
-use super::timers::next_timer;
+use super::stop::{Stopping, begin_stop, kill_all, sigkill};
+use super::timers::{Due, next_timer, overdue};
 use super::{Cluster, ClusterError, Stopped};
-use crate::event::{Event, ExitReason, GaveUpCause, StopReason};
+use crate::event::{Event, ExitReason, GaveUpCause, HealthReason, StopReason};
 use crate::restart::RestartBudget;
-use crate::role::WorkerId;
-
-/// What the rest of the cluster tells the supervising task.
-#[derive(Debug)]
-pub(crate) enum Note {
-    /// Publish this event as it is.
-    Publish(Event),
-    /// A worker's lifecycle event: update its state, then publish.
-    Worker(Event),
-    /// The worker asked to leave (Node's `worker.disconnect()` in a worker).
-    WantsToLeave(WorkerId),
-    /// The worker was sent SIGTERM.
-    Terminated(WorkerId),
-    /// The worker closed its listening socket, as a stop asked.
-    NotAccepting(WorkerId),
-    Malformed {
-        id: WorkerId,
-        reason: String,
-    },
-    Exited {
-        id: WorkerId,
-        pid: u32,
-        status: io::Result<ExitStatus>,
-    },
-    /// Something a caller asks for (stop, scale, give up).
-    Command(Command),
-    /// A lesson's own event, printed in order with the others.
-    Report {
-        kind: String,
-        fields: serde_json::Value,
-        human: String,
-    },
-}
-
-/// What a caller asks of the cluster.
-#[derive(Debug)]
-pub(crate) enum Command {
-    Stop(StopReason),
-    Scale(usize),
-    /// A budget is spent: say so, and stop.
-    GiveUp {
-        restarts: u32,
-        window: Duration,
-        cause: GaveUpCause,
-    },
-}
 
 /// The loop's own state, beside the registry.
 pub(super) struct Supervisor {
@@ -296,6 +249,39 @@ impl Supervisor {
         let to = cluster.desired();
         if to != from {
             cluster.publish_now(Event::Scale { from, to });
+        }
+    }
+
+    /// Kills the workers that overran a deadline (see `timers`).
+    pub(super) fn on_timers(&mut self) {
+        let cluster = self.cluster.clone();
+        if let Some(stop) = &mut self.stopping {
+            stop.closing_overdue(&cluster);
+        }
+        let ready_timeout = cluster.inner.options.ready_timeout;
+        let now = Instant::now();
+        let due = cluster.update(|registry| overdue(registry, ready_timeout, now));
+        for (id, pid, due) in due {
+            match due {
+                Due::NotReady => cluster.publish_now(Event::Unhealthy {
+                    id,
+                    reason: HealthReason::NotReady,
+                    detail: format!(
+                        "not ready {:.1}s after its fork: killed",
+                        ready_timeout.as_secs_f64()
+                    ),
+                    rss_mib: 0,
+                }),
+                Due::DrainOverrun => {
+                    cluster.note_line(&format!(
+                        "worker {id} did not finish within the grace period: killed"
+                    ));
+                    if let Some(stop) = &mut self.stopping {
+                        stop.forced.push(id);
+                    }
+                }
+            }
+            sigkill(pid);
         }
     }
 

@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::life::Life;
 use super::registry::Registry;
-use super::stop::sigkill;
-use super::supervise::Supervisor;
-use crate::event::{Event, HealthReason};
+use crate::role::WorkerId;
 
 /// The earliest moment something is due: a backoff ending, a worker's
 /// ready deadline, a drain deadline.
@@ -35,51 +34,87 @@ pub(super) fn next_timer(registry: &Registry, ready_timeout: Duration) -> Option
     }
 }
 
-impl Supervisor {
-    /// Kills the workers that overran a deadline.
-    pub(super) fn on_timers(&mut self) {
-        let cluster = self.cluster.clone();
-        if let Some(stop) = &mut self.stopping {
-            stop.closing_overdue(&cluster);
-        }
-        let ready_timeout = cluster.inner.options.ready_timeout;
-        let now = Instant::now();
-        let (not_ready, overdue) = cluster.update(|registry| {
-            let mut not_ready = Vec::new();
-            let mut overdue = Vec::new();
-            for (id, entry) in &mut registry.workers {
-                let ready_by = entry.forked_at + ready_timeout;
-                if entry.life.deadline(ready_by).is_none_or(|at| at > now) {
-                    continue;
-                }
-                if entry.life.give_up_on_start() {
-                    not_ready.push((*id, entry.pid));
-                } else if entry.life.cut_drain() {
-                    overdue.push((*id, entry.pid));
-                }
-            }
-            (not_ready, overdue)
-        });
-        for (id, pid) in not_ready {
-            cluster.publish_now(Event::Unhealthy {
-                id,
-                reason: HealthReason::NotReady,
-                detail: format!(
-                    "not ready {:.1}s after its fork: killed",
-                    ready_timeout.as_secs_f64()
-                ),
-                rss_mib: 0,
-            });
-            sigkill(pid);
-        }
-        for (id, pid) in overdue {
-            cluster.note_line(&format!(
-                "worker {id} did not finish within the grace period: killed"
-            ));
-            sigkill(pid);
-            if let Some(stop) = &mut self.stopping {
-                stop.forced.push(id);
-            }
-        }
+/// What came due for a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Due {
+    /// Still not ready `ready_timeout` after its fork: killed.
+    NotReady,
+    /// Still running at its drain deadline: killed.
+    DrainOverrun,
+}
+
+/// Marks every worker whose deadline has passed at `now` as killed, and
+/// says which they are (with their pids), for the caller to signal.
+pub(super) fn overdue(
+    registry: &mut Registry,
+    ready_timeout: Duration,
+    now: Instant,
+) -> Vec<(WorkerId, u32, Due)> {
+    registry
+        .workers
+        .iter_mut()
+        .filter_map(|(id, entry)| {
+            let ready_by = entry.forked_at + ready_timeout;
+            due(&mut entry.life, ready_by, now).map(|due| (*id, entry.pid, due))
+        })
+        .collect()
+}
+
+/// What is due for one worker's `life` at `now`, if anything; it is marked
+/// killed, so the same deadline never fires twice.
+fn due(life: &mut Life, ready_by: Instant, now: Instant) -> Option<Due> {
+    if life.deadline(ready_by).is_none_or(|at| at > now) {
+        None
+    } else if life.give_up_on_start() {
+        Some(Due::NotReady)
+    } else if life.cut_drain() {
+        Some(Due::DrainOverrun)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::ExitReason;
+
+    #[test]
+    fn a_deadline_fires_once_and_only_when_passed() {
+        let t0 = Instant::now();
+        let ready_by = t0 + Duration::from_secs(10);
+        let mut starting = Life::Starting;
+        assert_eq!(due(&mut starting, ready_by, t0), None);
+        assert_eq!(due(&mut starting, ready_by, ready_by), Some(Due::NotReady));
+        assert_eq!(due(&mut starting, ready_by, ready_by), None, "killed once");
+
+        let mut ready = Life::Starting;
+        ready.ready();
+        assert_eq!(
+            due(&mut ready, ready_by, ready_by),
+            None,
+            "ready: no deadline"
+        );
+
+        let drain_by = t0 + Duration::from_secs(30);
+        ready.depart(ExitReason::Replaced, drain_by);
+        assert_eq!(
+            due(&mut ready, ready_by, ready_by),
+            None,
+            "the drain's own deadline"
+        );
+        assert_eq!(due(&mut ready, ready_by, drain_by), Some(Due::DrainOverrun));
+        assert_eq!(due(&mut ready, ready_by, drain_by), None);
+        assert_eq!(ready.exit_reason(), ExitReason::Replaced);
+    }
+
+    #[test]
+    fn a_worker_told_to_go_while_starting_gets_the_drain_deadline() {
+        let t0 = Instant::now();
+        let ready_by = t0 + Duration::from_secs(10);
+        let mut life = Life::Starting;
+        life.depart(ExitReason::ScaledDown, t0 + Duration::from_secs(30));
+        assert_eq!(due(&mut life, ready_by, ready_by), None);
+        assert_eq!(life.deadline(ready_by), Some(t0 + Duration::from_secs(30)));
     }
 }

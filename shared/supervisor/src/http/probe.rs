@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
 use super::{Conn, HEALTH_PATH, Request, Response};
-use crate::ipc::ToPrimary;
+use crate::ipc::{Beat, ToPrimary};
 use crate::listen::Probes;
 
 /// The next heartbeat, or never if there is no queue (a worker that is not
@@ -57,13 +57,13 @@ pub(super) async fn probe<H, F>(
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(response.status().as_u16())
     };
     let (_, status) = tokio::join!(server, client);
-    let body = serde_json::json!({
-        "status": status.unwrap_or(0),
-        "requests": stats.requests(),
-        "connections": stats.connections(),
-    });
+    let beat = Beat {
+        status: status.unwrap_or(0),
+        requests: stats.requests(),
+        connections: stats.connections(),
+    };
     if let Some(reply) = reply {
-        let _ = reply.send(&ToPrimary::Reply { seq, body });
+        let _ = reply.send(&ToPrimary::Heartbeat { seq, beat });
     }
 }
 

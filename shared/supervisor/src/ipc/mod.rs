@@ -34,7 +34,7 @@ use tokio::net::UnixStream;
 use tokio::net::unix::OwnedReadHalf;
 
 pub use outbox::Sender;
-pub use wire::{CarriesMessages, ToPrimary, ToWorker, encode_line};
+pub use wire::{Beat, CarriesMessages, ToPrimary, ToWorker, encode_line};
 
 /// A line longer than this is not a message we sent: it is dropped, and the
 /// reader stays usable. It bounds the memory one bad peer can make us hold.

@@ -25,6 +25,8 @@ pub enum ToPrimary {
     Message { body: serde_json::Value },
     /// The answer to [`ToWorker::Request`] number `seq`.
     Reply { seq: u64, body: serde_json::Value },
+    /// The answer to [`ToWorker::Heartbeat`] number `seq`.
+    Heartbeat { seq: u64, beat: Beat },
     /// The worker wants to leave (Node: `worker.disconnect()` in the worker).
     /// The primary stops sending it connections, then answers
     /// [`ToWorker::Disconnect`].
@@ -54,9 +56,31 @@ pub enum ToWorker {
     /// [`ToWorker::Disconnect`] follows. Shared and reuseport only.
     StopAccepting,
     /// Prove the request path is alive: the worker's HTTP server serves one
-    /// request to itself and answers with a [`ToPrimary::Reply`] carrying
-    /// `seq` and its counters. A blocked runtime cannot answer.
+    /// request to itself and answers with a [`ToPrimary::Heartbeat`]
+    /// carrying `seq`. A blocked runtime cannot answer.
     Heartbeat { seq: u64 },
+}
+
+/// A worker's answer to a heartbeat: what its server made of one request
+/// to itself, and its counters. Typed, unlike a lesson's replies, because
+/// the primary decides on it: a field the health check reads cannot go
+/// missing or change its name on one side only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Beat {
+    /// The status the lesson's own handler gave the health request; 0 if
+    /// the request failed before it got one.
+    pub status: u16,
+    /// Requests served so far, heartbeats not counted.
+    pub requests: u64,
+    /// Connections open now.
+    pub connections: u64,
+}
+
+impl Beat {
+    /// The handler answered the health request with a 2xx.
+    pub fn healthy(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
 }
 
 /// A lesson's message as it goes on the wire, `{"type":"message","body":…}`

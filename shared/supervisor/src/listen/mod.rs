@@ -52,6 +52,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -62,9 +63,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::handles::HandleReceiver;
-use crate::inherit::{InheritError, take_inherited};
 use crate::ipc::{self, ToPrimary};
-use crate::role::{HANDLES_FD_VAR, LISTEN_FD_VAR, WorkerId};
+use crate::role::WorkerId;
 
 mod bind;
 pub(crate) use self::bind::{PortClaim, bind, bind_reuse_port, check_port_free, claim_port};
@@ -160,28 +160,26 @@ pub(crate) struct Probes {
 /// The worker could not set up its listener.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
-    #[error(transparent)]
-    Inherit(#[from] InheritError),
     #[error("cannot use the inherited socket: {0}")]
     Io(#[from] io::Error),
 }
 
 impl Listener {
-    /// Builds the worker's listener from what the primary put in the
-    /// environment. Must run inside the runtime.
-    pub(crate) fn from_env(
+    /// Builds the worker's listener on `inherited`, the descriptor the
+    /// primary gave it for `sched` (see [`crate::worker_env`]). Must run
+    /// inside the runtime.
+    pub(crate) fn inherited(
         id: WorkerId,
         sched: Sched,
         addr: SocketAddr,
+        inherited: OwnedFd,
         signals: ListenerSignals,
         probes: Option<Probes>,
     ) -> Result<Self, ListenError> {
         let source = match sched {
-            Sched::RoundRobin => {
-                Source::Handles(HandleReceiver::new(take_inherited(HANDLES_FD_VAR)?)?)
-            }
+            Sched::RoundRobin => Source::Handles(HandleReceiver::new(inherited)?),
             Sched::Shared | Sched::ReusePort => Source::Socket(std::sync::Mutex::new(
-                SocketState::Inherited(Socket::from(take_inherited(LISTEN_FD_VAR)?)),
+                SocketState::Inherited(Socket::from(inherited)),
             )),
         };
         Ok(Listener {

@@ -81,7 +81,7 @@ pub fn play_worker() -> Result<(), Box<dyn std::error::Error>> {
 /// bytes that are not UTF-8. Written straight to the inherited descriptor,
 /// before `Worker::connect` takes it over.
 fn write_garbage_on_the_channel() -> io::Result<()> {
-    let fd: i32 = std::env::var("CLUSTER_IPC_FD")
+    let fd: i32 = std::env::var(supervisor::worker_env::IPC_FD_VAR)
         .map_err(io::Error::other)?
         .parse()
         .map_err(io::Error::other)?;
