@@ -47,7 +47,10 @@ use clap::Parser;
 use serde_json::json;
 use supervisor::cli::parse_seconds;
 use supervisor::http::{HEALTH_PATH, Request, serve, text};
-use supervisor::{Cluster, ClusterArgs, EventsFormat, HealthPolicy, RestartPolicy, Role, Worker};
+use supervisor::{
+    Cluster, ClusterArgs, EventsFormat, HealthPolicy, HealthReason, RestartPolicy, Role, Verdict,
+    Vitals, Worker,
+};
 
 /// Lesson 09: hung and leaking workers found and replaced, within a budget.
 #[derive(Debug, Parser)]
@@ -154,6 +157,7 @@ async fn primary(args: Args) -> anyhow::Result<()> {
             window: args.health_window,
             ..RestartPolicy::default()
         },
+        judge: verdict,
     };
     if args.max_memory <= args.max_rss {
         anyhow::bail!(
@@ -189,6 +193,38 @@ async fn primary(args: Args) -> anyhow::Result<()> {
 }
 
 // ANCHOR_END: primary
+
+// ANCHOR: verdict
+/// The answer to "when is a worker sick?", read after every round of
+/// heartbeats and memory samples. The supervisor counts (heartbeats missed
+/// in a row, samples over `--max-rss` in a row; one good one resets each);
+/// this decides. Counting in a row is the point: one slow heartbeat, or
+/// one spike of memory, is not a verdict — a run of them is.
+fn verdict(worker: &Vitals, policy: &HealthPolicy) -> Verdict {
+    if worker.missed >= policy.missed {
+        Verdict::Sick {
+            reason: HealthReason::Hung,
+            detail: format!(
+                "missed {} heartbeats in a row ({} ms each)",
+                worker.missed,
+                policy.timeout.as_millis()
+            ),
+        }
+    } else if worker.over_memory >= policy.rss_samples {
+        Verdict::Sick {
+            reason: HealthReason::OverMemory,
+            detail: format!(
+                "RSS {} MiB over the {} MiB limit for {} samples in a row",
+                worker.rss >> 20,
+                policy.max_rss.unwrap_or(0) >> 20,
+                worker.over_memory
+            ),
+        }
+    } else {
+        Verdict::Healthy
+    }
+}
+// ANCHOR_END: verdict
 
 // ANCHOR: ipc_ping
 /// The usual answer's check, beside the real one: every `interval`, a

@@ -74,8 +74,9 @@ pub mod worker_env;
 
 pub use cli::ClusterArgs;
 pub use cluster::{
-    AskError, Cluster, ClusterError, ClusterOptions, Events, Gathered, HealthPolicy, ReplaceError,
-    ReplaceStep, RolloutError, RolloutReport, Stopped, Vitals, WaitError, WorkerState,
+    AskError, Cluster, ClusterError, ClusterOptions, Events, Gathered, HealthPolicy, Judge,
+    ReplaceError, ReplaceStep, RolloutError, RolloutReport, Stopped, Verdict, Vitals, WaitError,
+    WorkerState,
 };
 pub use event::{Event, ExitReason, GaveUpCause, HealthReason, RolloutOutcome, StopReason};
 pub use http::{Request, Response};

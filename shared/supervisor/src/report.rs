@@ -182,14 +182,7 @@ fn describe(event: &Event) -> String {
             signal,
             reason,
             ..
-        } => {
-            let how = match (code, signal) {
-                (_, Some(signal)) => format!("killed by {signal}"),
-                (Some(code), None) => format!("exited with code {code}"),
-                (None, None) => "exited".to_string(),
-            };
-            format!("{how} ({reason})")
-        }
+        } => exited(*code, signal.as_deref(), *reason),
         Event::RestartScheduled { delay_ms, .. } => {
             format!("will be replaced in {delay_ms} ms")
         }
@@ -197,16 +190,7 @@ fn describe(event: &Event) -> String {
             restarts,
             window_ms,
             cause,
-        } => {
-            let what = match cause {
-                GaveUpCause::Crashes => "workers keep crashing",
-                GaveUpCause::Health => "workers keep failing their health checks",
-            };
-            format!(
-                "gave up: {restarts} restarts within {} s — {what}, fix the cause and start again",
-                window_ms / 1000
-            )
-        }
+        } => gave_up(*restarts, *window_ms, *cause),
         Event::Scale { from, to } => format!("desired workers: {from} → {to}"),
         Event::Capacity { ready: 0, desired } => format!(
             "no worker is ready (of {desired} wanted): new connections wait in the accept queue"
@@ -214,14 +198,7 @@ fn describe(event: &Event) -> String {
         Event::Capacity { ready, desired } => {
             format!("{ready} of {desired} workers ready again: serving")
         }
-        Event::Unhealthy { reason, detail, .. } => {
-            let what = match reason {
-                HealthReason::NotReady => "not ready",
-                HealthReason::Hung => "hung",
-                HealthReason::OverMemory => "over memory",
-            };
-            format!("unhealthy ({what}): {detail}")
-        }
+        Event::Unhealthy { reason, detail, .. } => unhealthy(*reason, detail),
         Event::RolloutStarted {
             generation,
             workers,
@@ -235,15 +212,7 @@ fn describe(event: &Event) -> String {
             ready_ms,
             drained_ms,
             ..
-        } => {
-            let why = match reason {
-                ExitReason::Replaced => String::new(),
-                other => format!(", which was {other}"),
-            };
-            format!(
-                "replaced worker {old}{why}: ready after {ready_ms} ms, worker {old} drained in {drained_ms} ms"
-            )
-        }
+        } => replaced(*old, *reason, *ready_ms, *drained_ms),
         Event::RolledBack { old, why, .. } => {
             format!("rolled back: {why}; worker {old} keeps serving")
         }
@@ -254,17 +223,6 @@ fn describe(event: &Event) -> String {
             restored,
             took_ms,
         } => {
-            let pairs = |list: &[[WorkerId; 2]]| {
-                if list.is_empty() {
-                    "none".to_string()
-                } else {
-                    let pairs: Vec<String> = list
-                        .iter()
-                        .map(|[old, new]| format!("{old}→{new}"))
-                        .collect();
-                    pairs.join(", ")
-                }
-            };
             let mut line = format!(
                 "rolling restart to generation {generation} {outcome} in {took_ms} ms; replaced {}",
                 pairs(replaced)
@@ -279,6 +237,57 @@ fn describe(event: &Event) -> String {
         }
         Event::Shutdown { reason } => format!("shutting down ({reason})"),
     }
+}
+
+fn exited(code: Option<i32>, signal: Option<&str>, reason: ExitReason) -> String {
+    let how = match (code, signal) {
+        (_, Some(signal)) => format!("killed by {signal}"),
+        (Some(code), None) => format!("exited with code {code}"),
+        (None, None) => "exited".to_string(),
+    };
+    format!("{how} ({reason})")
+}
+
+fn gave_up(restarts: u32, window_ms: u64, cause: GaveUpCause) -> String {
+    let what = match cause {
+        GaveUpCause::Crashes => "workers keep crashing",
+        GaveUpCause::Health => "workers keep failing their health checks",
+    };
+    format!(
+        "gave up: {restarts} restarts within {} s — {what}, fix the cause and start again",
+        window_ms / 1000
+    )
+}
+
+fn unhealthy(reason: HealthReason, detail: &str) -> String {
+    let what = match reason {
+        HealthReason::NotReady => "not ready",
+        HealthReason::Hung => "hung",
+        HealthReason::OverMemory => "over memory",
+    };
+    format!("unhealthy ({what}): {detail}")
+}
+
+fn replaced(old: WorkerId, reason: ExitReason, ready_ms: u64, drained_ms: u64) -> String {
+    let why = match reason {
+        ExitReason::Replaced => String::new(),
+        other => format!(", which was {other}"),
+    };
+    format!(
+        "replaced worker {old}{why}: ready after {ready_ms} ms, worker {old} drained in {drained_ms} ms"
+    )
+}
+
+/// `1→5, 2→6`, or `none`.
+fn pairs(list: &[[WorkerId; 2]]) -> String {
+    if list.is_empty() {
+        return "none".to_string();
+    }
+    let pairs: Vec<String> = list
+        .iter()
+        .map(|[old, new]| format!("{old}→{new}"))
+        .collect();
+    pairs.join(", ")
 }
 
 fn plural(n: usize) -> &'static str {

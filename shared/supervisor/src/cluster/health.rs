@@ -25,37 +25,63 @@
 //! worker's server and carried back on each heartbeat.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use super::inbox::Command;
 use super::life::WorkerState;
-use super::{Cluster, lock};
+use super::{AskError, Cluster, lock};
 use crate::event::{Event, ExitReason, GaveUpCause, HealthReason};
+use crate::ipc::Beat;
 use crate::restart::{Decision, RestartBudget, RestartPolicy};
 use crate::role::WorkerId;
 
-/// What to check, how often, and how many replacements to allow.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What to check, how often, who decides, and how many replacements to
+/// allow.
+#[derive(Debug, Clone)]
 pub struct HealthPolicy {
     /// How often each worker is checked.
     pub interval: Duration,
     /// How long a heartbeat may take before it counts as missed.
     pub timeout: Duration,
-    /// Missed heartbeats in a row that make a worker hung.
+    /// Missed heartbeats in a row that make a worker hung (for the judge).
     pub missed: u32,
     /// Resident memory, in bytes, above which a sample counts as over.
     pub max_rss: Option<u64>,
-    /// Samples over `max_rss` in a row that make a worker over memory.
+    /// Samples over `max_rss` in a row that make a worker over memory
+    /// (for the judge).
     pub rss_samples: u32,
     /// Replacements allowed within a window (`budget`, `window`; the delays
     /// are unused: a replacement starts at once).
     pub budget: RestartPolicy,
+    /// Decides, after each round, whether a ready worker is sick. The
+    /// monitor measures and replaces; what counts as sick is the caller's
+    /// answer (lesson 09 writes its own).
+    pub judge: Judge,
 }
 
-impl Default for HealthPolicy {
-    fn default() -> Self {
+/// Reads one ready worker's vitals (and the policy's thresholds) and says
+/// whether it must be replaced.
+pub type Judge = fn(&Vitals, &HealthPolicy) -> Verdict;
+
+/// What a [`Judge`] makes of a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Healthy,
+    /// Replace it; the reason and the detail go into the `unhealthy` event.
+    Sick {
+        reason: HealthReason,
+        detail: String,
+    },
+}
+
+impl HealthPolicy {
+    /// A check every second, a heartbeat missed after a second, three in a
+    /// row (or three memory samples over `max_rss`, unset here) for `judge`
+    /// to read, and the default replacement budget.
+    pub fn new(judge: Judge) -> Self {
         HealthPolicy {
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
@@ -63,6 +89,7 @@ impl Default for HealthPolicy {
             max_rss: None,
             rss_samples: 3,
             budget: RestartPolicy::default(),
+            judge,
         }
     }
 }
@@ -87,6 +114,25 @@ pub struct Vitals {
     pub over_memory: u32,
     /// Failures replaced in this worker's slot so far (crashes included).
     pub restarts: u32,
+}
+
+impl Vitals {
+    /// A worker's first row, before anything was measured.
+    fn new(row: &Row) -> Self {
+        Vitals {
+            id: row.id,
+            pid: row.pid,
+            state: row.state,
+            generation: row.generation,
+            rss: 0,
+            cpu_pct: 0.0,
+            requests: 0,
+            requests_per_s: 0.0,
+            missed: 0,
+            over_memory: 0,
+            restarts: row.restarts,
+        }
+    }
 }
 
 impl Cluster {
@@ -124,44 +170,94 @@ struct Previous {
     requests: u64,
 }
 
+/// One worker as the registry has it at the start of a round.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    id: WorkerId,
+    pid: u32,
+    state: WorkerState,
+    generation: u32,
+    restarts: u32,
+    /// Ready and in service: the only workers heartbeats and verdicts are
+    /// for (one still starting has its own deadline, see `timers`).
+    checked: bool,
+}
+
+/// A worker the judge found sick: what to publish about it.
+struct Sick {
+    id: WorkerId,
+    reason: HealthReason,
+    detail: String,
+    rss_mib: u64,
+}
+
+/// The health monitor's own state, kept from one round to the next.
+struct Monitor {
+    cluster: Cluster,
+    policy: HealthPolicy,
+    /// Replacements for health, for the whole cluster (not per worker id).
+    budget: RestartBudget,
+    previous: BTreeMap<WorkerId, Previous>,
+    /// Workers whose replacement is under way: not judged again meanwhile.
+    replacing: BTreeSet<WorkerId>,
+    clock: f64,
+    page: u64,
+}
+
 /// Checks every worker each `interval`, until the cluster stops.
 pub(super) async fn monitor(cluster: Cluster, policy: HealthPolicy) {
-    let mut budget = RestartBudget::new(policy.budget);
-    let mut previous: BTreeMap<WorkerId, Previous> = BTreeMap::new();
-    let mut replacing: BTreeSet<WorkerId> = BTreeSet::new();
     let mut ticks = tokio::time::interval(policy.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let clock = ticks_per_second();
-    let page = page_size();
+    let mut monitor = Monitor {
+        cluster,
+        budget: RestartBudget::new(policy.budget),
+        policy,
+        previous: BTreeMap::new(),
+        replacing: BTreeSet::new(),
+        clock: ticks_per_second(),
+        page: page_size(),
+    };
     loop {
         ticks.tick().await;
-        let rows = cluster.view(|registry| {
+        let Some(rows) = monitor.rows() else { return };
+        let answers = monitor.heartbeats(&rows).await;
+        let sick = monitor.measure(&rows, &answers);
+        if monitor.treat(sick).is_break() {
+            return;
+        }
+    }
+}
+
+impl Monitor {
+    /// Who is in the cluster now; `None` once it stops.
+    fn rows(&mut self) -> Option<Vec<Row>> {
+        let rows = self.cluster.view(|registry| {
             if registry.stopping {
                 return None;
             }
-            Some(
-                registry
-                    .workers
-                    .iter()
-                    .map(|(id, e)| {
-                        let restarts = registry.slots.get(&e.slot).map_or(0, |s| s.restarts);
-                        let checked = e.life.is_ready();
-                        (*id, e.pid, e.life.state(), e.generation, restarts, checked)
-                    })
-                    .collect::<Vec<_>>(),
-            )
-        });
-        let Some(rows) = rows else { return };
-        replacing.retain(|id| rows.iter().any(|row| row.0 == *id));
-        previous.retain(|id, _| rows.iter().any(|row| row.0 == *id));
+            let row = |(id, e): (&WorkerId, &super::registry::Entry)| Row {
+                id: *id,
+                pid: e.pid,
+                state: e.life.state(),
+                generation: e.generation,
+                restarts: registry.slots.get(&e.slot).map_or(0, |s| s.restarts),
+                checked: e.life.is_ready(),
+            };
+            Some(registry.workers.iter().map(row).collect::<Vec<_>>())
+        })?;
+        let present = |id: &WorkerId| rows.iter().any(|row| row.id == *id);
+        self.replacing.retain(present);
+        self.previous.retain(|id, _| present(id));
+        Some(rows)
+    }
 
-        // Heartbeats go out together; a hung worker costs one timeout, not
-        // one per worker.
+    /// Sends the checked workers a heartbeat each, all at once: a hung
+    /// worker costs one timeout, not one per worker.
+    async fn heartbeats(&self, rows: &[Row]) -> BTreeMap<WorkerId, Result<Beat, AskError>> {
         let mut beats = tokio::task::JoinSet::new();
-        for &(id, .., checked) in &rows {
-            if checked && !replacing.contains(&id) {
-                let cluster = cluster.clone();
-                let timeout = policy.timeout;
+        for row in rows {
+            if row.checked && !self.replacing.contains(&row.id) {
+                let (cluster, id, timeout) = (self.cluster.clone(), row.id, self.policy.timeout);
                 beats.spawn(async move { (id, cluster.heartbeat(id, timeout).await) });
             }
         }
@@ -169,98 +265,113 @@ pub(super) async fn monitor(cluster: Cluster, policy: HealthPolicy) {
         while let Some(Ok((id, answer))) = beats.join_next().await {
             answers.insert(id, answer);
         }
+        answers
+    }
 
+    /// Updates every worker's vitals with this round's answers and
+    /// samples, and returns the ones the policy's judge finds sick.
+    fn measure(
+        &mut self,
+        rows: &[Row],
+        answers: &BTreeMap<WorkerId, Result<Beat, AskError>>,
+    ) -> Vec<Sick> {
         let now = Instant::now();
         let mut sick = Vec::new();
-        {
-            let mut vitals = lock(&cluster.inner.vitals);
-            vitals.retain(|id, _| rows.iter().any(|row| row.0 == *id));
-            for &(id, pid, state, generation, restarts, checked) in &rows {
-                let sample = sample(pid, page);
-                let row = vitals.entry(id).or_insert_with(|| Vitals {
+        let cluster = self.cluster.clone();
+        let mut vitals = lock(&cluster.inner.vitals);
+        vitals.retain(|id, _| rows.iter().any(|row| row.id == *id));
+        for row in rows {
+            let entry = vitals.entry(row.id).or_insert_with(|| Vitals::new(row));
+            (entry.state, entry.restarts) = (row.state, row.restarts);
+            self.count(entry, answers.get(&row.id), now, row.pid);
+            if !row.checked || self.replacing.contains(&row.id) {
+                continue;
+            }
+            if let Verdict::Sick { reason, detail } = (self.policy.judge)(entry, &self.policy) {
+                let (id, rss_mib) = (row.id, entry.rss >> 20);
+                sick.push(Sick {
                     id,
-                    pid,
-                    state,
-                    generation,
-                    rss: 0,
-                    cpu_pct: 0.0,
-                    requests: 0,
-                    requests_per_s: 0.0,
-                    missed: 0,
-                    over_memory: 0,
-                    restarts,
+                    reason,
+                    detail,
+                    rss_mib,
                 });
-                row.state = state;
-                row.restarts = restarts;
-                // ANCHOR: verdict
-                match answers.get(&id) {
-                    Some(Ok(beat)) if beat.healthy() => {
-                        row.missed = 0;
-                        row.requests = beat.requests;
-                    }
-                    Some(_) => row.missed += 1,
-                    None => {}
-                }
-                if let Some((rss, cpu_ticks)) = sample {
-                    row.rss = rss;
-                    let over = policy.max_rss.is_some_and(|max| rss > max);
-                    row.over_memory = if over { row.over_memory + 1 } else { 0 };
-                    if let Some(before) = previous.get(&id) {
-                        let seconds = now.duration_since(before.at).as_secs_f64().max(1e-3);
-                        let cpu = cpu_ticks.saturating_sub(before.cpu_ticks) as f64;
-                        row.cpu_pct = 100.0 * cpu / clock / seconds;
-                        let served = row.requests.saturating_sub(before.requests) as f64;
-                        row.requests_per_s = served / seconds;
-                    }
-                    previous.insert(
-                        id,
-                        Previous {
-                            at: now,
-                            cpu_ticks,
-                            requests: row.requests,
-                        },
-                    );
-                }
-                if !checked || replacing.contains(&id) {
-                    continue;
-                }
-                if row.missed >= policy.missed {
-                    let detail = format!(
-                        "missed {} heartbeats in a row ({} ms each)",
-                        row.missed,
-                        policy.timeout.as_millis()
-                    );
-                    sick.push((id, HealthReason::Hung, detail, row.rss >> 20));
-                } else if row.over_memory >= policy.rss_samples {
-                    let detail = format!(
-                        "RSS {} MiB over the {} MiB limit for {} samples in a row",
-                        row.rss >> 20,
-                        policy.max_rss.unwrap_or(0) >> 20,
-                        row.over_memory
-                    );
-                    sick.push((id, HealthReason::OverMemory, detail, row.rss >> 20));
-                }
-                // ANCHOR_END: verdict
             }
         }
+        sick
+    }
 
+    /// The counters a verdict reads: heartbeats missed in a row, memory
+    /// samples over the limit in a row (one good answer, or one sample
+    /// under the limit, resets its counter), and rates since the last
+    /// sample.
+    fn count(
+        &mut self,
+        row: &mut Vitals,
+        beat: Option<&Result<Beat, AskError>>,
+        now: Instant,
+        pid: u32,
+    ) {
+        // ANCHOR: counters
+        match beat {
+            Some(Ok(beat)) if beat.healthy() => {
+                row.missed = 0;
+                row.requests = beat.requests;
+            }
+            Some(_) => row.missed += 1,
+            None => {}
+        }
+        let Some((rss, cpu_ticks)) = sample(pid, self.page) else {
+            return;
+        };
+        row.rss = rss;
+        let over = self.policy.max_rss.is_some_and(|max| rss > max);
+        row.over_memory = if over { row.over_memory + 1 } else { 0 };
+        // ANCHOR_END: counters
+        if let Some(before) = self.previous.get(&row.id) {
+            let seconds = now.duration_since(before.at).as_secs_f64().max(1e-3);
+            let cpu = cpu_ticks.saturating_sub(before.cpu_ticks) as f64;
+            row.cpu_pct = 100.0 * cpu / self.clock / seconds;
+            let served = row.requests.saturating_sub(before.requests) as f64;
+            row.requests_per_s = served / seconds;
+        }
+        let requests = row.requests;
+        self.previous.insert(
+            row.id,
+            Previous {
+                at: now,
+                cpu_ticks,
+                requests,
+            },
+        );
+    }
+
+    /// Replaces each sick worker, the safe way, while the budget lasts;
+    /// when it is spent, asks the supervisor to give up (and stops).
+    fn treat(&mut self, sick: Vec<Sick>) -> ControlFlow<()> {
+        let cluster = &self.cluster;
         // ANCHOR: budget
-        for (id, reason, detail, rss_mib) in sick {
+        for Sick {
+            id,
+            reason,
+            detail,
+            rss_mib,
+        } in sick
+        {
             cluster.publish(Event::Unhealthy {
                 id,
                 reason,
                 detail,
                 rss_mib,
             });
-            if let Decision::GiveUp { restarts } = budget.on_crash(Instant::now()) {
+            if let Decision::GiveUp { restarts } = self.budget.on_crash(Instant::now()) {
                 cluster.command(Command::GiveUp {
                     restarts,
-                    window: policy.budget.window,
+                    window: self.policy.budget.window,
                     cause: GaveUpCause::Health,
                 });
-                return;
+                return ControlFlow::Break(());
             }
-            replacing.insert(id);
+            self.replacing.insert(id);
             cluster.update(|registry| {
                 let slot = registry.workers.get(&id).map(|e| e.slot);
                 if let Some(slot) = slot.and_then(|slot| registry.slots.get_mut(&slot)) {
@@ -275,6 +386,7 @@ pub(super) async fn monitor(cluster: Cluster, policy: HealthPolicy) {
             });
         }
         // ANCHOR_END: budget
+        ControlFlow::Continue(())
     }
 }
 

@@ -15,6 +15,7 @@
 //! |---------------|---------------------------------------------------------------|
 //! | `registry`    | the slots and the workers the primary runs                    |
 //! | `life`        | one worker's life: its stage, and what was decided about it   |
+//! | `start`       | bind, start the loop and the dispatcher, fork the first ones  |
 //! | `spawn`       | start a worker process in a slot, and watch it                |
 //! | `dispatch`    | round-robin: accept and hand connections to ready workers     |
 //! | `inbox`       | what the loop is told: workers' notes, commands, events       |
@@ -53,14 +54,13 @@ mod registry;
 mod rollout;
 mod signals;
 mod spawn;
+mod start;
 mod stop;
 mod supervise;
 mod timers;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -73,16 +73,16 @@ use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 pub use self::ask::{AskError, Gathered};
 pub use self::bus::{Events, WaitError};
 pub use self::error::ClusterError;
-pub use self::health::{HealthPolicy, Vitals};
+pub use self::health::{HealthPolicy, Judge, Verdict, Vitals};
 use self::inbox::{Command, Note};
 pub use self::life::WorkerState;
 pub use self::options::ClusterOptions;
+use self::registry::Registry;
 use self::registry::lock;
-use self::registry::{Registry, SlotId};
 pub use self::rollout::{ReplaceError, ReplaceStep, RolloutError, RolloutReport};
 pub use self::stop::Stopped;
-use crate::event::{Event, ExitReason, StopReason};
-use crate::listen::{self, Sched};
+use crate::event::{Event, ExitReason};
+use crate::listen;
 use crate::report::Reporter;
 use crate::role::WorkerId;
 
@@ -125,142 +125,6 @@ struct Inner {
 }
 
 impl Cluster {
-    /// Binds `options.addr`, forks `options.workers` workers, and starts
-    /// supervising them. Returns once they are forked, not once they are
-    /// ready: see [`Cluster::wait_ready`].
-    pub async fn start(options: ClusterOptions) -> Result<Cluster, ClusterError> {
-        if options.sticky && options.sched != Sched::RoundRobin {
-            return Err(ClusterError::StickyNeedsRoundRobin(options.sched));
-        }
-        let exe = std::env::current_exe().map_err(ClusterError::CurrentExe)?;
-        let bind_error = |cause| ClusterError::Bind {
-            addr: options.addr,
-            cause,
-        };
-        // Round-robin and shared: one listening socket, the primary's. Reuseport:
-        // a bound socket that never listens, to hold the port (see `listen`).
-        let (listener, reserved, port_claim) = match options.sched {
-            Sched::RoundRobin | Sched::Shared => (
-                Some(listen::bind(options.addr).map_err(bind_error)?),
-                None,
-                None,
-            ),
-            Sched::ReusePort => {
-                // Claimed first, checked second: see `listen::PortClaim`.
-                let claim = listen::claim_port(options.addr).map_err(bind_error)?;
-                listen::check_port_free(options.addr).map_err(bind_error)?;
-                let reserved = listen::bind_reuse_port(options.addr).map_err(bind_error)?;
-                (None, Some(reserved), claim)
-            }
-        };
-        let local = match (&listener, &reserved) {
-            (Some(listener), _) => listener.local_addr(),
-            (None, Some(socket)) => socket.local_addr().and_then(|a| {
-                a.as_socket()
-                    .ok_or_else(|| io::Error::other("not an IP socket"))
-            }),
-            (None, None) => Err(io::Error::other("nothing bound")),
-        };
-        let addr = local.map_err(bind_error)?;
-
-        // Register signal handlers before the first fork, so a Ctrl-C during
-        // start-up stops the cluster instead of killing the primary alone.
-        let signals = if options.handle_signals {
-            Some(supervise::Signals::new().map_err(ClusterError::Signals)?)
-        } else {
-            None
-        };
-
-        let (notes, notes_rx) = mpsc::unbounded_channel();
-        let (outcome_tx, outcome) = watch::channel(None);
-        let (dispatch_from, shared_listener) = match options.sched {
-            Sched::RoundRobin => (listener, None),
-            Sched::Shared => (None, listener.map(OwnedFd::from)),
-            Sched::ReusePort => (None, None),
-        };
-        let workers = options.workers;
-        let cluster = Cluster {
-            inner: Arc::new(Inner {
-                reporter: Reporter::new(options.events),
-                registry: Mutex::new(Registry::new(shared_listener, reserved)),
-                options,
-                addr,
-                exe,
-                changed: watch::Sender::new(0),
-                notes,
-                bus: broadcast::Sender::new(bus::CAPACITY),
-                routes: watch::Sender::new(dispatch::Routes::default()),
-                dispatcher: OnceLock::new(),
-                capacity: Notify::new(),
-                pending: Mutex::default(),
-                next_seq: AtomicU64::new(1),
-                handed_out: AtomicU64::new(0),
-                vitals: Mutex::default(),
-                outcome,
-                _port_claim: port_claim,
-            }),
-        };
-
-        cluster.publish(Event::Start {
-            pid: std::process::id(),
-            addr,
-            sched: cluster.inner.options.sched,
-            workers,
-        });
-        let dispatcher = match dispatch_from {
-            Some(listener) => {
-                let bind = |cause| ClusterError::Bind { addr, cause };
-                listener.set_nonblocking(true).map_err(bind)?;
-                Some(dispatch::start(cluster.clone(), listener).map_err(ClusterError::Dispatcher)?)
-            }
-            None => None,
-        };
-        tokio::spawn(supervise::supervise(
-            cluster.clone(),
-            notes_rx,
-            signals,
-            dispatcher,
-            outcome_tx,
-        ));
-        if let Some(policy) = cluster.inner.options.health.clone() {
-            tokio::spawn(health::monitor(cluster.clone(), policy));
-        }
-
-        // Every slot first, then a worker into each: the desired count is
-        // known before the first worker starts, and its runtime is sized
-        // for it (see `crate::runtime`).
-        let started = cluster.update(|registry| {
-            let slots = (0..workers)
-                .map(|_| cluster.new_slot(registry))
-                .collect::<Result<Vec<_>, _>>();
-            let filled = slots.and_then(|slots| {
-                slots
-                    .into_iter()
-                    .try_for_each(|slot| cluster.spawn_into(registry, slot).map(drop))
-            });
-            if filled.is_err() {
-                // Nobody else may fill what is left: the start has failed.
-                let empty: Vec<SlotId> = registry
-                    .slots
-                    .keys()
-                    .filter(|slot| !registry.is_filled(**slot))
-                    .copied()
-                    .collect();
-                for slot in empty {
-                    registry.slots.remove(&slot);
-                }
-            }
-            filled
-        });
-        if let Err(error) = started {
-            // Leave nothing half-started behind: stop what did start.
-            cluster.stop(StopReason::StartFailed);
-            let _ = cluster.wait().await;
-            return Err(error);
-        }
-        Ok(cluster)
-    }
-
     /// The address the cluster serves on (port 0 resolved).
     pub fn addr(&self) -> SocketAddr {
         self.inner.addr
@@ -323,8 +187,8 @@ impl Cluster {
     }
 
     /// How many connections the primary itself accepted and handed to a
-    /// worker. Zero with [`Sched::Shared`]; every connection with
-    /// [`Sched::RoundRobin`], where the primary is on the path of all traffic.
+    /// worker. Zero with [`Sched::Shared`](crate::Sched::Shared); every connection with
+    /// [`Sched::RoundRobin`](crate::Sched::RoundRobin), where the primary is on the path of all traffic.
     pub fn connections_handed_out(&self) -> u64 {
         self.inner.handed_out.load(Ordering::Relaxed)
     }

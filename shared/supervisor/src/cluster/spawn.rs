@@ -105,12 +105,7 @@ impl Cluster {
         let threads = options.worker_threads.unwrap_or_else(|| {
             runtime::worker_threads(registry.slots.len(), crate::default_workers())
         });
-        let mut command = tokio::process::Command::new(&self.inner.exe);
-        match &options.worker_args {
-            Some(args) => command.args(args),
-            None => command.args(std::env::args_os().skip(1)),
-        };
-        WorkerEnv {
+        let env = WorkerEnv {
             id,
             generation,
             ipc_fd: worker_ipc.as_raw_fd(),
@@ -118,55 +113,12 @@ impl Cluster {
             addr: self.inner.addr,
             threads,
             connections,
-        }
-        .write_to(&mut command);
-        command
-            .envs(options.worker_env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            // stdout is the primary's event stream (JSON in --events json):
-            // a worker's prints go to stderr so they cannot corrupt it.
-            .stdout(Stdio::from(io::stderr()))
-            .kill_on_drop(false);
+        };
+        let mut command = self.command_for(&env);
         let inherited = match connections {
             Connections::Handles(fd) | Connections::Listener(fd) => [worker_ipc.as_raw_fd(), fd],
         };
-        let parent = nix::unistd::getpid();
-        let memory_limit = self.inner.options.worker_memory_limit;
-        // SAFETY: the closure runs in the child between fork and exec, and
-        // calls only async-signal-safe functions (fcntl, prctl, getppid,
-        // signal, setrlimit); it allocates nothing: the descriptors were listed before the fork,
-        // and its one error is a static message.
-        unsafe {
-            command.pre_exec(move || {
-                for &fd in &inherited {
-                    keep_across_exec(fd)?;
-                }
-                // Backstop for "no orphans": the kernel kills us when the
-                // primary dies. It fires when the *thread* that spawned us
-                // exits; we spawn from runtime worker threads, which live as
-                // long as the primary does.
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-                // The primary may have died before prctl took effect.
-                if nix::unistd::getppid() != parent {
-                    return Err(io::Error::from(io::ErrorKind::BrokenPipe));
-                }
-                // Ctrl-C (and a closing terminal's SIGHUP) signal the whole
-                // process group. The primary decides how workers stop, so
-                // they ignore both (an ignored signal stays ignored across
-                // exec).
-                nix::sys::signal::signal(Signal::SIGINT, nix::sys::signal::SigHandler::SigIgn)?;
-                nix::sys::signal::signal(Signal::SIGHUP, nix::sys::signal::SigHandler::SigIgn)?;
-                // The hard memory limit, inherited by the program exec runs.
-                if let Some(limit) = memory_limit {
-                    nix::sys::resource::setrlimit(
-                        nix::sys::resource::Resource::RLIMIT_DATA,
-                        limit,
-                        limit,
-                    )?;
-                }
-                Ok(())
-            });
-        }
+        prepare_child(&mut command, inherited, options.worker_memory_limit);
 
         let child = command.spawn().map_err(|cause| {
             if cause.kind() == io::ErrorKind::BrokenPipe {
@@ -218,6 +170,74 @@ impl Cluster {
         });
         tokio::spawn(watch_worker(self.clone(), id, pid, child, from_worker));
         Ok(id)
+    }
+}
+
+impl Cluster {
+    /// The worker's command line: this binary again, with the lesson's
+    /// arguments (or the options' own), and `env` in its environment.
+    fn command_for(&self, env: &WorkerEnv) -> tokio::process::Command {
+        let options = &self.inner.options;
+        let mut command = tokio::process::Command::new(&self.inner.exe);
+        match &options.worker_args {
+            Some(args) => command.args(args),
+            None => command.args(std::env::args_os().skip(1)),
+        };
+        env.write_to(&mut command);
+        command
+            .envs(options.worker_env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            // stdout is the primary's event stream (JSON in --events json):
+            // a worker's prints go to stderr so they cannot corrupt it.
+            .stdout(Stdio::from(io::stderr()))
+            .kill_on_drop(false);
+        command
+    }
+}
+
+/// What the child does between fork and exec: keep `inherited` open across
+/// exec, die with the primary, ignore the terminal's signals, and take the
+/// hard memory limit.
+fn prepare_child(
+    command: &mut tokio::process::Command,
+    inherited: [RawFd; 2],
+    memory_limit: Option<u64>,
+) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the child between fork and exec, and
+    // calls only async-signal-safe functions (fcntl, prctl, getppid,
+    // signal, setrlimit); it allocates nothing: the descriptors were
+    // listed before the fork, and its one error is a static message.
+    unsafe {
+        command.pre_exec(move || {
+            for &fd in &inherited {
+                keep_across_exec(fd)?;
+            }
+            // Backstop for "no orphans": the kernel kills us when the
+            // primary dies. It fires when the *thread* that spawned us
+            // exits; we spawn from runtime worker threads, which live as
+            // long as the primary does.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            // The primary may have died before prctl took effect.
+            if nix::unistd::getppid() != parent {
+                return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+            }
+            // Ctrl-C (and a closing terminal's SIGHUP) signal the whole
+            // process group. The primary decides how workers stop, so
+            // they ignore both (an ignored signal stays ignored across
+            // exec).
+            nix::sys::signal::signal(Signal::SIGINT, nix::sys::signal::SigHandler::SigIgn)?;
+            nix::sys::signal::signal(Signal::SIGHUP, nix::sys::signal::SigHandler::SigIgn)?;
+            // The hard memory limit, inherited by the program exec runs.
+            if let Some(limit) = memory_limit {
+                nix::sys::resource::setrlimit(
+                    nix::sys::resource::Resource::RLIMIT_DATA,
+                    limit,
+                    limit,
+                )?;
+            }
+            Ok(())
+        });
     }
 }
 

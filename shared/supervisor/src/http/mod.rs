@@ -43,15 +43,15 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 mod conn;
 mod crowd;
+mod held;
 mod probe;
 
 use self::conn::Conn;
-use self::crowd::Crowd;
-use self::probe::{next_probe, probe};
+use self::held::Held;
+use self::probe::next_probe;
 use crate::accept::AcceptFailures;
 use crate::listen::Listener;
 use crate::report::stderr_line;
@@ -244,50 +244,35 @@ impl Server {
             header_timeout: self.header_timeout,
         };
         let (drain_tx, drain) = watch::channel(false);
-        let mut connections = JoinSet::new();
+        let mut held = Held::new(conn, handler, drain);
         let mut draining = false;
         // False once the socket is closed (a stop's first step).
         let mut accepting = true;
         let mut probes = listener.take_probes();
         let mut failures = AcceptFailures::default();
-        // Who is idle, so that a full worker can make room (see `crowd`).
-        let mut crowd = Crowd::new();
         let nearly_full = self.max_connections - self.max_connections / 10;
         tokio::pin!(shutdown);
 
         loop {
-            let full = connections.len() >= self.max_connections;
-            // Full: close what has been quiet long enough, and come back
-            // when the next quiet one will be.
-            let quiet_at = if full && !draining && self.make_room {
-                while connections.len() >= self.max_connections
-                    && crowd.close_quietest(std::time::Instant::now())
-                {
-                    // Each close ends its task soon; one is enough per turn
-                    // unless the set is still over the limit.
-                    if connections.try_join_next().is_none() {
-                        break;
-                    }
-                }
-                crowd.next_quiet_at()
-            } else {
-                None
-            };
+            let full = held.len() >= self.max_connections;
+            // Full: close what has been quiet long enough (see `crowd`), and
+            // come back when the next quiet one will be.
+            let quiet_at = (full && !draining && self.make_room)
+                .then(|| held.make_room(self.max_connections))
+                .flatten();
             tokio::select! {
                 // At the limit: take nothing more until a connection ends.
-                Some(_) = connections.join_next(), if full => {}
+                Some(()) = held.one_ended(), if full => {}
                 () = sleep_until_opt(quiet_at), if quiet_at.is_some() => {}
                 accepted = listener.accept(), if !full && accepting => match accepted {
                     Ok(Some((stream, _peer))) => {
                         if let Some(line) = failures.succeeded() {
                             stderr_line(&format!("[worker {}] {line}", listener.worker_id()));
                         }
-                        self.stats.connections.fetch_add(1, Ordering::Relaxed);
-                        if self.make_room && connections.len() >= nearly_full {
-                            crowd.close_quietest(std::time::Instant::now());
+                        if self.make_room && held.len() >= nearly_full {
+                            held.close_quietest();
                         }
-                        let presence = crowd.join();
-                        connections.spawn(conn.clone().run(stream, handler.clone(), drain.clone(), draining, Some(presence)));
+                        held.take(stream, draining);
                     }
                     // Round-robin: the primary will send nothing more.
                     Ok(None) => break,
@@ -307,14 +292,11 @@ impl Server {
                 () = listener.stop_requested(), if accepting && !draining => {
                     accepting = false;
                     for stream in listener.close_socket() {
-                        self.stats.connections.fetch_add(1, Ordering::Relaxed);
-                        let presence = crowd.join();
-                        connections.spawn(conn.clone().run(stream, handler.clone(), drain.clone(), false, Some(presence)));
+                        held.take(stream, false);
                     }
                 }
                 Some(seq) = next_probe(&mut probes) => {
-                    let reply = probes.as_ref().map(|p| p.reply.clone());
-                    connections.spawn(probe(conn.clone(), handler.clone(), drain.clone(), seq, reply));
+                    held.probe(seq, probes.as_ref().map(|p| p.reply.clone()));
                 }
                 () = &mut shutdown, if !draining => {
                     draining = true;
@@ -323,21 +305,18 @@ impl Server {
                         // The last batch: what waits in the queue would be
                         // reset when the socket closes (see `accept_queued`).
                         for stream in listener.accept_queued() {
-                            self.stats.connections.fetch_add(1, Ordering::Relaxed);
-                            let presence = crowd.join();
-                            connections.spawn(conn.clone().run(stream, handler.clone(), drain.clone(), true, Some(presence)));
+                            held.take(stream, true);
                         }
                         break;
                     }
                 }
             }
-            // Reap finished connections so the set does not grow without bound.
-            while connections.try_join_next().is_some() {}
+            held.reap();
         }
         // No more accepts: let go of the socket, then wait for every connection.
         drop(listener);
         let _ = drain_tx.send(true);
-        while connections.join_next().await.is_some() {}
+        held.finish().await;
     }
     // ANCHOR_END: serve
 }
