@@ -212,15 +212,16 @@ impl serde::de::Error for Variants {
 /// name never lag behind the type. Option fields hold `Some`, though `None`
 /// serialises its key too.
 pub fn samples() -> Vec<Event> {
+    let mut samples = worker_samples();
+    samples.extend(cluster_samples());
+    samples
+}
+
+/// The events of one worker's life, fork to exit.
+fn worker_samples() -> Vec<Event> {
     let id = WorkerId(1);
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     vec![
-        Event::Start {
-            pid: 1,
-            addr,
-            sched: Sched::RoundRobin,
-            workers: 1,
-        },
         Event::Fork {
             id,
             pid: 1,
@@ -246,6 +247,26 @@ pub fn samples() -> Vec<Event> {
             exited_after_disconnect: false,
             reason: ExitReason::Crashed,
         },
+        Event::Unhealthy {
+            id,
+            reason: HealthReason::Hung,
+            detail: String::new(),
+            rss_mib: 0,
+        },
+    ]
+}
+
+/// The events about the cluster as a whole: its start, restarts, scaling,
+/// rollouts and stop.
+fn cluster_samples() -> Vec<Event> {
+    let id = WorkerId(1);
+    vec![
+        Event::Start {
+            pid: 1,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            sched: Sched::RoundRobin,
+            workers: 1,
+        },
         Event::RestartScheduled {
             after: id,
             delay_ms: 0,
@@ -259,12 +280,6 @@ pub fn samples() -> Vec<Event> {
         Event::Capacity {
             ready: 1,
             desired: 1,
-        },
-        Event::Unhealthy {
-            id,
-            reason: HealthReason::Hung,
-            detail: String::new(),
-            rss_mib: 0,
         },
         Event::RolloutStarted {
             generation: 1,
