@@ -10,13 +10,53 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use serde::Deserialize;
+use supervisor::{Event, Sched};
+
 use crate::LoadReport;
+
+/// Lesson 04's strategies, in the order it introduces them.
+pub const STRATEGIES: [Sched; 3] = [Sched::RoundRobin, Sched::Shared, Sched::ReusePort];
+
+/// What serves a cell: one plain process, the limit every other row is
+/// divided by, or a lesson's cluster under one strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    Plain,
+    Cluster(Sched),
+}
+
+impl fmt::Display for Server {
+    /// The row's name: [`LIMIT`], or the strategy as `--sched` spells it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Server::Plain => f.write_str(LIMIT),
+            Server::Cluster(sched) => sched.fmt(f),
+        }
+    }
+}
+
+/// The ids of the workers that said `ready`, in the order they did.
+///
+/// Read as the supervisor's [`Event`]s rather than as JSON picked by hand:
+/// a renamed event or field is then a compile error here, not a harness
+/// that waits for a `ready` that never comes. A line that is not a
+/// supervisor event (a lesson's own record) is none of these.
+pub fn ready_workers(events: &[serde_json::Value]) -> Vec<u32> {
+    events
+        .iter()
+        .filter_map(|event| match Event::deserialize(event) {
+            Ok(Event::Ready { id }) => Some(id.0),
+            _ => None,
+        })
+        .collect()
+}
 
 /// One cell of the benchmark: a strategy under one connection shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
-    /// `rr`, `shared` or `reuseport`, as `--sched` spells it.
-    pub strategy: String,
+    /// A strategy (`rr`, `shared`, `reuseport`) or the plain process.
+    pub server: Server,
     pub keep_alive: bool,
     pub requests_per_second: f64,
     pub p50: Option<Duration>,
@@ -37,7 +77,7 @@ pub struct Row {
 impl Row {
     /// The row for `report`, measured on a cluster whose workers announced
     /// themselves as `workers` (their `listening` events' ids).
-    pub fn new(strategy: &str, keep_alive: bool, report: &LoadReport, workers: &[u32]) -> Row {
+    pub fn new(server: Server, keep_alive: bool, report: &LoadReport, workers: &[u32]) -> Row {
         let mut counts: BTreeMap<String, u64> =
             workers.iter().map(|id| (id.to_string(), 0)).collect();
         // Merged rather than looked up: a response from a worker that never
@@ -62,7 +102,7 @@ impl Row {
         }
 
         Row {
-            strategy: strategy.to_owned(),
+            server,
             keep_alive,
             requests_per_second: report.requests_per_second(),
             p50: report.quantile(0.5),
@@ -83,7 +123,7 @@ impl Row {
         let mut by_speed: Vec<&Row> = rounds.iter().collect();
         by_speed.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
         let Some(middle) = by_speed.get(by_speed.len() / 2) else {
-            return Row::new("", false, &LoadReport::default(), &[]);
+            return Row::new(Server::Plain, false, &LoadReport::default(), &[]);
         };
         let mut row = (*middle).clone();
         row.failed = rounds.iter().map(|r| r.failed).sum();
@@ -156,7 +196,7 @@ pub fn table(rows: &[Row]) -> String {
         );
         out.push_str(&format!(
             "| {} | {} | {ratio} | {:.0} | {} | {} | {} | {} | {:.0} |\n",
-            row.strategy,
+            row.server,
             if row.keep_alive { "keep-alive" } else { "new" },
             row.requests_per_second,
             millis(row.p50),
@@ -199,7 +239,7 @@ pub fn reading(rows: &[Row]) -> String {
         let cluster: Vec<&Row> = rows
             .iter()
             .filter(|row| row.keep_alive == keep_alive && row.ratio.is_some())
-            .filter(|row| row.strategy != LIMIT)
+            .filter(|row| row.server != Server::Plain)
             .collect();
         let fastest = cluster.iter().max_by(|a, b| {
             let (a, b) = (a.ratio.map_or(0.0, |r| r.0), b.ratio.map_or(0.0, |r| r.0));
@@ -220,9 +260,9 @@ pub fn reading(rows: &[Row]) -> String {
         out.push_str(&format!(
             "With {shape}, {} came nearest one plain process ({:.0} % of its requests/s; {cost}); \
              {} spread the work most evenly ({:.0} % max−min spread).",
-            fastest.strategy,
+            fastest.server,
             ratio * 100.0,
-            evenest.strategy,
+            evenest.server,
             evenest.spread_pct(),
         ));
         let failed: u64 = rows
@@ -349,7 +389,7 @@ mod tests {
     #[test]
     fn a_worker_that_answered_nothing_is_still_a_column() {
         let row = Row::new(
-            "shared",
+            Server::Cluster(Sched::Shared),
             false,
             &report(&[("1", 60), ("2", 40)]),
             &[1, 2, 3],
@@ -362,16 +402,31 @@ mod tests {
     #[test]
     fn workers_are_in_number_order_not_text_order() {
         let counts = [("10", 1), ("2", 1), ("1", 1), ("?", 1)];
-        let row = Row::new("rr", true, &report(&counts), &[]);
+        let row = Row::new(
+            Server::Cluster(Sched::RoundRobin),
+            true,
+            &report(&counts),
+            &[],
+        );
         let order: Vec<&str> = row.per_worker.iter().map(|(w, _)| w.as_str()).collect();
         assert_eq!(order, ["1", "2", "10", "?"]);
     }
 
     #[test]
     fn an_even_spread_is_zero() {
-        let row = Row::new("rr", false, &report(&[("1", 25), ("2", 25)]), &[1, 2]);
+        let row = Row::new(
+            Server::Cluster(Sched::RoundRobin),
+            false,
+            &report(&[("1", 25), ("2", 25)]),
+            &[1, 2],
+        );
         assert_eq!((row.share(), row.spread_pct()), ("50/50 %".into(), 0.0));
-        let empty = Row::new("rr", false, &LoadReport::default(), &[]);
+        let empty = Row::new(
+            Server::Cluster(Sched::RoundRobin),
+            false,
+            &LoadReport::default(),
+            &[],
+        );
         assert_eq!((empty.share(), empty.spread_pct()), ("–".into(), 0.0));
     }
 
@@ -382,7 +437,7 @@ mod tests {
         failing.statuses.insert(200, 3);
         failing.statuses.insert(503, 1);
         failing.failed = 3;
-        let row = Row::new("reuseport", false, &failing, &[1]);
+        let row = Row::new(Server::Cluster(Sched::ReusePort), false, &failing, &[1]);
         assert_eq!(row.failed_cell(), "3 (reset 2, status 503 1)");
     }
 
@@ -391,7 +446,12 @@ mod tests {
         let mut measured = report(&[("1", 26), ("2", 24), ("3", 25), ("4", 25)]);
         measured.latencies = vec![Duration::from_micros(1500); 3];
         measured.elapsed = Duration::from_secs(1);
-        let row = Row::new("rr", true, &measured, &[1, 2, 3, 4]);
+        let row = Row::new(
+            Server::Cluster(Sched::RoundRobin),
+            true,
+            &measured,
+            &[1, 2, 3, 4],
+        );
         let table = table(&[row]);
         assert!(
             table.contains("| rr | keep-alive | – | 100 | 1.50 | 1.50 | 0 | 26/24/25/25 % | 8 |"),
@@ -401,15 +461,23 @@ mod tests {
 
     #[test]
     fn the_reading_names_the_nearest_and_the_evenest_strategy() {
-        let row = |strategy: &str, by_worker: &[(&str, u64)], ratio: f64| {
-            let mut row = Row::new(strategy, false, &report(by_worker), &[1, 2]);
+        let row = |server: Server, by_worker: &[(&str, u64)], ratio: f64| {
+            let mut row = Row::new(server, false, &report(by_worker), &[1, 2]);
             row.ratio = Some((ratio, ratio, ratio));
             row
         };
         let rows = [
-            row(LIMIT, &[("1", 100)], 1.0),
-            row("rr", &[("1", 50), ("2", 50)], 0.6),
-            row("reuseport", &[("1", 70), ("2", 30)], 0.8),
+            row(Server::Plain, &[("1", 100)], 1.0),
+            row(
+                Server::Cluster(Sched::RoundRobin),
+                &[("1", 50), ("2", 50)],
+                0.6,
+            ),
+            row(
+                Server::Cluster(Sched::ReusePort),
+                &[("1", 70), ("2", 30)],
+                0.8,
+            ),
         ];
         let text = reading(&rows);
         assert!(
@@ -425,10 +493,28 @@ mod tests {
         assert!(text.contains("so the cluster cost 20 %"), "{text}");
         // Level with the limit, or above it: no cost is claimed.
         let level = [
-            row(LIMIT, &[("1", 100)], 1.0),
-            row("rr", &[("1", 50), ("2", 50)], 1.1),
+            row(Server::Plain, &[("1", 100)], 1.0),
+            row(
+                Server::Cluster(Sched::RoundRobin),
+                &[("1", 50), ("2", 50)],
+                1.1,
+            ),
         ];
         assert!(reading(&level).contains("lost in this machine's noise"));
+    }
+
+    #[test]
+    fn ready_workers_are_read_as_supervisor_events() {
+        let events = [
+            serde_json::json!({"event": "fork", "id": 1, "pid": 10, "generation": 1}),
+            serde_json::json!({"event": "ready", "id": 2}),
+            // A lesson's own record named like nothing of the supervisor's.
+            serde_json::json!({"event": "distribution", "id": 9}),
+            serde_json::json!({"event": "ready", "id": 1}),
+        ];
+        assert_eq!(ready_workers(&events), [2, 1]);
+        assert_eq!(Server::Cluster(Sched::ReusePort).to_string(), "reuseport");
+        assert_eq!(Server::Plain.to_string(), LIMIT);
     }
 
     #[test]

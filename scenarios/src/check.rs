@@ -166,6 +166,21 @@ impl Check {
         })
     }
 
+    /// The events the check reads, each with the dotted path into it
+    /// (`last(exit.code)`: `exit` and `["code"]`), for the script reader
+    /// to check the names against the events there are.
+    pub fn events(&self) -> Vec<(&str, &[String])> {
+        [&self.lhs, &self.rhs]
+            .into_iter()
+            .filter_map(|operand| match operand {
+                Operand::Fact(Fact::Events { kind, path, .. }) => {
+                    Some((kind.as_str(), path.as_slice()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Evaluates the check, looking facts up with `lookup`.
     pub fn evaluate(&self, lookup: impl Fn(&Fact) -> Result<Value, String>) -> Verdict {
         let value = |operand: &Operand| match operand {

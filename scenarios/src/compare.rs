@@ -292,44 +292,7 @@ pub fn table(comparison: &Comparison, runs: &[Run], lesson_bin: &str) -> String 
     let mut sorted: Vec<&Run> = runs.iter().collect();
     sorted.sort_by_key(|run| (run.side, run.round));
     for run in sorted {
-        let side = match run.side {
-            Side::Node => "Node",
-            Side::Rust => "Rust",
-        };
-        let mut row = format!("| {side}, round {} |", run.round);
-        for name in &names {
-            match run.loads.iter().find(|(n, _)| n == *name).map(|(_, l)| l) {
-                Some(line) => {
-                    let how = if line.how.is_empty() {
-                        String::new()
-                    } else {
-                        let kinds: Vec<String> =
-                            line.how.iter().map(|(k, n)| format!("{k} {n}")).collect();
-                        format!(" ({})", kinds.join(", "))
-                    };
-                    let _ = write!(
-                        row,
-                        " {} / {}{how} | {:.0} | {} | {} |",
-                        line.ok,
-                        line.failed,
-                        line.per_second,
-                        line.p99.map_or_else(|| "—".to_owned(), short),
-                        line.workers
-                    );
-                }
-                None => row.push_str(" — | — | — | — |"),
-            }
-        }
-        let took = match (run.never_started, run.operation) {
-            (true, _) => format!("never began (no `{}`)", settings.from),
-            (false, Some(took)) => short(took),
-            (false, None) => "did not finish".to_owned(),
-        };
-        let rss = run
-            .rss_mib
-            .map_or_else(|| "—".to_owned(), |mib| format!("{mib:.1} MiB"));
-        let _ = writeln!(row, " {took} | {rss} |");
-        out.push_str(&row);
+        out.push_str(&row(run, &names, settings));
     }
     let notes: Vec<String> = runs
         .iter()
@@ -347,6 +310,50 @@ pub fn table(comparison: &Comparison, runs: &[Run], lesson_bin: &str) -> String 
         let _ = writeln!(out, "\nWhat did not hold:\n\n{}", notes.join("\n"));
     }
     out
+}
+
+/// One run's line of the table: a cell group per load (in `names`'
+/// order, a dash where this run had none), then the timed stretch and
+/// the memory. Apart from [`table`] so the table's shape reads at a glance.
+fn row(run: &Run, names: &[&String], settings: &Settings) -> String {
+    let side = match run.side {
+        Side::Node => "Node",
+        Side::Rust => "Rust",
+    };
+    let mut row = format!("| {side}, round {} |", run.round);
+    for name in names {
+        match run.loads.iter().find(|(n, _)| n == *name).map(|(_, l)| l) {
+            Some(line) => {
+                let how = if line.how.is_empty() {
+                    String::new()
+                } else {
+                    let kinds: Vec<String> =
+                        line.how.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                    format!(" ({})", kinds.join(", "))
+                };
+                let _ = write!(
+                    row,
+                    " {} / {}{how} | {:.0} | {} | {} |",
+                    line.ok,
+                    line.failed,
+                    line.per_second,
+                    line.p99.map_or_else(|| "—".to_owned(), short),
+                    line.workers
+                );
+            }
+            None => row.push_str(" — | — | — | — |"),
+        }
+    }
+    let took = match (run.never_started, run.operation) {
+        (true, _) => format!("never began (no `{}`)", settings.from),
+        (false, Some(took)) => short(took),
+        (false, None) => "did not finish".to_owned(),
+    };
+    let rss = run
+        .rss_mib
+        .map_or_else(|| "—".to_owned(), |mib| format!("{mib:.1} MiB"));
+    let _ = writeln!(row, " {took} | {rss} |");
+    row
 }
 
 /// `<1 ms`, `38 ms`, `1.25 s`: a time as the tables show it.

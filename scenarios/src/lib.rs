@@ -23,6 +23,7 @@ pub mod node;
 pub mod runner;
 pub mod script;
 pub mod transcript;
+pub mod vocabulary;
 
 /// The load generator lives in its own crate, `shared/loadgen`, because
 /// lessons use it too (lesson 08 drives load through its own rollout).

@@ -14,10 +14,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use crate::check::{Fact, Verdict, over_events};
+use crate::check::{Check, Fact, Verdict, over_events};
 use crate::lesson::{Launch, Lesson};
 use crate::load::{self, LoadReport, LoadSpec, Response};
 use crate::script::{Action, Program, RedisAction, Script};
@@ -111,29 +112,8 @@ pub struct Facts {
 /// Runs `script` against the lesson binary `bin` (or the script's Node
 /// twin), writing to `transcript`.
 pub async fn run(bin: &Path, script: &Script, transcript: &mut Transcript) -> Outcome {
-    let program = match &script.program {
-        Program::Lesson => bin
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        Program::Node(file) => format!("node {file}"),
-    };
-    transcript.line(format!("# {}: {}", script.name, script.title));
-    transcript.line(
-        format!("start {program} {}", script.args.join(" "))
-            .trim_end()
-            .to_owned(),
-    );
-
     let mut facts = Facts::default();
-    let started = match prepare(bin, script, &mut facts).await {
-        Ok(launch) => {
-            let args = with_dir(&script.args, facts.dir.as_ref());
-            Lesson::launch(&launch, &args).map_err(|error| error.to_string())
-        }
-        Err(error) => Err(error),
-    };
-    let mut lesson = match started {
+    let mut lesson = match start(bin, script, &mut facts, transcript).await {
         Ok(lesson) => lesson,
         Err(error) => {
             transcript.line(format!("✗ {error}"));
@@ -159,32 +139,7 @@ pub async fn run(bin: &Path, script: &Script, transcript: &mut Transcript) -> Ou
         crate::lesson::RUNNER_FLAGS.join(" ")
     ));
 
-    // Events counted by `wait` start here, and move on with each action.
-    let mut mark = 0;
-    for step in &script.steps {
-        if step.action.is_action() {
-            mark = lesson.event_count();
-        }
-        let line = step.line;
-        facts.line = Some(line);
-        let failed_before = facts.failed.len();
-        let carry_on = run_step(&step.action, &mut lesson, &mut facts, mark, transcript).await;
-        if !carry_on {
-            facts
-                .failures
-                .push(format!("{}:{line}: the step failed", script.path.display()));
-            if facts.failed.len() == failed_before {
-                // A step that could not be carried out (a load that found
-                // no server, a signal to a process that is gone) says why
-                // on its own transcript line.
-                let happened = transcript.last_line().trim_start_matches("✗ ").to_owned();
-                facts.fail("the step to be carried out".into(), happened);
-            }
-            transcript.line("stopped: the steps after this one were skipped");
-            break;
-        }
-    }
-
+    run_steps(script, &mut lesson, &mut facts, transcript).await;
     facts.line = None;
     finish(&mut lesson, &mut facts, transcript).await;
     let timeline = lesson
@@ -206,6 +161,67 @@ pub async fn run(bin: &Path, script: &Script, transcript: &mut Transcript) -> Ou
             exited: facts.exited,
             worker_rss_mib: facts.worker_rss_mib,
         },
+    }
+}
+
+/// Tells the transcript what starts, and starts it: the run's folder and
+/// Redis first ([`prepare`]), then the program with the script's flags.
+async fn start(
+    bin: &Path,
+    script: &Script,
+    facts: &mut Facts,
+    transcript: &mut Transcript,
+) -> Result<Lesson, String> {
+    let program = match &script.program {
+        Program::Lesson => bin
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        Program::Node(file) => format!("node {file}"),
+    };
+    transcript.line(format!("# {}: {}", script.name, script.title));
+    transcript.line(
+        format!("start {program} {}", script.args.join(" "))
+            .trim_end()
+            .to_owned(),
+    );
+    let launch = prepare(bin, script, facts).await?;
+    let args = with_dir(&script.args, facts.dir.as_ref());
+    Lesson::launch(&launch, &args).map_err(|error| error.to_string())
+}
+
+/// The steps in order, until one that cannot be carried out: the steps
+/// after it would only report its consequences.
+async fn run_steps(
+    script: &Script,
+    lesson: &mut Lesson,
+    facts: &mut Facts,
+    transcript: &mut Transcript,
+) {
+    // Events counted by `wait` start here, and move on with each action.
+    let mut mark = 0;
+    for step in &script.steps {
+        if step.action.is_action() {
+            mark = lesson.event_count();
+        }
+        let line = step.line;
+        facts.line = Some(line);
+        let failed_before = facts.failed.len();
+        let carry_on = run_step(&step.action, lesson, facts, mark, transcript).await;
+        if !carry_on {
+            facts
+                .failures
+                .push(format!("{}:{line}: the step failed", script.path.display()));
+            if facts.failed.len() == failed_before {
+                // A step that could not be carried out (a load that found
+                // no server, a signal to a process that is gone) says why
+                // on its own transcript line.
+                let happened = transcript.last_line().trim_start_matches("✗ ").to_owned();
+                facts.fail("the step to be carried out".into(), happened);
+            }
+            transcript.line("stopped: the steps after this one were skipped");
+            break;
+        }
     }
 }
 
@@ -245,7 +261,9 @@ pub async fn prepare(bin: &Path, script: &Script, facts: &mut Facts) -> Result<L
     Ok(launch)
 }
 
-/// Runs one step; false if the scenario cannot go on.
+/// Runs one step; false if the scenario cannot go on. Each kind of step
+/// has its own function below: what a step does, and how it tells the
+/// transcript, reads in one place.
 async fn run_step(
     action: &Action,
     lesson: &mut Lesson,
@@ -258,109 +276,38 @@ async fn run_step(
             transcript.line(format!("# {text}"));
             true
         }
-
-        Action::Wait {
-            event,
-            matching,
-            within,
-            none: true,
-            ..
-        } => {
-            let found = |events: &[Value]| {
-                events[mark.min(events.len())..]
-                    .iter()
-                    .any(|e| e["event"] == event.as_str() && crate::check::matches(e, matching))
-            };
-            let came = lesson.wait_until(*within, found).await;
-            let what = describe_wait(0, event, matching);
-            let within = format_secs(*within);
-            if came {
-                let line = format!("wait  {what} for {within} ✗ one came");
-                facts.failures.push(line.clone());
-                transcript.line(line);
-                facts.fail(
-                    format!("{what} for {within}"),
-                    format!("one {event} event came"),
-                );
-            } else {
-                transcript.line(format!("wait  {what} for {within} ✓ none came"));
-            }
-            true
-        }
-
         Action::Wait {
             event,
             count,
             matching,
             within,
-            none: false,
+            none,
         } => {
-            let wanted = *count as usize;
-            let found = |events: &[Value]| {
-                events[mark.min(events.len())..]
-                    .iter()
-                    .filter(|e| e["event"] == event.as_str() && crate::check::matches(e, matching))
-                    .count()
+            let wait = EventWait {
+                event,
+                matching,
+                mark,
             };
-            let begun = Instant::now();
-            let ok = lesson
-                .wait_until(*within, |events| found(events) >= wanted)
-                .await;
-            let what = describe_wait(*count, event, matching);
-            if ok {
-                transcript.line(format!("wait  {what} ✓"));
-                transcript.detail(format!("after {:?}", begun.elapsed()));
+            if *none {
+                wait_for_none(&wait, *within, lesson, facts, transcript).await
             } else {
-                let seen = found(&lesson.events());
-                transcript.line(format!("wait  {what} ✗ (saw {seen})"));
-                facts.fail(
-                    format!("{what} within {}", format_secs(*within)),
-                    format!("{seen} came in that time"),
-                );
-                transcript.detail(format!("gave up after {:?}", begun.elapsed()));
+                wait_for_count(&wait, *count, *within, lesson, facts, transcript).await
             }
-            ok
         }
-
         Action::Load {
             name,
             spec,
             background,
             until,
         } => {
-            let addr = match lesson.addr().await {
-                Ok(addr) => addr,
-                Err(error) => {
-                    transcript.line(format!("load  {name} ✗ {error}"));
-                    return false;
-                }
+            let load = LoadStep {
+                name,
+                spec,
+                background: *background,
+                until: until.as_deref(),
             };
-            let mut how = describe_load(spec);
-            let progress = transcript.progress(spec.requests);
-            let spec = spec.clone();
-            let stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match until
-            {
-                Some(kind) => {
-                    how.push_str(&format!(", until {kind}"));
-                    Box::pin(lesson.until_event(kind.clone(), mark))
-                }
-                None => Box::pin(std::future::pending()),
-            };
-            let run = tokio::spawn(async move {
-                let report = load::run_until(addr, &spec, &progress, stop).await;
-                progress.finish_and_clear();
-                report
-            });
-            if *background {
-                transcript.line(format!("load  {name} in the background: {how}"));
-                facts.running.insert(name.clone(), run);
-                true
-            } else {
-                transcript.line(format!("load  {name}: {how}"));
-                collect_load(name, run, Duration::MAX, facts, transcript).await
-            }
+            start_load(&load, mark, lesson, facts, transcript).await
         }
-
         Action::Await { name, within } => match facts.running.remove(name) {
             Some(run) => {
                 transcript.line(format!("await {name}"));
@@ -371,190 +318,376 @@ async fn run_step(
                 false
             }
         },
-
         Action::Request { name, path, within } => {
-            let addr = match lesson.addr().await {
-                Ok(addr) => addr,
-                Err(error) => {
-                    transcript.line(format!("get   {path} ✗ {error}"));
-                    return false;
-                }
-            };
-            let response = load::get(addr, path, *within).await;
-            match &response {
-                Ok(response) => {
-                    transcript.line(format!("get   {path} → {}", response.status));
-                    transcript.detail(format!(
-                        "from worker {}: {}",
-                        response.worker.as_deref().unwrap_or("?"),
-                        response.body.trim()
-                    ));
-                }
-                Err(failure) => {
-                    transcript.line(format!("get   {path} → no response"));
-                    transcript.detail(format!("the connection was {failure}"));
-                }
-            }
-            facts.requests.insert(name.clone(), response);
-            true
+            request(name, path, *within, lesson, facts, transcript).await
         }
-
-        Action::Signal(signal) => {
-            transcript.line(format!("send  {signal} to the primary"));
-            if let Some(begun) = facts.begun {
-                facts
-                    .signals
-                    .push((begun.elapsed(), signal.as_str().to_owned()));
-            }
-            match lesson.signal(*signal) {
-                Ok(()) => true,
-                Err(error) => {
-                    transcript.line(format!("✗ {error}"));
-                    false
-                }
-            }
-        }
-
-        Action::KillWorker(id) => {
-            transcript.line(format!("kill  worker {id} with SIGKILL"));
-            if let Some(begun) = facts.begun {
-                facts.kills.push(begun.elapsed());
-            }
-            match lesson.kill_worker(*id) {
-                Ok(pid) => {
-                    transcript.detail(format!("pid {pid}"));
-                    true
-                }
-                Err(error) => {
-                    transcript.line(format!("✗ {error}"));
-                    false
-                }
-            }
-        }
-
-        Action::WaitExit { within } => {
-            let begun = Instant::now();
-            let was_running = lesson.exit_status().is_none();
-            match lesson.wait_exit(*within).await {
-                Some(status) => {
-                    if was_running && let Some(begun) = facts.begun {
-                        facts.exited = Some(begun.elapsed());
-                    }
-                    transcript.line("wait  for the primary to exit ✓");
-                    transcript.detail(format!("{status} after {:?}", begun.elapsed()));
-                    true
-                }
-                None => {
-                    transcript.line(format!(
-                        "wait  for the primary to exit ✗ still running after {within:?}"
-                    ));
-                    false
-                }
-            }
-        }
-
-        Action::Touch(name) | Action::Remove(name) => {
-            let touch = matches!(action, Action::Touch(_));
-            let verb = if touch { "touch" } else { "remove" };
-            let Some(dir) = facts.dir.as_ref() else {
-                transcript.line(format!("{verb} {name} ✗ this run has no private folder"));
-                return false;
-            };
-            let path = dir.path().join(name);
-            let done = if touch {
-                std::fs::write(&path, b"").map(drop)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            match done {
-                Ok(()) => {
-                    transcript.line(format!("{verb} {{dir}}/{name}"));
-                    true
-                }
-                Err(error) => {
-                    transcript.line(format!("{verb} {{dir}}/{name} ✗ {error}"));
-                    false
-                }
-            }
-        }
-
+        Action::Signal(signal) => send_signal(*signal, lesson, facts, transcript),
+        Action::KillWorker(id) => kill_worker(*id, lesson, facts, transcript),
+        Action::WaitExit { within } => wait_exit(*within, lesson, facts, transcript).await,
+        Action::Touch(name) => file_fault(name, true, facts, transcript),
+        Action::Remove(name) => file_fault(name, false, facts, transcript),
         Action::Pause(how_long) => {
             transcript.line(format!("pause {}", format_secs(*how_long)));
             tokio::time::sleep(*how_long).await;
             true
         }
-
         Action::SampleMemory => {
-            let alive = lesson.alive_workers();
-            facts.worker_rss_mib = alive.iter().filter_map(|&pid| rss_mib(pid)).collect();
-            transcript.line("sample the workers' memory");
-            transcript.detail(format!(
-                "{} workers, RSS {} MiB",
-                facts.worker_rss_mib.len(),
-                facts
-                    .worker_rss_mib
-                    .iter()
-                    .map(|mib| format!("{mib:.1}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ));
+            sample_memory(lesson, facts, transcript);
             true
         }
-
-        Action::Redis(what) => {
-            let Some(redis) = facts.redis.as_mut() else {
-                transcript.line("✗ this run has no redis-server: add `redis = true`");
-                return false;
-            };
-            match what {
-                RedisAction::Stop => {
-                    transcript.line("stop  the redis-server");
-                    redis.stop().await;
-                    true
-                }
-                RedisAction::Start => match redis.restart().await {
-                    Ok(()) => {
-                        transcript.line("start the redis-server again");
-                        true
-                    }
-                    Err(error) => {
-                        transcript.line(format!("start the redis-server again ✗ {error}"));
-                        false
-                    }
-                },
-            }
-        }
-
+        Action::Redis(what) => redis_step(*what, facts, transcript).await,
         Action::Expect { check, within } => {
-            let deadline = Instant::now() + *within;
-            let verdict = loop {
-                let verdict = check.evaluate(|fact| lookup(fact, lesson, facts));
-                if verdict == Verdict::Holds || Instant::now() >= deadline {
-                    break verdict;
-                }
-                // A retried check polls: it is about the outside world
-                // (processes, mostly), which sends no event when it changes.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            };
-            match verdict {
-                Verdict::Holds => transcript.line(format!("check {check} ✓")),
-                Verdict::Fails { lhs, rhs } => {
-                    let line = format!("check {check} ✗ ({lhs} vs {rhs})");
-                    facts.failures.push(line.clone());
-                    transcript.line(line);
-                    facts.fail(
-                        check.to_string(),
-                        format!("the left side was {lhs}, the right side {rhs}"),
-                    );
-                }
-                Verdict::Unknown(why) => {
-                    let line = format!("check {check} ✗ ({why})");
-                    facts.failures.push(line.clone());
-                    transcript.line(line);
-                    facts.fail(check.to_string(), why);
-                }
-            }
+            expect(check, *within, lesson, facts, transcript).await;
             true
+        }
+    }
+}
+
+/// The events a `wait` step looks for: of kind `event`, matching every
+/// `matching` field, counted from the `mark`-th event on (the start of
+/// the latest action).
+#[derive(Debug, Clone, Copy)]
+struct EventWait<'a> {
+    event: &'a str,
+    matching: &'a [(String, Value)],
+    mark: usize,
+}
+
+impl EventWait<'_> {
+    fn count(&self, events: &[Value]) -> usize {
+        events[self.mark.min(events.len())..]
+            .iter()
+            .filter(|e| e["event"] == self.event && crate::check::matches(e, self.matching))
+            .count()
+    }
+}
+
+/// `wait` with `none = true`: passes if no such event comes for all of
+/// `within`, which is how a script says something hangs. A failure here
+/// does not stop the scenario: what follows still says something.
+async fn wait_for_none(
+    wait: &EventWait<'_>,
+    within: Duration,
+    lesson: &mut Lesson,
+    facts: &mut Facts,
+    transcript: &mut Transcript,
+) -> bool {
+    let came = lesson
+        .wait_until(within, |events| wait.count(events) > 0)
+        .await;
+    let what = describe_wait(0, wait.event, wait.matching);
+    let within = format_secs(within);
+    if came {
+        let line = format!("wait  {what} for {within} ✗ one came");
+        facts.failures.push(line.clone());
+        transcript.line(line);
+        facts.fail(
+            format!("{what} for {within}"),
+            format!("one {} event came", wait.event),
+        );
+    } else {
+        transcript.line(format!("wait  {what} for {within} ✓ none came"));
+    }
+    true
+}
+
+/// `wait` for `count` events: a wait that times out stops the scenario,
+/// since the steps after it counted on those events.
+async fn wait_for_count(
+    wait: &EventWait<'_>,
+    count: u64,
+    within: Duration,
+    lesson: &mut Lesson,
+    facts: &mut Facts,
+    transcript: &mut Transcript,
+) -> bool {
+    let wanted = count as usize;
+    let begun = Instant::now();
+    let ok = lesson
+        .wait_until(within, |events| wait.count(events) >= wanted)
+        .await;
+    let what = describe_wait(count, wait.event, wait.matching);
+    if ok {
+        transcript.line(format!("wait  {what} ✓"));
+        transcript.detail(format!("after {:?}", begun.elapsed()));
+    } else {
+        let seen = wait.count(&lesson.events());
+        transcript.line(format!("wait  {what} ✗ (saw {seen})"));
+        facts.fail(
+            format!("{what} within {}", format_secs(within)),
+            format!("{seen} came in that time"),
+        );
+        transcript.detail(format!("gave up after {:?}", begun.elapsed()));
+    }
+    ok
+}
+
+/// A `load` step's settings, as the script gave them.
+#[derive(Debug, Clone, Copy)]
+struct LoadStep<'a> {
+    name: &'a str,
+    spec: &'a LoadSpec,
+    background: bool,
+    until: Option<&'a str>,
+}
+
+/// `load`: starts the load generator, stopped early by the `until` event if
+/// there is one; a background load is left running for an `await`, any
+/// other is collected at once.
+async fn start_load(
+    load: &LoadStep<'_>,
+    mark: usize,
+    lesson: &mut Lesson,
+    facts: &mut Facts,
+    transcript: &mut Transcript,
+) -> bool {
+    let name = load.name;
+    let addr = match lesson.addr().await {
+        Ok(addr) => addr,
+        Err(error) => {
+            transcript.line(format!("load  {name} ✗ {error}"));
+            return false;
+        }
+    };
+    let mut how = describe_load(load.spec);
+    let progress = transcript.progress(load.spec.requests);
+    let spec = load.spec.clone();
+    let stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match load.until {
+        Some(kind) => {
+            how.push_str(&format!(", until {kind}"));
+            Box::pin(lesson.until_event(kind.to_owned(), mark))
+        }
+        None => Box::pin(std::future::pending()),
+    };
+    let run = tokio::spawn(async move {
+        let report = load::run_until(addr, &spec, &progress, stop).await;
+        progress.finish_and_clear();
+        report
+    });
+    if load.background {
+        transcript.line(format!("load  {name} in the background: {how}"));
+        facts.running.insert(name.to_owned(), run);
+        true
+    } else {
+        transcript.line(format!("load  {name}: {how}"));
+        collect_load(name, run, Duration::MAX, facts, transcript).await
+    }
+}
+
+/// `request`: one GET, remembered under `name` for checks; no response is
+/// an answer too (the connection was reset, refused …), not a failure.
+async fn request(
+    name: &str,
+    path: &str,
+    within: Duration,
+    lesson: &mut Lesson,
+    facts: &mut Facts,
+    transcript: &mut Transcript,
+) -> bool {
+    let addr = match lesson.addr().await {
+        Ok(addr) => addr,
+        Err(error) => {
+            transcript.line(format!("get   {path} ✗ {error}"));
+            return false;
+        }
+    };
+    let response = load::get(addr, path, within).await;
+    match &response {
+        Ok(response) => {
+            transcript.line(format!("get   {path} → {}", response.status));
+            transcript.detail(format!(
+                "from worker {}: {}",
+                response.worker.as_deref().unwrap_or("?"),
+                response.body.trim()
+            ));
+        }
+        Err(failure) => {
+            transcript.line(format!("get   {path} → no response"));
+            transcript.detail(format!("the connection was {failure}"));
+        }
+    }
+    facts.requests.insert(name.to_owned(), response);
+    true
+}
+
+/// `signal`: to the primary, noting when for `just compare`'s timings.
+fn send_signal(
+    signal: Signal,
+    lesson: &mut Lesson,
+    facts: &mut Facts,
+    transcript: &mut Transcript,
+) -> bool {
+    transcript.line(format!("send  {signal} to the primary"));
+    if let Some(begun) = facts.begun {
+        facts
+            .signals
+            .push((begun.elapsed(), signal.as_str().to_owned()));
+    }
+    match lesson.signal(signal) {
+        Ok(()) => true,
+        Err(error) => {
+            transcript.line(format!("✗ {error}"));
+            false
+        }
+    }
+}
+
+/// `kill_worker`: SIGKILL to one worker, noting when.
+fn kill_worker(
+    id: u32,
+    lesson: &mut Lesson,
+    facts: &mut Facts,
+    transcript: &mut Transcript,
+) -> bool {
+    transcript.line(format!("kill  worker {id} with SIGKILL"));
+    if let Some(begun) = facts.begun {
+        facts.kills.push(begun.elapsed());
+    }
+    match lesson.kill_worker(id) {
+        Ok(pid) => {
+            transcript.detail(format!("pid {pid}"));
+            true
+        }
+        Err(error) => {
+            transcript.line(format!("✗ {error}"));
+            false
+        }
+    }
+}
+
+/// `wait_exit`: the primary must be gone within the time; when it exits
+/// here (not before), that moment is noted for `just compare`.
+async fn wait_exit(
+    within: Duration,
+    lesson: &mut Lesson,
+    facts: &mut Facts,
+    transcript: &mut Transcript,
+) -> bool {
+    let begun = Instant::now();
+    let was_running = lesson.exit_status().is_none();
+    match lesson.wait_exit(within).await {
+        Some(status) => {
+            if was_running && let Some(begun) = facts.begun {
+                facts.exited = Some(begun.elapsed());
+            }
+            transcript.line("wait  for the primary to exit ✓");
+            transcript.detail(format!("{status} after {:?}", begun.elapsed()));
+            true
+        }
+        None => {
+            transcript.line(format!(
+                "wait  for the primary to exit ✗ still running after {within:?}"
+            ));
+            false
+        }
+    }
+}
+
+/// `touch` (`create`) or `remove` a file in the run's private folder: a
+/// fault the lesson watches for begins or ends.
+fn file_fault(name: &str, create: bool, facts: &mut Facts, transcript: &mut Transcript) -> bool {
+    let verb = if create { "touch" } else { "remove" };
+    let Some(dir) = facts.dir.as_ref() else {
+        transcript.line(format!("{verb} {name} ✗ this run has no private folder"));
+        return false;
+    };
+    let path = dir.path().join(name);
+    let done = if create {
+        std::fs::write(&path, b"").map(drop)
+    } else {
+        std::fs::remove_file(&path)
+    };
+    match done {
+        Ok(()) => {
+            transcript.line(format!("{verb} {{dir}}/{name}"));
+            true
+        }
+        Err(error) => {
+            transcript.line(format!("{verb} {{dir}}/{name} ✗ {error}"));
+            false
+        }
+    }
+}
+
+/// `sample = "memory"`: each live worker's resident memory, for `just
+/// compare`'s tables.
+fn sample_memory(lesson: &Lesson, facts: &mut Facts, transcript: &mut Transcript) {
+    let alive = lesson.alive_workers();
+    facts.worker_rss_mib = alive.iter().filter_map(|&pid| rss_mib(pid)).collect();
+    transcript.line("sample the workers' memory");
+    transcript.detail(format!(
+        "{} workers, RSS {} MiB",
+        facts.worker_rss_mib.len(),
+        facts
+            .worker_rss_mib
+            .iter()
+            .map(|mib| format!("{mib:.1}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
+}
+
+/// `redis = "stop"` or `"start"`: an outage of the run's private server, or
+/// its end.
+async fn redis_step(what: RedisAction, facts: &mut Facts, transcript: &mut Transcript) -> bool {
+    let Some(redis) = facts.redis.as_mut() else {
+        transcript.line("✗ this run has no redis-server: add `redis = true`");
+        return false;
+    };
+    match what {
+        RedisAction::Stop => {
+            transcript.line("stop  the redis-server");
+            redis.stop().await;
+            true
+        }
+        RedisAction::Start => match redis.restart().await {
+            Ok(()) => {
+                transcript.line("start the redis-server again");
+                true
+            }
+            Err(error) => {
+                transcript.line(format!("start the redis-server again ✗ {error}"));
+                false
+            }
+        },
+    }
+}
+
+/// `expect`: evaluates the check, retrying for `within`; a check that fails
+/// is noted and the scenario goes on, so one run shows every failed check.
+async fn expect(
+    check: &Check,
+    within: Duration,
+    lesson: &Lesson,
+    facts: &mut Facts,
+    transcript: &mut Transcript,
+) {
+    let deadline = Instant::now() + within;
+    let verdict = loop {
+        let verdict = check.evaluate(|fact| lookup(fact, lesson, facts));
+        if verdict == Verdict::Holds || Instant::now() >= deadline {
+            break verdict;
+        }
+        // A retried check polls: it is about the outside world
+        // (processes, mostly), which sends no event when it changes.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    match verdict {
+        Verdict::Holds => transcript.line(format!("check {check} ✓")),
+        Verdict::Fails { lhs, rhs } => {
+            let line = format!("check {check} ✗ ({lhs} vs {rhs})");
+            facts.failures.push(line.clone());
+            transcript.line(line);
+            facts.fail(
+                check.to_string(),
+                format!("the left side was {lhs}, the right side {rhs}"),
+            );
+        }
+        Verdict::Unknown(why) => {
+            let line = format!("check {check} ✗ ({why})");
+            facts.failures.push(line.clone());
+            transcript.line(line);
+            facts.fail(check.to_string(), why);
         }
     }
 }
@@ -671,80 +804,13 @@ impl Facts {
     }
 }
 
+/// The value of a fact a check names, from what the steps learned or the
+/// lesson did; an error says why it has none (yet).
 fn lookup(fact: &Fact, lesson: &Lesson, facts: &Facts) -> Result<Value, String> {
     match fact {
-        Fact::Load { name, field } => {
-            let report = facts.loads.get(name).ok_or_else(|| {
-                if facts.running.contains_key(name) {
-                    format!("load {name} is still running: await it first")
-                } else {
-                    format!("no load named {name} has run")
-                }
-            })?;
-            let ms = |d: Option<Duration>| {
-                d.map_or(Value::Null, |d| Value::from(d.as_secs_f64() * 1000.0))
-            };
-            Ok(match field.as_str() {
-                "ok" => Value::from(report.ok),
-                "failed" => Value::from(report.failed),
-                "sent" => Value::from(report.sent),
-                "refused" => Value::from(report.refused()),
-                kind @ ("reset" | "closed" | "timeout" | "error") => {
-                    Value::from(report.errors.get(kind).copied().unwrap_or(0))
-                }
-                "distinct_workers" => Value::from(report.by_worker.len()),
-                "spread_pct" => Value::from(report.spread_pct()),
-                "p50_ms" => ms(report.quantile(0.5)),
-                "p99_ms" => ms(report.quantile(0.99)),
-                status => {
-                    let code = status.trim_start_matches("status.");
-                    let count = code
-                        .parse::<u16>()
-                        .ok()
-                        .and_then(|code| report.statuses.get(&code).copied())
-                        .unwrap_or(0);
-                    Value::from(count)
-                }
-            })
-        }
-        Fact::Request { name, field } => {
-            let response = facts
-                .requests
-                .get(name)
-                .ok_or_else(|| format!("no request named {name} was made"))?;
-            Ok(match (response, field.as_str()) {
-                (Ok(r), "status") => Value::from(r.status),
-                (Ok(r), "worker") => r.worker.clone().map_or(Value::Null, Value::from),
-                (Ok(r), "body") => Value::from(r.body.clone()),
-                (Err(failure), "error") => Value::from(*failure),
-                (Ok(r), json) if json.starts_with("json.") => {
-                    let body: Value = serde_json::from_str(&r.body)
-                        .map_err(|error| format!("request {name}'s body is not JSON: {error}"))?;
-                    json.split('.')
-                        .skip(1)
-                        .try_fold(&body, crate::check::field)
-                        .cloned()
-                        .unwrap_or(Value::Null)
-                }
-                _ => Value::Null,
-            })
-        }
-        Fact::Exit(field) => {
-            let status = lesson
-                .exit_status()
-                .ok_or("the primary is still running: add a `wait_exit` step first")?;
-            Ok(match field.as_str() {
-                "code" => status.code().map_or(Value::Null, Value::from),
-                "signal" => {
-                    use std::os::unix::process::ExitStatusExt;
-                    status
-                        .signal()
-                        .and_then(|n| nix::sys::signal::Signal::try_from(n).ok())
-                        .map_or(Value::Null, |signal| Value::from(signal.as_str()))
-                }
-                _ => Value::from(lesson.stderr()),
-            })
-        }
+        Fact::Load { name, field } => load_fact(name, field, facts),
+        Fact::Request { name, field } => request_fact(name, field, facts),
+        Fact::Exit(field) => exit_fact(field, lesson),
         Fact::WorkersAlive => Ok(Value::from(lesson.alive_workers().len())),
         Fact::RolloutMinReady => crate::check::min_ready_during_rollout(&lesson.events())
             .map(Value::from)
@@ -758,6 +824,83 @@ fn lookup(fact: &Fact, lesson: &Lesson, facts: &Facts) -> Result<Value, String> 
             over_events(*func, path, &of_kind)
         }
     }
+}
+
+/// `load.NAME.FIELD`: what a finished load's clients saw.
+fn load_fact(name: &str, field: &str, facts: &Facts) -> Result<Value, String> {
+    let report = facts.loads.get(name).ok_or_else(|| {
+        if facts.running.contains_key(name) {
+            format!("load {name} is still running: await it first")
+        } else {
+            format!("no load named {name} has run")
+        }
+    })?;
+    let ms = |d: Option<Duration>| d.map_or(Value::Null, |d| Value::from(d.as_secs_f64() * 1000.0));
+    Ok(match field {
+        "ok" => Value::from(report.ok),
+        "failed" => Value::from(report.failed),
+        "sent" => Value::from(report.sent),
+        "refused" => Value::from(report.refused()),
+        kind @ ("reset" | "closed" | "timeout" | "error") => {
+            Value::from(report.errors.get(kind).copied().unwrap_or(0))
+        }
+        "distinct_workers" => Value::from(report.by_worker.len()),
+        "spread_pct" => Value::from(report.spread_pct()),
+        "p50_ms" => ms(report.quantile(0.5)),
+        "p99_ms" => ms(report.quantile(0.99)),
+        status => {
+            let code = status.trim_start_matches("status.");
+            let count = code
+                .parse::<u16>()
+                .ok()
+                .and_then(|code| report.statuses.get(&code).copied())
+                .unwrap_or(0);
+            Value::from(count)
+        }
+    })
+}
+
+/// `request.NAME.FIELD`: the one response a `request` step got, or how it
+/// failed; `json.PATH` reads into its body.
+fn request_fact(name: &str, field: &str, facts: &Facts) -> Result<Value, String> {
+    let response = facts
+        .requests
+        .get(name)
+        .ok_or_else(|| format!("no request named {name} was made"))?;
+    Ok(match (response, field) {
+        (Ok(r), "status") => Value::from(r.status),
+        (Ok(r), "worker") => r.worker.clone().map_or(Value::Null, Value::from),
+        (Ok(r), "body") => Value::from(r.body.clone()),
+        (Err(failure), "error") => Value::from(*failure),
+        (Ok(r), json) if json.starts_with("json.") => {
+            let body: Value = serde_json::from_str(&r.body)
+                .map_err(|error| format!("request {name}'s body is not JSON: {error}"))?;
+            json.split('.')
+                .skip(1)
+                .try_fold(&body, crate::check::field)
+                .cloned()
+                .unwrap_or(Value::Null)
+        }
+        _ => Value::Null,
+    })
+}
+
+/// `exit.FIELD`: how the primary ended, once it has.
+fn exit_fact(field: &str, lesson: &Lesson) -> Result<Value, String> {
+    let status = lesson
+        .exit_status()
+        .ok_or("the primary is still running: add a `wait_exit` step first")?;
+    Ok(match field {
+        "code" => status.code().map_or(Value::Null, Value::from),
+        "signal" => {
+            use std::os::unix::process::ExitStatusExt;
+            status
+                .signal()
+                .and_then(|n| nix::sys::signal::Signal::try_from(n).ok())
+                .map_or(Value::Null, |signal| Value::from(signal.as_str()))
+        }
+        _ => Value::from(lesson.stderr()),
+    })
 }
 
 /// The script's arguments with `{dir}` replaced by the run's private folder.

@@ -63,6 +63,11 @@
 //! max_time = "30s"                  # … and a time
 //! ```
 //!
+//! Every event a script names — `wait`, `until`, `matching`'s fields, the
+//! events in a check — must be one the program can print: the
+//! supervisor's own or one its lesson reports (see [`crate::vocabulary`]),
+//! so `wait = "raedy"` is refused when the script is read.
+//!
 //! Each `[[step]]` does one thing, named by its first key; the other keys
 //! are that action's options. Steps are read by hand rather than through a
 //! derived enum because serde's untagged enums lose every useful error, and
@@ -79,6 +84,7 @@ use toml::Spanned;
 
 use crate::check::Check;
 use crate::load::LoadSpec;
+use crate::vocabulary::Vocabulary;
 
 /// How long a `wait`, `await`, `wait_exit` or `request` step may take when
 /// the script does not say: generous, because CI machines are slow, and a
@@ -269,18 +275,35 @@ const ACTIONS: &[(&str, &[&str])] = &[
 ];
 
 impl Script {
-    /// Reads and checks the script at `path`.
+    /// Reads and checks the script at `path`. The lesson whose events it
+    /// may name is the one its path names (`scenarios/08-…`,
+    /// `lessons/08-…/exercises/…`); a path that names none may use the
+    /// supervisor's events only.
     pub fn load(path: &Path) -> Result<Script, ScriptError> {
+        Script::load_in(path, None)
+    }
+
+    /// [`Script::load`] for a script of lesson `lesson` (`"08"`) whatever
+    /// its name: `scenario 08 --script /tmp/mine.toml`.
+    pub fn load_for(path: &Path, lesson: &str) -> Result<Script, ScriptError> {
+        Script::load_in(path, Some(lesson))
+    }
+
+    fn load_in(path: &Path, lesson: Option<&str>) -> Result<Script, ScriptError> {
         let source = std::fs::read_to_string(path).map_err(|error| ScriptError {
             path: path.to_owned(),
             line: 0,
             message: format!("cannot read the script: {error}"),
         })?;
-        Script::parse(path, &source)
+        Script::parse_in(path, &source, lesson)
     }
 
     /// Checks `source` as if it had been read from `path`.
     pub fn parse(path: &Path, source: &str) -> Result<Script, ScriptError> {
+        Script::parse_in(path, source, None)
+    }
+
+    fn parse_in(path: &Path, source: &str, lesson: Option<&str>) -> Result<Script, ScriptError> {
         let at = |span: std::ops::Range<usize>, message: String| ScriptError {
             path: path.to_owned(),
             line: line_of(source, span.start),
@@ -301,22 +324,14 @@ impl Script {
             None => Program::Lesson,
             Some(file) => {
                 let span = file.span();
-                let file = file.into_inner();
-                if file.is_empty() || file.contains('/') || !file.ends_with(".js") {
-                    return Err(at(
-                        span,
-                        format!(
-                            "`node` names a .js file in the lesson's node/ folder, like \"usual.js\", not {file:?}"
-                        ),
-                    ));
-                }
-                Program::Node(file)
+                Program::Node(node_file(file.into_inner()).map_err(|message| at(span, message))?)
             }
         };
+        let vocabulary = Vocabulary::for_script(path, lesson, &program, raw.compare.is_some());
         let mut steps = Vec::with_capacity(raw.step.len());
         for step in raw.step {
             let span = step.span();
-            let action = read_step(step.into_inner(), span.clone())
+            let action = read_step(step.into_inner(), span.clone(), &vocabulary)
                 .map_err(|(span, message)| at(span, message))?;
             if matches!(action, Action::Redis(_)) && !raw.redis {
                 return Err(at(
@@ -342,6 +357,16 @@ impl Script {
     }
 }
 
+/// `node = "usual.js"`: a file in the lesson's `node/` folder, nowhere else.
+fn node_file(file: String) -> Result<String, String> {
+    if file.is_empty() || file.contains('/') || !file.ends_with(".js") {
+        return Err(format!(
+            "`node` names a .js file in the lesson's node/ folder, like \"usual.js\", not {file:?}"
+        ));
+    }
+    Ok(file)
+}
+
 /// 1-based line of byte `offset` in `source`.
 fn line_of(source: &str, offset: usize) -> usize {
     source
@@ -362,6 +387,11 @@ struct Options {
 impl Options {
     fn take(&mut self, key: &str) -> Option<Spanned<toml::Value>> {
         self.values.remove(key).map(|(_, value)| value)
+    }
+
+    /// Where the value of `key` is, for a mistake found after it was read.
+    fn span_of(&self, key: &str) -> Option<std::ops::Range<usize>> {
+        self.values.get(key).map(|(_, value)| value.span())
     }
 
     fn string(&mut self, key: &str) -> Result<Option<String>, StepError> {
@@ -441,31 +471,14 @@ impl Options {
     }
 }
 
-fn read_step(raw: RawStep, span: std::ops::Range<usize>) -> Result<Action, StepError> {
-    let kinds: Vec<&'static str> = ACTIONS
-        .iter()
-        .map(|(name, _)| *name)
-        .filter(|name| raw.keys().any(|key| key.get_ref() == name))
-        .collect();
-    let action = match kinds.as_slice() {
-        [one] => *one,
-        [] => {
-            let names: Vec<&str> = ACTIONS.iter().map(|(name, _)| *name).collect();
-            let first = raw.keys().next().map_or(span.clone(), |key| key.span());
-            return Err((
-                first,
-                format!("a step needs one action key: one of {}", names.join(", ")),
-            ));
-        }
-        [first, second, ..] => {
-            return Err((
-                span,
-                format!(
-                    "a step does one thing, but this one has both `{first}` and `{second}`: split it"
-                ),
-            ));
-        }
-    };
+/// Reads one step: which action it is, then that action's options, each
+/// action by its own reader below so each reads like the script it parses.
+fn read_step(
+    raw: RawStep,
+    span: std::ops::Range<usize>,
+    vocabulary: &Vocabulary,
+) -> Result<Action, StepError> {
+    let action = action_of(&raw, &span)?;
     let mut options = Options {
         action,
         values: raw
@@ -473,123 +486,217 @@ fn read_step(raw: RawStep, span: std::ops::Range<usize>) -> Result<Action, StepE
             .map(|(key, value)| (key.get_ref().clone(), (key.span(), value)))
             .collect(),
     };
-    let action_span = options
+    let at = options
         .values
         .get(action)
         .map_or(span, |(key_span, _)| key_span.clone());
-
     let parsed = match action {
-        "say" => Action::Say(required_string(&mut options, "say", &action_span)?),
-        "wait" => Action::Wait {
-            event: required_string(&mut options, "wait", &action_span)?,
-            count: options.count("count")?.unwrap_or(1),
-            matching: matching(&mut options)?,
-            within: options.duration("within")?.unwrap_or(DEFAULT_WITHIN),
-            none: options.flag("none")?.unwrap_or(false),
-        },
-        "load" => {
-            let name = required_string(&mut options, "load", &action_span)?;
-            let defaults = LoadSpec::default();
-            let spec = LoadSpec {
-                requests: options.count("requests")?.unwrap_or(defaults.requests),
-                connections: options
-                    .count("connections")?
-                    .map_or(defaults.connections, |c| c.max(1) as usize),
-                keep_alive: options.flag("keep_alive")?.unwrap_or(defaults.keep_alive),
-                path: options.string("path")?.unwrap_or(defaults.path),
-                max_time: options.duration("max_time")?.unwrap_or(defaults.max_time),
-                timeout: options.duration("timeout")?.unwrap_or(defaults.timeout),
-                ..LoadSpec::default()
-            };
-            Action::Load {
-                name,
-                spec,
-                background: options.flag("background")?.unwrap_or(false),
-                until: options.string("until")?,
-            }
-        }
+        "say" => Action::Say(required_string(&mut options, "say", &at)?),
+        "wait" => read_wait(&mut options, &at, vocabulary)?,
+        "load" => read_load(&mut options, &at, vocabulary)?,
         "await" => Action::Await {
-            name: required_string(&mut options, "await", &action_span)?,
+            name: required_string(&mut options, "await", &at)?,
             within: options.duration("within")?.unwrap_or(DEFAULT_WITHIN),
         },
         "request" => Action::Request {
-            name: required_string(&mut options, "request", &action_span)?,
+            name: required_string(&mut options, "request", &at)?,
             path: options.string("path")?.unwrap_or_else(|| "/".into()),
             within: options.duration("within")?.unwrap_or(DEFAULT_WITHIN),
         },
         "signal" => {
-            let name = required_string(&mut options, "signal", &action_span)?;
-            Action::Signal(parse_signal(&name).map_err(|message| (action_span.clone(), message))?)
+            let name = required_string(&mut options, "signal", &at)?;
+            Action::Signal(parse_signal(&name).map_err(|message| (at.clone(), message))?)
         }
-        "kill_worker" => match options.count("kill_worker")? {
-            Some(id) if id >= 1 && id <= u64::from(u32::MAX) => Action::KillWorker(id as u32),
-            _ => {
-                return Err((
-                    action_span,
-                    "`kill_worker` needs a worker id (1, 2, …)".into(),
-                ));
-            }
+        "kill_worker" => read_kill_worker(&mut options, at)?,
+        "wait_exit" => Action::WaitExit {
+            within: required_duration(&mut options, "wait_exit", &at)?,
         },
-        "wait_exit" => {
-            let text = required_string(&mut options, "wait_exit", &action_span)?;
-            Action::WaitExit {
-                within: parse_duration(&text)
-                    .map_err(|message| (action_span.clone(), format!("`wait_exit`: {message}")))?,
-            }
-        }
-        "expect" => {
-            let text = required_string(&mut options, "expect", &action_span)?;
-            Action::Expect {
-                check: Check::parse(&text).map_err(|message| (action_span.clone(), message))?,
-                within: options.duration("within")?.unwrap_or(Duration::ZERO),
-            }
-        }
-        "pause" => {
-            let text = required_string(&mut options, "pause", &action_span)?;
-            Action::Pause(
-                parse_duration(&text)
-                    .map_err(|message| (action_span.clone(), format!("`pause`: {message}")))?,
-            )
-        }
-        "sample" => match required_string(&mut options, "sample", &action_span)?.as_str() {
-            "memory" => Action::SampleMemory,
-            other => {
-                return Err((
-                    action_span,
-                    format!("`sample` takes \"memory\", not {other:?}"),
-                ));
-            }
-        },
-        "redis" => match required_string(&mut options, "redis", &action_span)?.as_str() {
-            "stop" => Action::Redis(RedisAction::Stop),
-            "start" => Action::Redis(RedisAction::Start),
-            other => {
-                return Err((
-                    action_span,
-                    format!("`redis` takes \"stop\" or \"start\", not {other:?}"),
-                ));
-            }
-        },
-        "touch" | "remove" => {
-            let name = required_string(&mut options, action, &action_span)?;
-            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-                return Err((
-                    action_span,
-                    format!(
-                        "`{action}` names a file in the run's private folder, like \"db-down\", not {name:?}"
-                    ),
-                ));
-            }
-            if action == "touch" {
-                Action::Touch(name)
-            } else {
-                Action::Remove(name)
-            }
-        }
+        "expect" => read_expect(&mut options, &at, vocabulary)?,
+        "pause" => Action::Pause(required_duration(&mut options, "pause", &at)?),
+        "sample" => read_sample(&mut options, at)?,
+        "redis" => read_redis(&mut options, at)?,
+        "touch" | "remove" => read_file_fault(&mut options, action, at)?,
         other => unreachable!("ACTIONS lists {other} without a reader"),
     };
     options.finish()?;
     Ok(parsed)
+}
+
+/// The one action key of a step: none, or two, is the script's mistake.
+fn action_of(raw: &RawStep, span: &std::ops::Range<usize>) -> Result<&'static str, StepError> {
+    let kinds: Vec<&'static str> = ACTIONS
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| raw.keys().any(|key| key.get_ref() == name))
+        .collect();
+    match kinds.as_slice() {
+        [one] => Ok(*one),
+        [] => {
+            let names: Vec<&str> = ACTIONS.iter().map(|(name, _)| *name).collect();
+            let first = raw.keys().next().map_or(span.clone(), |key| key.span());
+            Err((
+                first,
+                format!("a step needs one action key: one of {}", names.join(", ")),
+            ))
+        }
+        [first, second, ..] => Err((
+            span.clone(),
+            format!(
+                "a step does one thing, but this one has both `{first}` and `{second}`: split it"
+            ),
+        )),
+    }
+}
+
+/// `wait = "kind"`: the kind and the `matching` fields are checked against
+/// the events there are, so a typo fails here and not as a wait that times
+/// out.
+fn read_wait(
+    options: &mut Options,
+    at: &std::ops::Range<usize>,
+    vocabulary: &Vocabulary,
+) -> Result<Action, StepError> {
+    let event = required_string(options, "wait", at)?;
+    vocabulary
+        .kind(&event)
+        .map_err(|message| (at.clone(), message))?;
+    let count = options.count("count")?.unwrap_or(1);
+    let matching_at = options.span_of("matching").unwrap_or_else(|| at.clone());
+    let matching = matching(options)?;
+    for (path, _) in &matching {
+        let path: Vec<String> = path.split('.').map(str::to_owned).collect();
+        vocabulary
+            .field(&event, &path)
+            .map_err(|message| (matching_at.clone(), format!("`matching`: {message}")))?;
+    }
+    Ok(Action::Wait {
+        event,
+        count,
+        matching,
+        within: options.duration("within")?.unwrap_or(DEFAULT_WITHIN),
+        none: options.flag("none")?.unwrap_or(false),
+    })
+}
+
+/// `load = "name"`: the load generator's settings, defaults where the
+/// script says nothing, and the event (`until`) that ends it early.
+fn read_load(
+    options: &mut Options,
+    at: &std::ops::Range<usize>,
+    vocabulary: &Vocabulary,
+) -> Result<Action, StepError> {
+    let name = required_string(options, "load", at)?;
+    let defaults = LoadSpec::default();
+    let spec = LoadSpec {
+        requests: options.count("requests")?.unwrap_or(defaults.requests),
+        connections: options
+            .count("connections")?
+            .map_or(defaults.connections, |c| c.max(1) as usize),
+        keep_alive: options.flag("keep_alive")?.unwrap_or(defaults.keep_alive),
+        path: options.string("path")?.unwrap_or(defaults.path),
+        max_time: options.duration("max_time")?.unwrap_or(defaults.max_time),
+        timeout: options.duration("timeout")?.unwrap_or(defaults.timeout),
+        ..LoadSpec::default()
+    };
+    let until_at = options.span_of("until");
+    let until = options.string("until")?;
+    if let Some(kind) = &until {
+        vocabulary.kind(kind).map_err(|message| {
+            (
+                until_at.unwrap_or_else(|| at.clone()),
+                format!("`until`: {message}"),
+            )
+        })?;
+    }
+    Ok(Action::Load {
+        name,
+        spec,
+        background: options.flag("background")?.unwrap_or(false),
+        until,
+    })
+}
+
+/// `expect = "check"`: parsed now, its events' names checked now.
+fn read_expect(
+    options: &mut Options,
+    at: &std::ops::Range<usize>,
+    vocabulary: &Vocabulary,
+) -> Result<Action, StepError> {
+    let text = required_string(options, "expect", at)?;
+    let check = Check::parse(&text).map_err(|message| (at.clone(), message))?;
+    for (kind, path) in check.events() {
+        vocabulary
+            .field(kind, path)
+            .map_err(|message| (at.clone(), message))?;
+    }
+    Ok(Action::Expect {
+        check,
+        within: options.duration("within")?.unwrap_or(Duration::ZERO),
+    })
+}
+
+/// `kill_worker = 2`: worker ids start at 1.
+fn read_kill_worker(
+    options: &mut Options,
+    at: std::ops::Range<usize>,
+) -> Result<Action, StepError> {
+    match options.count("kill_worker")? {
+        Some(id) if id >= 1 && id <= u64::from(u32::MAX) => Ok(Action::KillWorker(id as u32)),
+        _ => Err((at, "`kill_worker` needs a worker id (1, 2, …)".into())),
+    }
+}
+
+/// `sample = "memory"`, the one thing there is to sample.
+fn read_sample(options: &mut Options, at: std::ops::Range<usize>) -> Result<Action, StepError> {
+    match required_string(options, "sample", &at)?.as_str() {
+        "memory" => Ok(Action::SampleMemory),
+        other => Err((at, format!("`sample` takes \"memory\", not {other:?}"))),
+    }
+}
+
+/// `redis = "stop"` or `"start"`.
+fn read_redis(options: &mut Options, at: std::ops::Range<usize>) -> Result<Action, StepError> {
+    match required_string(options, "redis", &at)?.as_str() {
+        "stop" => Ok(Action::Redis(RedisAction::Stop)),
+        "start" => Ok(Action::Redis(RedisAction::Start)),
+        other => Err((
+            at,
+            format!("`redis` takes \"stop\" or \"start\", not {other:?}"),
+        )),
+    }
+}
+
+/// `touch`/`remove = "db-down"`: a plain name, so the file stays inside the
+/// run's private folder.
+fn read_file_fault(
+    options: &mut Options,
+    action: &'static str,
+    at: std::ops::Range<usize>,
+) -> Result<Action, StepError> {
+    let name = required_string(options, action, &at)?;
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err((
+            at,
+            format!(
+                "`{action}` names a file in the run's private folder, like \"db-down\", not {name:?}"
+            ),
+        ));
+    }
+    Ok(if action == "touch" {
+        Action::Touch(name)
+    } else {
+        Action::Remove(name)
+    })
+}
+
+/// The value of `key`, a duration, which the action cannot do without.
+fn required_duration(
+    options: &mut Options,
+    key: &str,
+    at: &std::ops::Range<usize>,
+) -> Result<Duration, StepError> {
+    let text = required_string(options, key, at)?;
+    parse_duration(&text).map_err(|message| (at.clone(), format!("`{key}`: {message}")))
 }
 
 fn required_string(
@@ -804,6 +911,131 @@ wait_exit = "5s"
             message.starts_with("scenarios/99-test.toml:2:"),
             "{message}"
         );
+    }
+
+    /// Writes `source` to a temporary file named `name` and loads it, as
+    /// `scenario --script` does.
+    fn load_temp(name: &str, source: &str) -> (PathBuf, Result<Script, ScriptError>) {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let path = dir.path().join(name);
+        std::fs::write(&path, source).expect("the script is written");
+        let loaded = Script::load(&path);
+        (path, loaded)
+    }
+
+    fn load_error(name: &str, source: &str) -> String {
+        match load_temp(name, source) {
+            (_, Ok(script)) => panic!("expected an error, got {script:?}"),
+            (path, Err(error)) => error
+                .to_string()
+                .replace(&path.display().to_string(), "SCRIPT"),
+        }
+    }
+
+    #[test]
+    fn an_unknown_event_is_refused_with_its_line() {
+        let message = load_error(
+            "99-bad.toml",
+            "title = \"t\"\n\n[[step]]\nwait = \"listening\"\n\n[[step]]\nwait = \"raedy\"\n",
+        );
+        // Lesson 99 does not exist: the supervisor's events are all there is.
+        let known = crate::vocabulary::supervisor_kinds().join(", ");
+        assert!(known.starts_with("start, fork, online, listening, ready, draining"));
+        assert_eq!(
+            message,
+            format!("SCRIPT:7: unknown event \"raedy\" (known: {known})")
+        );
+    }
+
+    #[test]
+    fn an_unknown_field_of_a_supervisor_event_is_refused() {
+        let message = load_error(
+            "99-bad.toml",
+            "title = \"t\"\n[[step]]\nwait_exit = \"5s\"\n[[step]]\nexpect = \"last(exit.cdoe) == 0\"\n",
+        );
+        assert_eq!(
+            message,
+            "SCRIPT:5: unknown field \"cdoe\" of the supervisor's \"exit\" event \
+             (its fields: code, event, exited_after_disconnect, id, pid, reason, signal)"
+        );
+        let message = load_error(
+            "99-bad.toml",
+            "title = \"t\"\n[[step]]\nwait = \"exit\"\nmatching = { exited_after_disconect = true }\n",
+        );
+        assert!(
+            message.starts_with(
+                "SCRIPT:4: `matching`: unknown field \"exited_after_disconect\" of the supervisor's \"exit\" event"
+            ),
+            "{message}"
+        );
+        let message = load_error(
+            "99-bad.toml",
+            "title = \"t\"\n[[step]]\nload = \"x\"\nbackground = true\nuntil = \"rollout_finsihed\"\n",
+        );
+        assert!(
+            message.starts_with("SCRIPT:5: `until`: unknown event \"rollout_finsihed\" (known: "),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_lesson_s_own_records_are_known_and_their_typos_are_not() {
+        // `rollout_report` is lesson 08's own record (`cluster.report`).
+        let (_, loaded) = load_temp(
+            "08-mine.toml",
+            "title = \"t\"\n[[step]]\nwait = \"rollout_report\"\n[[step]]\nexpect = \"last(rollout_report.anything.at.all) == 1\"\n",
+        );
+        assert!(loaded.is_ok(), "{loaded:?}");
+        let message = load_error(
+            "08-mine.toml",
+            "title = \"t\"\n[[step]]\nwait = \"rollout_reprot\"\n",
+        );
+        assert!(
+            message.starts_with("SCRIPT:3: unknown event \"rollout_reprot\" (known: start, "),
+            "{message}"
+        );
+        assert!(message.contains("rollout_report"), "{message}");
+    }
+
+    #[test]
+    fn every_script_in_the_workbook_loads() {
+        let root = crate::workspace_root();
+        let mut scripts = Vec::new();
+        for dir in ["scenarios", "scenarios/compare", "scenarios/timeline"] {
+            scripts.extend(
+                tomls(&root.join(dir))
+                    .into_iter()
+                    .filter(|path| !path.ends_with("Cargo.toml")),
+            );
+        }
+        for lesson in std::fs::read_dir(root.join("lessons")).expect("lessons/ is listed") {
+            let exercises = lesson.expect("a lesson folder").path().join("exercises");
+            // exercises.toml is the lesson's manifest, not a script.
+            scripts.extend(
+                tomls(&exercises)
+                    .into_iter()
+                    .filter(|path| !path.ends_with("exercises.toml")),
+            );
+        }
+        assert!(scripts.len() > 150, "only {} scripts found", scripts.len());
+        let broken: Vec<String> = scripts
+            .iter()
+            .filter_map(|path| Script::load(path).err())
+            .map(|error| error.to_string())
+            .collect();
+        assert!(broken.is_empty(), "{}", broken.join("\n"));
+    }
+
+    fn tomls(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|entry| entry.path())
+                    .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     #[test]

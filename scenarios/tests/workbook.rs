@@ -145,12 +145,6 @@ fn every_exercise_has_its_scenario_patch_marker_and_chapter_section() {
         Err(error) => return report("exercises", &[error.to_string()]),
     };
     let chapters = names(&root.join("book/src"));
-    let relative = |path: &Path| {
-        path.strip_prefix(&root)
-            .unwrap_or(path)
-            .display()
-            .to_string()
-    };
     let mut declared: Vec<PathBuf> = Vec::new();
 
     for exercise in &exercises {
@@ -160,35 +154,9 @@ fn every_exercise_has_its_scenario_patch_marker_and_chapter_section() {
         if let Err(error) = exercise.script() {
             problems.push(format!("exercise {id}: {error}"));
         }
-
         if let Some(patch) = exercise.patch() {
             declared.push(patch.clone());
-            match exercise.files() {
-                Ok(files) if files.is_empty() => problems.push(format!(
-                    "exercise {id}: {} changes no file",
-                    relative(&patch)
-                )),
-                Ok(files) => {
-                    let mut marked = false;
-                    for file in &files {
-                        match fs::read_to_string(root.join(file)) {
-                            Ok(source) => marked |= source.contains(&exercise.marker()),
-                            Err(_) => problems.push(format!(
-                                "exercise {id}: {} changes {file}, which does not exist",
-                                relative(&patch)
-                            )),
-                        }
-                    }
-                    if !marked {
-                        problems.push(format!(
-                            "exercise {id}: no `// {}` marker in {} (where the learner's change goes)",
-                            exercise.marker(),
-                            files.join(", ")
-                        ));
-                    }
-                }
-                Err(error) => problems.push(format!("exercise {id}: {error}")),
-            }
+            problems.extend(patch_problems(&root, exercise, &patch));
         }
         let test = exercise.lesson_dir.join("tests/exercises.rs");
         let proves = fs::read_to_string(&test)
@@ -196,39 +164,10 @@ fn every_exercise_has_its_scenario_patch_marker_and_chapter_section() {
         if !proves {
             problems.push(format!(
                 "exercise {id}: {} does not call scenarios::exercise::prove_lesson (the CI test of its scenario and patch)",
-                relative(&test)
+                relative(&root, &test)
             ));
         }
-
-        let prefix = format!("{}-", exercise.lesson);
-        let chapter = chapters
-            .iter()
-            .find(|name| name.starts_with(&prefix) && name.ends_with(".md"));
-        let text = chapter
-            .and_then(|name| fs::read_to_string(root.join("book/src").join(name)).ok())
-            .unwrap_or_default();
-        let heading = format!("### Exercise {id}");
-        match text.split_once(&heading) {
-            None => problems.push(format!(
-                "exercise {id}: its chapter book/src/{}-*.md has no section `{heading}: …`",
-                exercise.lesson
-            )),
-            Some((_, section)) => {
-                let section = section.split("\n#").next().unwrap_or_default();
-                let folded = section.contains("<details>");
-                if exercise.kind == scenarios::exercise::Kind::Predict && !folded {
-                    problems.push(format!(
-                        "exercise {id} is a prediction: its section needs the answer in a <details> block"
-                    ));
-                }
-                if !section.contains(&format!("just exercise {} {}", exercise.lesson, exercise.k)) {
-                    problems.push(format!(
-                        "exercise {id}: its section does not say how to run it (`just exercise {} {}`)",
-                        exercise.lesson, exercise.k
-                    ));
-                }
-            }
-        }
+        problems.extend(section_problems(&root, &chapters, exercise));
     }
 
     for lesson in names(&root.join("lessons")) {
@@ -238,13 +177,100 @@ fn every_exercise_has_its_scenario_patch_marker_and_chapter_section() {
             if name != "exercises.toml" && !declared.contains(&path) {
                 problems.push(format!(
                     "{}: not an exercise declared in exercises.toml (NN.K.toml, NN.K.patch)",
-                    relative(&path)
+                    relative(&root, &path)
                 ));
             }
         }
     }
 
     report("exercises", &problems);
+}
+
+/// `path` from the workspace root, as a problem names it.
+fn relative(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// A change-the-code exercise's patch touches files that exist, and one of
+/// them carries the marker where the learner's change goes.
+fn patch_problems(
+    root: &Path,
+    exercise: &scenarios::exercise::Exercise,
+    patch: &Path,
+) -> Vec<String> {
+    let id = exercise.id();
+    let mut problems = Vec::new();
+    match exercise.files() {
+        Ok(files) if files.is_empty() => problems.push(format!(
+            "exercise {id}: {} changes no file",
+            relative(root, patch)
+        )),
+        Ok(files) => {
+            let mut marked = false;
+            for file in &files {
+                match fs::read_to_string(root.join(file)) {
+                    Ok(source) => marked |= source.contains(&exercise.marker()),
+                    Err(_) => problems.push(format!(
+                        "exercise {id}: {} changes {file}, which does not exist",
+                        relative(root, patch)
+                    )),
+                }
+            }
+            if !marked {
+                problems.push(format!(
+                    "exercise {id}: no `// {}` marker in {} (where the learner's change goes)",
+                    exercise.marker(),
+                    files.join(", ")
+                ));
+            }
+        }
+        Err(error) => problems.push(format!("exercise {id}: {error}")),
+    }
+    problems
+}
+
+/// The exercise's section in its chapter: there, saying how to run it, and
+/// for a prediction, its answer folded away.
+fn section_problems(
+    root: &Path,
+    chapters: &[String],
+    exercise: &scenarios::exercise::Exercise,
+) -> Vec<String> {
+    let id = exercise.id();
+    let mut problems = Vec::new();
+    let prefix = format!("{}-", exercise.lesson);
+    let chapter = chapters
+        .iter()
+        .find(|name| name.starts_with(&prefix) && name.ends_with(".md"));
+    let text = chapter
+        .and_then(|name| fs::read_to_string(root.join("book/src").join(name)).ok())
+        .unwrap_or_default();
+    let heading = format!("### Exercise {id}");
+    match text.split_once(&heading) {
+        None => problems.push(format!(
+            "exercise {id}: its chapter book/src/{}-*.md has no section `{heading}: …`",
+            exercise.lesson
+        )),
+        Some((_, section)) => {
+            let section = section.split("\n#").next().unwrap_or_default();
+            let folded = section.contains("<details>");
+            if exercise.kind == scenarios::exercise::Kind::Predict && !folded {
+                problems.push(format!(
+                    "exercise {id} is a prediction: its section needs the answer in a <details> block"
+                ));
+            }
+            if !section.contains(&format!("just exercise {} {}", exercise.lesson, exercise.k)) {
+                problems.push(format!(
+                    "exercise {id}: its section does not say how to run it (`just exercise {} {}`)",
+                    exercise.lesson, exercise.k
+                ));
+            }
+        }
+    }
+    problems
 }
 
 /// The targets of the `[title](target)` links in SUMMARY.md, in order; a

@@ -37,12 +37,9 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use nix::sys::signal::Signal;
-use scenarios::bench::{self, Machine, Row};
+use scenarios::bench::{self, Machine, Row, STRATEGIES, Server};
 use scenarios::lesson::Lesson;
 use scenarios::{LoadReport, LoadSpec};
-
-/// The strategies in the order the lesson introduces them.
-const STRATEGIES: [&str; 3] = ["rr", "shared", "reuseport"];
 
 /// How long a cluster may take to fork and listen before the run gives up.
 const LISTEN_WITHIN: Duration = Duration::from_secs(20);
@@ -81,28 +78,45 @@ struct Args {
     out: Option<PathBuf>,
 }
 
-/// What serves a cell: a strategy of lesson 04, or the plain process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Server {
-    Plain,
-    Strategy(&'static str),
-}
-
-impl Server {
-    fn name(self) -> &'static str {
-        match self {
-            Server::Plain => bench::LIMIT,
-            Server::Strategy(strategy) => strategy,
-        }
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     scenarios::exit_code(run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let (bin, plain) = binaries(&args)?;
+    // Checked before a minute of load, not after it.
+    if let Some(out) = &args.out
+        && let Some(folder) = out.parent().filter(|folder| !folder.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(folder)
+            .with_context(|| format!("creating {}", folder.display()))?;
+    }
+
+    let started = Instant::now();
+    let servers: Vec<Server> = std::iter::once(Server::Plain)
+        .chain(STRATEGIES.into_iter().map(Server::Cluster))
+        .collect();
+    let measured = rounds(&args, &servers, &bin, &plain).await?;
+    eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
+
+    let rows = summarise(&measured);
+    let markdown = format!(
+        "{}\n\n{}\n{}",
+        header(&args),
+        bench::table(&rows),
+        bench::reading(&rows)
+    );
+    print!("{markdown}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &markdown).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}
+
+/// The lesson-04 binary and the plain process beside it, both checked to
+/// exist before anything runs.
+fn binaries(args: &Args) -> anyhow::Result<(PathBuf, PathBuf)> {
     let bin = match &args.bin {
         Some(bin) => bin.clone(),
         None => std::env::current_exe()
@@ -115,15 +129,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
             bin.display()
         );
     }
-
-    // Checked before a minute of load, not after it.
-    if let Some(out) = &args.out
-        && let Some(folder) = out.parent().filter(|folder| !folder.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(folder)
-            .with_context(|| format!("creating {}", folder.display()))?;
-    }
-
     let plain = bin.with_file_name("plain-hyper");
     if !plain.is_file() {
         bail!(
@@ -131,12 +136,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
             plain.display()
         );
     }
+    Ok((bin, plain))
+}
 
-    let started = Instant::now();
-    let servers: Vec<Server> = std::iter::once(Server::Plain)
-        .chain(STRATEGIES.iter().map(|s| Server::Strategy(s)))
-        .collect();
-    // rounds[shape][server] = the rows of every round, in order.
+/// Every round: each cell once, in an order rotated by the round so no
+/// cell always goes first. `[shape][server]` = that cell's rows, in round
+/// order.
+async fn rounds(
+    args: &Args,
+    servers: &[Server],
+    bin: &Path,
+    plain: &Path,
+) -> anyhow::Result<Vec<Vec<Vec<Row>>>> {
     let mut measured: Vec<Vec<Vec<Row>>> = vec![vec![Vec::new(); servers.len()]; 2];
     for round in 0..usize::from(args.rounds) {
         for (s, keep_alive) in [false, true].into_iter().enumerate() {
@@ -144,16 +155,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 let index = (round + offset) % servers.len();
                 let server = servers[index];
                 let binary = match server {
-                    Server::Plain => &plain,
-                    Server::Strategy(_) => &bin,
+                    Server::Plain => plain,
+                    Server::Cluster(_) => bin,
                 };
-                let row = cell(binary, &args, server, keep_alive)
+                let row = cell(binary, args, server, keep_alive)
                     .await
-                    .with_context(|| format!("{}, {}", server.name(), shape(keep_alive)))?;
+                    .with_context(|| format!("{server}, {}", shape(keep_alive)))?;
                 eprintln!(
                     "round {}: {:>11}, {:<15} {:>7.0} requests/s, {} failed",
                     round + 1,
-                    server.name(),
+                    server.to_string(),
                     shape(keep_alive),
                     row.requests_per_second,
                     row.failed
@@ -162,16 +173,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(measured)
+}
 
-    // Each cell's row is its median round; its ratio is the median of the
-    // per-round ratios to the limit measured in the same round.
+/// One row per cell: its median round, and its ratio the median of the
+/// per-round ratios to the limit measured in the same round (the first
+/// server of each shape is the limit).
+fn summarise(measured: &[Vec<Vec<Row>>]) -> Vec<Row> {
     let mut rows = Vec::new();
-    for shape_rows in &measured {
-        let limits: Vec<f64> = shape_rows[0]
-            .iter()
-            .map(|r| r.requests_per_second)
-            .collect();
+    for shape_rows in measured {
+        let limits: Vec<f64> = shape_rows
+            .first()
+            .map(|limit| limit.iter().map(|r| r.requests_per_second).collect())
+            .unwrap_or_default();
         for cell_rows in shape_rows {
             let ratios: Vec<f64> = cell_rows
                 .iter()
@@ -187,18 +201,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             rows.push(bench::Row::median_of(cell_rows, &ratios));
         }
     }
-
-    let markdown = format!(
-        "{}\n\n{}\n{}",
-        header(&args),
-        bench::table(&rows),
-        bench::reading(&rows)
-    );
-    print!("{markdown}");
-    if let Some(out) = &args.out {
-        std::fs::write(out, &markdown).with_context(|| format!("writing {}", out.display()))?;
-    }
-    Ok(())
+    rows
 }
 
 fn shape(keep_alive: bool) -> &'static str {
@@ -213,19 +216,18 @@ fn shape(keep_alive: bool) -> &'static str {
 async fn cell(bin: &Path, args: &Args, server: Server, keep_alive: bool) -> anyhow::Result<Row> {
     let (lesson_args, workers) = match server {
         Server::Plain => (Vec::new(), 1),
-        Server::Strategy(strategy) => (
+        Server::Cluster(sched) => (
             vec![
                 "--workers".to_owned(),
                 workers(args).to_string(),
                 "--sched".to_owned(),
-                strategy.to_owned(),
+                sched.to_string(),
             ],
             workers(args),
         ),
     };
-    let strategy = server.name();
     let mut lesson = Lesson::start(bin, &lesson_args)?;
-    let measured = measure(&mut lesson, args, workers, strategy, keep_alive).await;
+    let measured = measure(&mut lesson, args, workers, server, keep_alive).await;
 
     // Stopped the way an operator would, whatever the measurement did;
     // kill_all is the backstop, so no cluster outlives its cell.
@@ -234,7 +236,7 @@ async fn cell(bin: &Path, args: &Args, server: Server, keep_alive: bool) -> anyh
     lesson.kill_all().await;
     if exited.is_none() {
         eprintln!(
-            "warning: {strategy} did not exit within {} s of SIGTERM; killed",
+            "warning: {server} did not exit within {} s of SIGTERM; killed",
             EXIT_WITHIN.as_secs()
         );
     }
@@ -246,7 +248,7 @@ async fn cell(bin: &Path, args: &Args, server: Server, keep_alive: bool) -> anyh
         let last = stderr.lines().last().unwrap_or("(nothing)");
         anyhow::anyhow!("{error:#} (the lesson's last stderr line: {last})")
     })?;
-    Ok(Row::new(strategy, keep_alive, &report, &workers))
+    Ok(Row::new(server, keep_alive, &report, &workers))
 }
 
 /// Waits for every worker to be ready, warms up, measures; returns the
@@ -255,29 +257,23 @@ async fn measure(
     lesson: &mut Lesson,
     args: &Args,
     wanted: usize,
-    strategy: &str,
+    server: Server,
     keep_alive: bool,
 ) -> anyhow::Result<(LoadReport, Vec<u32>)> {
     let addr: SocketAddr = lesson.addr().await?;
-    let ready = |events: &[serde_json::Value]| {
-        events
-            .iter()
-            .filter(|event| event["event"] == "ready")
-            .filter_map(|event| event["id"].as_u64())
-            .filter_map(|id| u32::try_from(id).ok())
-            .collect::<Vec<u32>>()
-    };
     if !lesson
-        .wait_until(LISTEN_WITHIN, |events| ready(events).len() >= wanted)
+        .wait_until(LISTEN_WITHIN, |events| {
+            bench::ready_workers(events).len() >= wanted
+        })
         .await
     {
         bail!(
             "only {} of {wanted} workers said `ready` within {} s",
-            ready(&lesson.events()).len(),
+            bench::ready_workers(&lesson.events()).len(),
             LISTEN_WITHIN.as_secs()
         );
     }
-    let workers = ready(&lesson.events());
+    let workers = bench::ready_workers(&lesson.events());
 
     let connections = usize::try_from(args.connections).context("--connections")?;
     let spec = LoadSpec {
@@ -296,7 +292,7 @@ async fn measure(
         };
         scenarios::load::run(addr, &warmup, &ProgressBar::hidden()).await?;
     }
-    let progress = progress(args.requests, format!("{strategy}, {}", shape(keep_alive)));
+    let progress = progress(args.requests, format!("{server}, {}", shape(keep_alive)));
     let report = scenarios::load::run(addr, &spec, &progress).await?;
     progress.finish_and_clear();
     Ok((report, workers))

@@ -23,11 +23,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use scenarios::bench::{Machine, median};
+use scenarios::bench::{Machine, STRATEGIES, median};
 use scenarios::lesson::Lesson;
 use serde_json::Value;
-
-const STRATEGIES: [&str; 3] = ["rr", "shared", "reuseport"];
+use supervisor::Sched;
 
 /// A demo run: a second at rest, the rollout, the report. Far less than this.
 const RUN_WITHIN: Duration = Duration::from_secs(120);
@@ -61,7 +60,7 @@ async fn main() -> ExitCode {
 /// One cell's rounds.
 #[derive(Debug, Default)]
 struct Cell {
-    strategy: &'static str,
+    strategy: Sched,
     naive: bool,
     keep_alive: (u64, u64),
     new_connection: (u64, u64),
@@ -105,8 +104,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     .with_context(|| format!("{strategy}, {}, round {round}", sequence(naive)))?;
                 cell.add(&report);
             }
+            // Sched's Display writes its name unpadded: pad the text.
             eprintln!(
-                "{strategy:>9}, {:<11} failed {} keep-alive, {} new connection",
+                "{:>9}, {:<11} failed {} keep-alive, {} new connection",
+                strategy.to_string(),
                 sequence(naive),
                 cell.keep_alive.1,
                 cell.new_connection.1
@@ -132,14 +133,14 @@ fn sequence(naive: bool) -> &'static str {
 async fn demo(
     bin: &std::path::Path,
     args: &Args,
-    strategy: &str,
+    strategy: Sched,
     naive: bool,
 ) -> anyhow::Result<Value> {
     let mut lesson_args = vec![
         "--workers".to_owned(),
         args.workers.to_string(),
         "--sched".to_owned(),
-        strategy.to_owned(),
+        strategy.to_string(),
         "--clients".to_owned(),
         args.clients.to_string(),
     ];
@@ -152,6 +153,8 @@ async fn demo(
     if exited.is_none() {
         bail!("the demo did not finish within {} s", RUN_WITHIN.as_secs());
     }
+    // `rollout_report` is lesson 08's own record (`cluster.report`), not a
+    // supervisor event: there is no type to read it as, so it stays JSON.
     let report = lesson
         .events()
         .into_iter()

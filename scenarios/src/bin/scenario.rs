@@ -52,8 +52,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         Ok(n @ 1..=12) => format!("{n:02}"),
         _ => bail!("no lesson {:?}: lessons are numbered 01 to 12", args.lesson),
     };
-    let paths: Vec<PathBuf> = match args.script {
-        Some(path) => vec![path],
+    let paths: Vec<PathBuf> = match &args.script {
+        Some(path) => vec![path.clone()],
         None => scenarios::scripts_for(&nn)
             .with_context(|| format!("listing {}", scenarios::scripts_dir().display()))?,
     };
@@ -64,7 +64,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 .as_deref()
                 .is_none_or(|only| path.to_string_lossy().contains(only))
         })
-        .map(|path| Script::load(&path))
+        // A script of one's own may be named anything: the lesson it
+        // belongs to, whose events it may name, is the one asked for.
+        .map(|path| match args.script {
+            Some(_) => Script::load_for(&path, &nn),
+            None => Script::load(&path),
+        })
         .collect::<Result<Vec<_>, _>>()?;
     if scripts.is_empty() {
         bail!(
