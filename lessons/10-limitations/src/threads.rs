@@ -166,45 +166,7 @@ async fn measure(
     let panic_lived = workers(primary) == before && after_panic.is_ok_and(|r| r.status == 200);
 
     // An abort while every client has a request in flight.
-    let progress = ProgressBar::hidden();
-    let spec = LoadSpec {
-        requests: u64::from(args.clients) * 6,
-        max_time: Duration::from_secs(20),
-        ..load
-    };
-    let background = {
-        let (addr, progress) = (cluster.addr, progress.clone());
-        tokio::spawn(async move { loadgen::run(addr, &spec, &progress).await })
-    };
-    let started = Instant::now();
-    while progress.position() < u64::from(args.clients)
-        && started.elapsed() < Duration::from_secs(20)
-    {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let aborted = Instant::now();
-    let _ = loadgen::get(cluster.addr, "/abort", Duration::from_secs(10)).await;
-    // Served again: the first answer after the abort, from a worker that
-    // was never down, or from the replacement (a new worker id).
-    let (back, by) = loop {
-        let answer = loadgen::get(cluster.addr, &cpu, Duration::from_secs(30)).await;
-        match answer {
-            Ok(answer) if answer.status == 200 => {
-                let worker = answer.worker.unwrap_or_default();
-                let by = if speed.by_worker.contains_key(&worker) {
-                    "a worker that was never down"
-                } else {
-                    "a replacement"
-                };
-                break (aborted.elapsed(), by);
-            }
-            _ if aborted.elapsed() > Duration::from_secs(30) => {
-                break (aborted.elapsed(), "nobody");
-            }
-            _ => {}
-        }
-    };
-    let during = background.await.context("the load task")??;
+    let abort = abort_under_load(cluster.addr, args, load, &cpu, &speed.by_worker).await?;
     cluster.stop().await;
 
     let said = match shape {
@@ -221,11 +183,70 @@ async fn measure(
         "workers_rss_mib": (rss as f64 / 1024.0 * 10.0).round() / 10.0,
         "panic_cut": u64::from(panicked.is_err()),
         "panic_process_lived": panic_lived,
-        "abort_cut": during.failed,
-        "abort_answered": during.ok,
-        "abort_back_ms": back.as_millis() as u64,
-        "abort_then_served_by": by,
+        "abort_cut": abort.during.failed,
+        "abort_answered": abort.during.ok,
+        "abort_back_ms": abort.back.as_millis() as u64,
+        "abort_then_served_by": abort.by,
     }))
+}
+
+/// What an abort did to the clients in flight, and how soon (and by whom)
+/// they were served again.
+struct Abort {
+    during: loadgen::LoadReport,
+    back: Duration,
+    by: &'static str,
+}
+
+/// Aborts one worker while every client has a request in flight, then
+/// waits for the first answer after it.
+async fn abort_under_load(
+    addr: std::net::SocketAddr,
+    args: &Args,
+    load: LoadSpec,
+    cpu: &str,
+    served_before: &std::collections::BTreeMap<String, u64>,
+) -> anyhow::Result<Abort> {
+    let progress = ProgressBar::hidden();
+    let spec = LoadSpec {
+        requests: u64::from(args.clients) * 6,
+        max_time: Duration::from_secs(20),
+        ..load
+    };
+    let background = {
+        let (addr, progress) = (addr, progress.clone());
+        tokio::spawn(async move { loadgen::run(addr, &spec, &progress).await })
+    };
+    let started = Instant::now();
+    while progress.position() < u64::from(args.clients)
+        && started.elapsed() < Duration::from_secs(20)
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let aborted = Instant::now();
+    let _ = loadgen::get(addr, "/abort", Duration::from_secs(10)).await;
+    // Served again: the first answer after the abort, from a worker that
+    // was never down, or from the replacement (a new worker id).
+    let (back, by) = loop {
+        let answer = loadgen::get(addr, cpu, Duration::from_secs(30)).await;
+        match answer {
+            Ok(answer) if answer.status == 200 => {
+                let worker = answer.worker.unwrap_or_default();
+                let by = if served_before.contains_key(&worker) {
+                    "a worker that was never down"
+                } else {
+                    "a replacement"
+                };
+                break (aborted.elapsed(), by);
+            }
+            _ if aborted.elapsed() > Duration::from_secs(30) => {
+                break (aborted.elapsed(), "nobody");
+            }
+            _ => {}
+        }
+    };
+    let during = background.await.context("the load task")??;
+    Ok(Abort { during, back, by })
 }
 // ANCHOR_END: measure
 

@@ -125,17 +125,28 @@ fn count(upstream: &Upstream, field: &str) -> u64 {
 
 /// All four acts, each reported as an event.
 pub async fn tell(cluster: &Cluster, upstream: &Arc<Upstream>, args: &Args) -> anyhow::Result<()> {
-    let addr = cluster.addr();
     let workers = cluster.ready_workers().len() as u64;
+    healthy(cluster).await;
+    failing(cluster, upstream, workers).await;
+    half_open(cluster, upstream, args, workers).await?;
+    recovered(cluster, upstream, args).await
+}
 
+/// Act one: a healthy upstream, every request answered.
+async fn healthy(cluster: &Cluster) {
+    let addr = cluster.addr();
     let (healthy, _, _) = one_by_one(addr, 12).await;
     cluster.report(
         "healthy",
         &json!({ "statuses": healthy, "breakers": states(cluster).await }),
         &format!("upstream healthy: 12 requests answered {healthy:?}"),
     );
+}
 
-    // ANCHOR: failing
+// ANCHOR: failing
+/// Act two: the upstream fails; each worker's breaker opens on its own.
+async fn failing(cluster: &Cluster, upstream: &Upstream, workers: u64) {
+    let addr = cluster.addr();
     upstream.set_mode(Mode::Fail);
     let before = count(upstream, "started");
     let (failing, retry_after, told) = one_by_one(addr, 40).await;
@@ -155,9 +166,18 @@ pub async fn tell(cluster: &Cluster, upstream: &Arc<Upstream>, args: &Args) -> a
             "upstream failing: 40 requests answered {failing:?}; the upstream saw {calls} of them: each of the {workers} workers called it until its own breaker opened; breakers {breakers:?}"
         ),
     );
-    // ANCHOR_END: failing
+}
+// ANCHOR_END: failing
 
-    // ANCHOR: half_open
+// ANCHOR: half_open
+/// Act three: a slow upstream meets breakers that are half-open.
+async fn half_open(
+    cluster: &Cluster,
+    upstream: &Upstream,
+    args: &Args,
+    workers: u64,
+) -> anyhow::Result<()> {
+    let addr = cluster.addr();
     upstream.set_mode(Mode::Slow);
     until_all(
         cluster,
@@ -212,8 +232,13 @@ pub async fn tell(cluster: &Cluster, upstream: &Arc<Upstream>, args: &Args) -> a
             args.timeout.as_millis()
         ),
     );
-    // ANCHOR_END: half_open
+    Ok(())
+}
+// ANCHOR_END: half_open
 
+/// Act four: the upstream heals, and the probes close every breaker.
+async fn recovered(cluster: &Cluster, upstream: &Upstream, args: &Args) -> anyhow::Result<()> {
+    let addr = cluster.addr();
     upstream.set_mode(Mode::Healthy);
     until_all(
         cluster,

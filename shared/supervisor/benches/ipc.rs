@@ -353,6 +353,13 @@ fn side_by_side(runtime: &Runtime) -> Result<String, BoxError> {
         cluster.run().await
     })?;
 
+    let (rows, spread) = summarise(&samples);
+    Ok(markdown(&rows, spread))
+}
+
+/// One row per size (the medians over the rounds), and the largest spread
+/// of any cell; each cell's rounds are printed as they are.
+fn summarise(samples: &[[Vec<f64>; 4]]) -> (Vec<Row>, f64) {
     let mut rows = Vec::new();
     let mut spread: f64 = 0.0;
     for (row, &(size, _)) in SIZES.iter().enumerate() {
@@ -375,7 +382,7 @@ fn side_by_side(runtime: &Runtime) -> Result<String, BoxError> {
             json_us: median(json_us),
         });
     }
-    Ok(markdown(&rows, spread))
+    (rows, spread)
 }
 
 fn micros_each(started: Instant, iterations: usize) -> f64 {

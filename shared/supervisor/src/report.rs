@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::event::{Event, ExitReason, GaveUpCause, HealthReason};
+use crate::event::{Event, ExitReason, GaveUpCause, HealthReason, RolloutOutcome};
 use crate::role::WorkerId;
 
 /// How the primary prints its events (`--events human|json`).
@@ -222,16 +222,7 @@ fn describe(event: &Event) -> String {
             replaced,
             restored,
             took_ms,
-        } => {
-            let mut line = format!(
-                "rolling restart to generation {generation} {outcome} in {took_ms} ms; replaced {}",
-                pairs(replaced)
-            );
-            if !restored.is_empty() {
-                line += &format!("; then replaced back {}", pairs(restored));
-            }
-            line
-        }
+        } => rollout_finished(*generation, *outcome, replaced, restored, *took_ms),
         Event::RolloutIgnored { running } => {
             format!("rolling restart refused: the one to generation {running} is still running")
         }
@@ -275,6 +266,23 @@ fn replaced(old: WorkerId, reason: ExitReason, ready_ms: u64, drained_ms: u64) -
     };
     format!(
         "replaced worker {old}{why}: ready after {ready_ms} ms, worker {old} drained in {drained_ms} ms"
+    )
+}
+
+fn rollout_finished(
+    generation: u32,
+    outcome: RolloutOutcome,
+    replaced: &[[WorkerId; 2]],
+    restored: &[[WorkerId; 2]],
+    took_ms: u64,
+) -> String {
+    let back = match restored {
+        [] => String::new(),
+        restored => format!("; then replaced back {}", pairs(restored)),
+    };
+    format!(
+        "rolling restart to generation {generation} {outcome} in {took_ms} ms; replaced {}{back}",
+        pairs(replaced)
     )
 }
 

@@ -79,26 +79,12 @@ impl Cluster {
             }
             Sched::Shared | Sched::ReusePort => (None, None),
         };
-        let listening_socket: Option<RawFd> = match options.sched {
-            Sched::Shared => registry.shared_listener.as_ref().map(AsRawFd::as_raw_fd),
-            Sched::ReusePort => registry
-                .slots
-                .get(&slot)
-                .and_then(|slot| slot.socket.as_ref())
-                .map(AsRawFd::as_raw_fd),
-            Sched::RoundRobin => None,
-        };
-        let connections = match (&handles_worker, listening_socket) {
-            (Some(fd), _) => Connections::Handles(fd.as_raw_fd()),
-            (None, Some(fd)) => Connections::Listener(fd),
-            // Both close only when the cluster stops, and a stopping
-            // cluster forks nothing (checked above).
-            (None, None) => {
-                return Err(spawn_error(io::Error::other(
+        let connections =
+            connections_for(registry, slot, handles_worker.as_ref()).ok_or_else(|| {
+                spawn_error(io::Error::other(
                     "no listening socket left to give a worker",
-                )));
-            }
-        };
+                ))
+            })?;
 
         // Sized for the desired count now: after a scale-up, new workers
         // get fewer threads each (see `crate::runtime`).
@@ -135,15 +121,31 @@ impl Cluster {
         let stream = UnixStream::from_std(primary_ipc).map_err(spawn_error)?;
         let (from_worker, to_worker) =
             ipc::channel::<ToPrimary, ToWorker>(stream, format!("worker {id}"));
+        self.register(registry, id, slot, pid, handles_primary, to_worker)
+            .map_err(spawn_error)?;
+        tokio::spawn(watch_worker(self.clone(), id, pid, child, from_worker));
+        Ok(id)
+    }
+
+    /// Puts the new worker in the registry (round-robin: with the target
+    /// its connections go to) and publishes `fork`. Runs with the registry
+    /// locked, so `fork` precedes anything the watcher reports about it.
+    fn register(
+        &self,
+        registry: &mut Registry,
+        id: WorkerId,
+        slot: SlotId,
+        pid: u32,
+        handles_primary: Option<OwnedFd>,
+        to_worker: ipc::Sender<ToWorker>,
+    ) -> io::Result<()> {
+        let generation = registry.generation;
         let target = match handles_primary {
-            Some(fd) => Some(
-                self.on_dispatcher(|| {
-                    let target = Arc::new(Target::new(slot.0, fd)?);
-                    tokio::spawn(Arc::clone(&target).count_acks(self.clone()));
-                    Ok(target)
-                })
-                .map_err(spawn_error)?,
-            ),
+            Some(fd) => Some(self.on_dispatcher(|| {
+                let target = Arc::new(Target::new(slot.0, fd)?);
+                tokio::spawn(Arc::clone(&target).count_acks(self.clone()));
+                Ok::<_, io::Error>(target)
+            })?),
             None => None,
         };
         registry.workers.insert(
@@ -161,16 +163,31 @@ impl Cluster {
         if let Some(slot) = registry.slots.get_mut(&slot) {
             slot.refill_at = None;
         }
-        // Sent while holding the lock, so `fork` precedes anything the
-        // watcher reports about this worker.
         self.publish(Event::Fork {
             id,
             pid,
             generation,
         });
-        tokio::spawn(watch_worker(self.clone(), id, pid, child, from_worker));
-        Ok(id)
+        Ok(())
     }
+}
+
+/// The descriptor a new worker in `slot` takes its connections from: the
+/// round-robin pair's end, or the listening socket (shared, or the slot's
+/// own with reuseport). `None` once the sockets are closed: a stop.
+fn connections_for(
+    registry: &Registry,
+    slot: SlotId,
+    handles_worker: Option<&OwnedFd>,
+) -> Option<Connections> {
+    if let Some(fd) = handles_worker {
+        return Some(Connections::Handles(fd.as_raw_fd()));
+    }
+    let listening = match registry.slots.get(&slot).and_then(|s| s.socket.as_ref()) {
+        Some(own) => Some(own),
+        None => registry.shared_listener.as_ref(),
+    };
+    listening.map(|fd| Connections::Listener(fd.as_raw_fd()))
 }
 
 impl Cluster {
