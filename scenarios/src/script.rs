@@ -728,26 +728,19 @@ fn matching(options: &mut Options) -> Result<Vec<(String, serde_json::Value)>, S
         .collect()
 }
 
-/// `"10s"`, `"500ms"`, `"1.5s"`.
+/// `"10s"`, `"500ms"`, `"1.5s"`: a unit is required (a bare `5` could be
+/// seconds or milliseconds to a reader), and a step waits an hour at most.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = if let Some(ms) = text.strip_suffix("ms") {
-        (ms, 0.001)
-    } else if let Some(s) = text.strip_suffix('s') {
-        (s, 1.0)
-    } else {
+    if !text.trim().ends_with('s') {
         return Err(format!(
             "{text:?} is not a duration: write it like \"500ms\" or \"10s\""
         ));
-    };
-    match number.trim().parse::<f64>() {
-        Ok(n) if n.is_finite() && n >= 0.0 && n * unit <= 3600.0 => {
-            Ok(Duration::from_secs_f64(n * unit))
-        }
-        _ => Err(format!(
-            "{text:?} is not a duration between 0 and one hour: write it like \"500ms\" or \"10s\""
-        )),
     }
+    supervisor::cli::duration_from(text, Duration::from_secs(3600), false).ok_or_else(|| {
+        format!(
+            "{text:?} is not a duration between 0 and one hour: write it like \"500ms\" or \"10s\""
+        )
+    })
 }
 
 fn parse_signal(name: &str) -> Result<Signal, String> {

@@ -38,7 +38,7 @@ use anyhow::Context;
 use clap::Parser;
 use supervisor::cli::parse_seconds;
 use supervisor::http::{serve, text};
-use supervisor::{Cluster, ClusterArgs, RestartPolicy, Role, Worker};
+use supervisor::{Cluster, ClusterArgs, RestartPolicy, Worker};
 
 /// Lesson 03: crashed workers are replaced, with backoff and a budget.
 #[derive(Debug, Parser)]
@@ -66,18 +66,10 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
     // Not `#[tokio::main]`: the supervisor sizes each process's runtime —
     // one thread for the primary, the cores shared out among the workers
-    // (see `supervisor::runtime`).
-    supervisor::block_on(run(args))
-}
-
-async fn run(args: Args) -> anyhow::Result<()> {
-    match supervisor::role()? {
-        Role::Primary => primary(args).await,
-        Role::Worker(_) => worker(args).await,
-    }
+    // (see `supervisor::runtime`) — and runs this process's half.
+    supervisor::lesson_main(Args::parse(), primary, |args, _| worker(args))
 }
 
 // ANCHOR: primary

@@ -45,7 +45,7 @@ use anyhow::Context;
 use clap::Parser;
 use distribution::{Counts, Distribution};
 use supervisor::http::{Server, text};
-use supervisor::{Cluster, ClusterArgs, Event, Events, Role, Worker};
+use supervisor::{Cluster, ClusterArgs, Event, Events, Worker};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Lesson 04: the same cluster under three strategies, with the numbers.
@@ -57,18 +57,10 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
     // Not `#[tokio::main]`: the supervisor sizes each process's runtime —
     // one thread for the primary, the cores shared out among the workers
-    // (see `supervisor::runtime`).
-    supervisor::block_on(run(args))
-}
-
-async fn run(args: Args) -> anyhow::Result<()> {
-    match supervisor::role()? {
-        Role::Primary => primary(args).await,
-        Role::Worker(_) => worker().await,
-    }
+    // (see `supervisor::runtime`) — and runs this process's half.
+    supervisor::lesson_main(Args::parse(), primary, |_, _| worker())
 }
 
 // ANCHOR: primary

@@ -47,7 +47,7 @@ use anyhow::Context;
 use clap::Parser;
 use messages::{FromPrimary, FromWorker, Stats};
 use supervisor::http::{serve, text};
-use supervisor::{Cluster, ClusterArgs, Event, Role, Worker, WorkerId};
+use supervisor::{Cluster, ClusterArgs, Event, Worker, WorkerId};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::Instant;
 
@@ -68,18 +68,10 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
     // Not `#[tokio::main]`: the supervisor sizes each process's runtime —
     // one thread for the primary, the cores shared out among the workers
-    // (see `supervisor::runtime`).
-    supervisor::block_on(run(args))
-}
-
-async fn run(args: Args) -> anyhow::Result<()> {
-    match supervisor::role()? {
-        Role::Primary => primary(args).await,
-        Role::Worker(id) => worker(args, id).await,
-    }
+    // (see `supervisor::runtime`) — and runs this process's half.
+    supervisor::lesson_main(Args::parse(), primary, worker)
 }
 
 async fn primary(args: Args) -> anyhow::Result<()> {

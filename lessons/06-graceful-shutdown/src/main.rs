@@ -44,7 +44,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use supervisor::http::{Request, Server, text};
-use supervisor::{Cluster, ClusterArgs, Role, Worker};
+use supervisor::{Cluster, ClusterArgs, Worker};
 use tokio::task::JoinHandle;
 
 /// Lesson 06: stop without losing a request, and say so when you could not.
@@ -61,18 +61,10 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
     // Not `#[tokio::main]`: the supervisor sizes each process's runtime —
     // one thread for the primary, the cores shared out among the workers
-    // (see `supervisor::runtime`).
-    supervisor::block_on(run(args))
-}
-
-async fn run(args: Args) -> anyhow::Result<()> {
-    match supervisor::role()? {
-        Role::Primary => primary(args).await,
-        Role::Worker(_) => worker().await,
-    }
+    // (see `supervisor::runtime`) — and runs this process's half.
+    supervisor::lesson_main(Args::parse(), primary, |_, _| worker())
 }
 
 // ANCHOR: primary

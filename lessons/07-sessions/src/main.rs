@@ -48,7 +48,7 @@ use serde_json::json;
 use store::{Session, Store};
 use supervisor::cli::parse_seconds;
 use supervisor::http::{Request, Response, json, serve};
-use supervisor::{Cluster, ClusterArgs, Role, Worker, WorkerId};
+use supervisor::{Cluster, ClusterArgs, Worker, WorkerId};
 
 /// Lesson 07: sessions that survive the next request landing elsewhere.
 #[derive(Debug, Parser)]
@@ -99,18 +99,10 @@ enum StoreKind {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
     // Not `#[tokio::main]`: the supervisor sizes each process's runtime —
     // one thread for the primary, the cores shared out among the workers
-    // (see `supervisor::runtime`).
-    supervisor::block_on(run(args))
-}
-
-async fn run(args: Args) -> anyhow::Result<()> {
-    match supervisor::role()? {
-        Role::Primary => primary(args).await,
-        Role::Worker(id) => worker(args, id).await,
-    }
+    // (see `supervisor::runtime`) — and runs this process's half.
+    supervisor::lesson_main(Args::parse(), primary, worker)
 }
 
 // ANCHOR: primary

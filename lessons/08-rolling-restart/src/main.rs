@@ -52,7 +52,7 @@ use clap::Parser;
 use report::Loads;
 use supervisor::cli::parse_seconds;
 use supervisor::http::{Server, text};
-use supervisor::{Cluster, ClusterArgs, RestartPolicy, Role, Worker};
+use supervisor::{Cluster, ClusterArgs, RestartPolicy, Worker};
 
 /// Lesson 08: a rolling restart that loses no request.
 #[derive(Debug, Parser)]
@@ -108,18 +108,10 @@ struct Args {
 const DEFAULT_WORKERS: u16 = 4;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
     // Not `#[tokio::main]`: the supervisor sizes each process's runtime —
     // one thread for the primary, the cores shared out among the workers
-    // (see `supervisor::runtime`).
-    supervisor::block_on(run(args))
-}
-
-async fn run(args: Args) -> anyhow::Result<()> {
-    match supervisor::role()? {
-        Role::Primary => primary(args).await,
-        Role::Worker(_) => worker(args).await,
-    }
+    // (see `supervisor::runtime`) — and runs this process's half.
+    supervisor::lesson_main(Args::parse(), primary, |args, _| worker(args))
 }
 
 // ANCHOR: primary

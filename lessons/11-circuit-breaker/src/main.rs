@@ -48,7 +48,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use supervisor::cli::parse_seconds;
 use supervisor::http::{Response, json, serve};
-use supervisor::{Cluster, ClusterArgs, Role, Worker, WorkerId};
+use supervisor::{Cluster, ClusterArgs, Worker, WorkerId};
 
 /// Where workers find the upstream.
 const UPSTREAM_VAR: &str = "LESSON_UPSTREAM";
@@ -112,18 +112,10 @@ impl Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
     // Not `#[tokio::main]`: the supervisor sizes each process's runtime —
     // one thread for the primary, the cores shared out among the workers
-    // (see `supervisor::runtime`).
-    supervisor::block_on(run(args))
-}
-
-async fn run(args: Args) -> anyhow::Result<()> {
-    match supervisor::role()? {
-        Role::Primary => primary(args).await,
-        Role::Worker(id) => worker(args, id).await,
-    }
+    // (see `supervisor::runtime`) — and runs this process's half.
+    supervisor::lesson_main(Args::parse(), primary, worker)
 }
 
 // ANCHOR: primary

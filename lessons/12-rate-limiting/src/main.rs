@@ -44,7 +44,7 @@ use redis_helper::{Outages, Redis};
 use serde_json::json;
 use supervisor::cli::parse_seconds;
 use supervisor::http::{Request, Response, json, serve};
-use supervisor::{ClusterArgs, Role, Worker, WorkerId};
+use supervisor::{ClusterArgs, Worker, WorkerId};
 
 /// Lesson 12: one limit for every worker of every machine.
 #[derive(Debug, Parser)]
@@ -93,18 +93,10 @@ const BURST: Policy = Policy {
 };
 
 fn main() -> ExitCode {
-    let args = Args::parse();
     // Not `#[tokio::main]`: the supervisor sizes each process's runtime —
     // one thread for the primary, the cores shared out among the workers
-    // (see `supervisor::runtime`).
-    supervisor::block_on(run(args))
-}
-
-async fn run(args: Args) -> anyhow::Result<()> {
-    match supervisor::role()? {
-        Role::Primary => primary(args).await,
-        Role::Worker(id) => worker(args, id).await,
-    }
+    // (see `supervisor::runtime`) — and runs this process's half.
+    supervisor::lesson_main(Args::parse(), primary, worker)
 }
 
 // ANCHOR: primary

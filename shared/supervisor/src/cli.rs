@@ -75,23 +75,33 @@ pub const MAX_SECONDS: f64 = 86_400.0;
 /// Parses seconds as a number (`10`, `0.5`) or with a unit (`10s`, `500ms`),
 /// from 0 to a day.
 pub fn parse_seconds(text: &str) -> Result<Duration, String> {
-    let bad = || {
+    duration_from(text, Duration::from_secs_f64(MAX_SECONDS), true).ok_or_else(|| {
         format!(
             "{text:?} is not a duration from 0 to a day: write seconds (10, 0.5) or use a unit (10s, 500ms)"
         )
-    };
+    })
+}
+
+/// The one reading of a duration in the workbook, for flags and scripts
+/// alike: a number with `ms` or `s` (or, if `bare_seconds`, a plain number
+/// of seconds), from 0 to `max`. `None` for anything else: each caller
+/// says what it expected in its own words.
+pub fn duration_from(text: &str, max: Duration, bare_seconds: bool) -> Option<Duration> {
+    let text = text.trim();
     let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
         (ms, 0.001)
     } else if let Some(s) = text.strip_suffix('s') {
         (s, 1.0)
-    } else {
+    } else if bare_seconds {
         (text, 1.0)
+    } else {
+        return None;
     };
-    let value: f64 = number.trim().parse().map_err(|_| bad())?;
-    if !value.is_finite() || value < 0.0 || value * scale > MAX_SECONDS {
-        return Err(bad());
+    let seconds = number.trim().parse::<f64>().ok()? * scale;
+    if !seconds.is_finite() || seconds < 0.0 || seconds > max.as_secs_f64() {
+        return None;
     }
-    Duration::try_from_secs_f64(value * scale).map_err(|_| bad())
+    Duration::try_from_secs_f64(seconds).ok()
 }
 
 /// A ready timeout: [`parse_seconds`], but never 0, which would kill
@@ -118,6 +128,23 @@ mod tests {
         assert!(parse_seconds("-1").is_err());
         assert!(parse_seconds("soon").is_err());
         assert!(parse_seconds("1e19").is_err());
+    }
+
+    #[test]
+    fn a_unit_may_be_required_and_a_bound_is_kept() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            duration_from("1.5s", hour, false),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            duration_from(" 20ms ", hour, false),
+            Some(Duration::from_millis(20))
+        );
+        assert_eq!(duration_from("5", hour, false), None);
+        assert_eq!(duration_from("5", hour, true), Some(Duration::from_secs(5)));
+        assert_eq!(duration_from("3601s", hour, false), None);
+        assert_eq!(duration_from("NaNs", hour, false), None);
     }
 
     #[test]

@@ -84,7 +84,7 @@ pub use listen::{Listener, Sched};
 pub use report::{EventsFormat, exit_code};
 pub use restart::RestartPolicy;
 pub use role::{Role, WorkerId, role};
-pub use runtime::block_on;
+pub use runtime::{block_on, lesson_main};
 pub use worker::{Question, Worker};
 
 /// How many workers "one per core" means here: the CPUs this process may

@@ -34,7 +34,7 @@ use std::process::ExitCode;
 
 use tokio::runtime::{Builder, Runtime};
 
-use crate::role::{Role, role};
+use crate::role::{BadWorkerId, Role, WorkerId, role};
 use crate::worker_env::WorkerEnv;
 
 /// Threads per worker so that `workers` workers fill `cores` cores and no
@@ -72,6 +72,29 @@ pub fn block_on<E: std::fmt::Display>(run: impl Future<Output = Result<(), E>>) 
             "cannot start the async runtime: {error} (the system may be out of threads or memory)"
         ))),
     }
+}
+
+/// The `main` of a lesson whose answer has two halves: builds the runtime
+/// this process's role calls for, runs `primary`, or `worker` with the
+/// worker's id, and turns the result into the exit status (as
+/// [`block_on`]). Lessons 01 and 02 write the branch out in their own
+/// `main`, because there the branch is the lesson.
+pub fn lesson_main<A, E, P, W>(
+    args: A,
+    primary: impl FnOnce(A) -> P,
+    worker: impl FnOnce(A, WorkerId) -> W,
+) -> ExitCode
+where
+    P: Future<Output = Result<(), E>>,
+    W: Future<Output = Result<(), E>>,
+    E: std::fmt::Display + From<BadWorkerId>,
+{
+    block_on(async move {
+        match role()? {
+            Role::Primary => primary(args).await,
+            Role::Worker(id) => worker(args, id).await,
+        }
+    })
 }
 
 #[cfg(test)]
