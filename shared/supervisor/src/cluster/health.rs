@@ -326,7 +326,6 @@ impl Monitor {
         row.rss = rss;
         let over = self.policy.max_rss.is_some_and(|max| rss > max);
         row.over_memory = if over { row.over_memory + 1 } else { 0 };
-        // ANCHOR_END: counters
         if let Some(before) = self.previous.get(&row.id) {
             let seconds = now.duration_since(before.at).as_secs_f64().max(1e-3);
             let cpu = cpu_ticks.saturating_sub(before.cpu_ticks) as f64;
@@ -334,6 +333,7 @@ impl Monitor {
             let served = row.requests.saturating_sub(before.requests) as f64;
             row.requests_per_s = served / seconds;
         }
+        // ANCHOR_END: counters
         let requests = row.requests;
         self.previous.insert(
             row.id,
