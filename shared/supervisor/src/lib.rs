@@ -29,8 +29,15 @@
 //! | [`sticky`]         | the same client address to the same worker (rendezvous hashing)  | sticky sessions      |
 //! | [`accept`]         | back off and report once when `accept` fails (out of descriptors) |                      |
 //!
-//! Modules depend one way: `role` ← `listen` ← `event` ← `cluster`, and
-//! `worker` beside it; nothing below imports what is above it.
+//! Modules depend one way, in layers; nothing imports a layer above its own:
+//!
+//! 1. the pieces: `role`, `ipc`, `inherit`, `handles`, `restart`, `spread`;
+//! 2. `listen`, `accept`, `sticky`, `peer`;
+//! 3. `event`, `worker_env`;
+//! 4. `report`, then `http`;
+//! 5. `runtime` and `worker`: a worker process;
+//! 6. `cluster`: the primary, over all of the above;
+//! 7. `cli`, the flags that build a [`ClusterOptions`].
 //!
 //! # A lesson in ten lines
 //!

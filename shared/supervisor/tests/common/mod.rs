@@ -2,10 +2,10 @@
 //!
 //! A test needs a worker binary, and a test in this package cannot rely on
 //! any other binary being built. So each test binary is its own worker: the
-//! cluster re-executes it with `--exact worker_main`, which makes the test
-//! harness run only `worker_main`; that test does nothing in the primary
-//! and calls [`play_worker`] in a worker. `TEST_WORKER_MODE` picks the
-//! behaviour.
+//! cluster re-executes it with `--exact worker_main --ignored`, which makes
+//! the test harness run only `worker_main` (ignored in a normal run, so it
+//! is not counted as a test); it calls [`play_worker`], which plays the
+//! worker. `TEST_WORKER_MODE` picks the behaviour.
 
 #![allow(dead_code)] // each test binary uses a different part of this
 
@@ -99,9 +99,15 @@ pub fn options(workers: usize, mode: &str) -> ClusterOptions {
         handle_signals: false,
         grace: Duration::from_secs(5),
         worker_args: Some(
-            ["--exact", "worker_main", "--nocapture", "--quiet"]
-                .map(OsString::from)
-                .to_vec(),
+            [
+                "--exact",
+                "worker_main",
+                "--ignored",
+                "--nocapture",
+                "--quiet",
+            ]
+            .map(OsString::from)
+            .to_vec(),
         ),
         worker_env: vec![(MODE.to_string(), mode.to_string())],
         ..ClusterOptions::default()
