@@ -115,10 +115,18 @@ async fn primary(args: Args) -> anyhow::Result<()> {
     };
     let mut options = args.cluster.options();
     options.sticky = args.sticky;
+    // Every worker finds the same server in its environment.
+    options
+        .worker_env
+        .extend(redis.as_ref().map(Redis::worker_env));
     let workers = options.workers;
-    let cluster = redis_helper::start_cluster(redis.as_ref(), options)
+    let cluster = Cluster::start(options)
         .await
         .context("starting the cluster")?;
+    if let Some(redis) = &redis {
+        let log = cluster.clone();
+        redis.tell(move |line| log.note_line(line));
+    }
     cluster
         .wait_ready(workers, Duration::from_secs(30))
         .await

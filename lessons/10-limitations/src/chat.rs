@@ -59,11 +59,18 @@ pub async fn primary(args: Args) -> anyhow::Result<()> {
     } else {
         Some(Redis::from_env_or_start().await?)
     };
-    let options = args.cluster.options();
+    let mut options = args.cluster.options();
+    options
+        .worker_env
+        .extend(redis.as_ref().map(Redis::worker_env));
     let workers = options.workers;
-    let cluster = redis_helper::start_cluster(redis.as_ref(), options)
+    let cluster = Cluster::start(options)
         .await
         .context("starting the cluster")?;
+    if let Some(redis) = &redis {
+        let log = cluster.clone();
+        redis.tell(move |line| log.note_line(line));
+    }
     cluster.wait_ready(workers, Duration::from_secs(30)).await?;
     let told = async {
         let mut room = Room::join(&cluster, usize::from(args.clients)).await?;

@@ -16,7 +16,7 @@ use loadgen::LoadSpec;
 use redis_helper::Redis;
 use serde_json::json;
 use supervisor::http::{json, serve};
-use supervisor::{ClusterArgs, Worker};
+use supervisor::{Cluster, ClusterArgs, Worker};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -35,11 +35,15 @@ const KEY: &str = "lesson10:count";
 // ANCHOR: primary
 pub async fn primary(args: Args) -> anyhow::Result<()> {
     let redis = Redis::from_env_or_start().await?;
-    let options = args.cluster.options();
+    let mut options = args.cluster.options();
+    // Every worker finds the same server in its environment.
+    options.worker_env.push(redis.worker_env());
     let workers = options.workers;
-    let cluster = redis_helper::start_cluster(Some(&redis), options)
+    let cluster = Cluster::start(options)
         .await
         .context("starting the cluster")?;
+    let log = cluster.clone();
+    redis.tell(move |line| log.note_line(line));
     cluster.wait_ready(workers, Duration::from_secs(30)).await?;
 
     let mut connection = redis.connect().await?;

@@ -44,7 +44,7 @@ use redis_helper::{Outages, Redis};
 use serde_json::json;
 use supervisor::cli::parse_seconds;
 use supervisor::http::{Request, Response, json, serve};
-use supervisor::{ClusterArgs, Worker, WorkerId};
+use supervisor::{Cluster, ClusterArgs, Worker, WorkerId};
 
 /// Lesson 12: one limit for every worker of every machine.
 #[derive(Debug, Parser)]
@@ -102,11 +102,15 @@ fn main() -> ExitCode {
 // ANCHOR: primary
 async fn primary(args: Args) -> anyhow::Result<()> {
     let mut redis = Redis::from_env_or_start().await?;
-    let options = args.cluster.options();
+    let mut options = args.cluster.options();
+    // Every worker finds the same server in its environment.
+    options.worker_env.push(redis.worker_env());
     let workers = options.workers;
-    let cluster = redis_helper::start_cluster(Some(&redis), options)
+    let cluster = Cluster::start(options)
         .await
         .context("starting the cluster")?;
+    let log = cluster.clone();
+    redis.tell(move |line| log.note_line(line));
     cluster
         .wait_ready(workers, Duration::from_secs(30))
         .await

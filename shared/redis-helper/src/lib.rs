@@ -156,9 +156,7 @@ impl Redis {
             url: url.clone(),
         };
         let child = server.start().await?;
-        let news = News(Arc::new(Mutex::new(Box::new(|line: &str| {
-            supervisor::report::stderr_line(line);
-        }))));
+        let news = News(Arc::new(Mutex::new(Box::new(stderr_line))));
         let (control, orders) = mpsc::unbounded_channel();
         tokio::spawn(keep(server, child, orders, news.clone()));
         Ok(Redis {
@@ -179,6 +177,28 @@ impl Redis {
     /// True for a server this process started.
     pub fn is_private(&self) -> bool {
         self.private.is_some()
+    }
+
+    /// The variable that tells a worker where this server is, and its
+    /// value: put it in the cluster's `worker_env`, and each worker's
+    /// [`Redis::from_env_or_start`] finds this server instead of starting
+    /// its own, so every worker shares the primary's.
+    pub fn worker_env(&self) -> (String, String) {
+        (REDIS_URL_VAR.to_owned(), self.url.clone())
+    }
+
+    /// Tells `say` (a cluster's log) what is worth knowing about this
+    /// server: for a private one, a line naming it now, so the reader
+    /// knows where the state lives, and its news from then on (see
+    /// [`Redis::on_news`]). One from `REDIS_URL` needs no introduction.
+    pub fn tell(&self, say: impl Fn(&str) + Send + Sync + 'static) {
+        if self.is_private() {
+            say(&format!(
+                "REDIS_URL is not set: started a private redis-server at {}",
+                self.url
+            ));
+            self.on_news(say);
+        }
     }
 
     /// Sends a private server's news (it died; it is back) to `say`
@@ -381,30 +401,13 @@ enum Event {
     Retry,
 }
 
-/// Starts a cluster whose workers use `redis`, when there is one.
-///
-/// Each worker finds the Redis address in its environment, where
-/// [`Redis::from_env_or_start`] looks first, so every worker talks to the
-/// server the primary uses and none starts its own. A private server is
-/// then named in the cluster's log, so the reader knows where the state
-/// lives; one from `REDIS_URL` needs no introduction.
-pub async fn start_cluster(
-    redis: Option<&Redis>,
-    mut options: supervisor::ClusterOptions,
-) -> Result<supervisor::Cluster, supervisor::ClusterError> {
-    if let Some(redis) = redis {
-        (options.worker_env).push((REDIS_URL_VAR.into(), redis.url().to_owned()));
-    }
-    let cluster = supervisor::Cluster::start(options).await?;
-    if let Some(redis) = redis.filter(|redis| redis.is_private()) {
-        cluster.note_line(&format!(
-            "REDIS_URL is not set: started a private redis-server at {}",
-            redis.url()
-        ));
-        let log = cluster.clone();
-        redis.on_news(move |line| log.note_line(line));
-    }
-    Ok(cluster)
+/// Writes `text` and its newline to stderr in one write, so that a line
+/// of ours stays whole when a cluster's processes share stderr.
+fn stderr_line(text: &str) {
+    use std::io::Write;
+    let line = format!("{text}\n");
+    // Nowhere to report a failure to write to stderr.
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// A private server's folder is named `workbook-redis-<owner pid>-<random>`.

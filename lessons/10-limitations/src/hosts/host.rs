@@ -17,7 +17,7 @@ use anyhow::Context;
 use rate_limit::{Algorithm, Limiter, Policy};
 use redis_helper::Redis;
 use supervisor::http::{ClientAddr, Request, serve, text};
-use supervisor::{ClusterArgs, Worker};
+use supervisor::{Cluster, ClusterArgs, Worker};
 
 /// `/limited` admits this many requests per client per window.
 pub const LIMIT: u64 = 5;
@@ -96,9 +96,13 @@ fn client_of(request: &Request, rule: KeyBy, proxy: IpAddr) -> Option<IpAddr> {
 
 pub async fn primary(args: Args) -> anyhow::Result<()> {
     let redis = Redis::from_env_or_start().await?;
-    let cluster = redis_helper::start_cluster(Some(&redis), args.cluster.options())
+    let mut options = args.cluster.options();
+    options.worker_env.push(redis.worker_env());
+    let cluster = Cluster::start(options)
         .await
         .context("starting the host's cluster")?;
+    let log = cluster.clone();
+    redis.tell(move |line| log.note_line(line));
     cluster.run().await?;
     Ok(())
 }
