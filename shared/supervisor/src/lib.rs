@@ -29,7 +29,8 @@
 //! | [`sticky`]         | the same client address to the same worker (rendezvous hashing)  | sticky sessions      |
 //! | [`accept`]         | back off and report once when `accept` fails (out of descriptors) |                      |
 //!
-//! Modules depend one way, in layers; nothing imports a layer above its own:
+//! Modules depend one way, in layers; nothing imports a layer above its own
+//! (`tests/layers.rs` reads every use and holds the crate to this list):
 //!
 //! 1. the pieces: `role`, `ipc`, `inherit`, `handles`, `restart`, `spread`;
 //! 2. `listen`, `accept`, `sticky`, `peer`;
