@@ -26,73 +26,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 
 use super::inbox::Command;
 use super::life::WorkerState;
-use super::{AskError, Cluster, lock};
+use super::{AskError, Cluster, HealthPolicy, Verdict, lock};
 use crate::event::{Event, ExitReason, GaveUpCause, HealthReason};
 use crate::ipc::Beat;
-use crate::restart::{Decision, RestartBudget, RestartPolicy};
+use crate::restart::{Decision, RestartBudget};
 use crate::role::WorkerId;
-
-/// What to check, how often, who decides, and how many replacements to
-/// allow.
-#[derive(Debug, Clone)]
-pub struct HealthPolicy {
-    /// How often each worker is checked.
-    pub interval: Duration,
-    /// How long a heartbeat may take before it counts as missed.
-    pub timeout: Duration,
-    /// Missed heartbeats in a row that make a worker hung (for the judge).
-    pub missed: u32,
-    /// Resident memory, in bytes, above which a sample counts as over.
-    pub max_rss: Option<u64>,
-    /// Samples over `max_rss` in a row that make a worker over memory
-    /// (for the judge).
-    pub rss_samples: u32,
-    /// Replacements allowed within a window (`budget`, `window`; the delays
-    /// are unused: a replacement starts at once).
-    pub budget: RestartPolicy,
-    /// Decides, after each round, whether a ready worker is sick. The
-    /// monitor measures and replaces; what counts as sick is the caller's
-    /// answer (lesson 09 writes its own).
-    pub judge: Judge,
-}
-
-/// Reads one ready worker's vitals (and the policy's thresholds) and says
-/// whether it must be replaced.
-pub type Judge = fn(&Vitals, &HealthPolicy) -> Verdict;
-
-/// What a [`Judge`] makes of a worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Healthy,
-    /// Replace it; the reason and the detail go into the `unhealthy` event.
-    Sick {
-        reason: HealthReason,
-        detail: String,
-    },
-}
-
-impl HealthPolicy {
-    /// A check every second, a heartbeat missed after a second, three in a
-    /// row (or three memory samples over `max_rss`, unset here) for `judge`
-    /// to read, and the default replacement budget.
-    pub fn new(judge: Judge) -> Self {
-        HealthPolicy {
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-            missed: 3,
-            max_rss: None,
-            rss_samples: 3,
-            budget: RestartPolicy::default(),
-            judge,
-        }
-    }
-}
 
 /// One worker, as last measured.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -1,10 +1,11 @@
-//! How to run a cluster: the knobs, and the defaults a lesson starts from.
+//! How to run a cluster: the knobs (health checks and who judges them included), and the defaults a lesson starts from.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::HealthPolicy;
+use super::Vitals;
+use crate::event::HealthReason;
 use crate::listen::Sched;
 use crate::report::EventsFormat;
 use crate::restart::RestartPolicy;
@@ -84,6 +85,62 @@ impl Default for ClusterOptions {
             worker_threads: None,
             worker_env: Vec::new(),
             worker_memory_limit: None,
+        }
+    }
+}
+
+/// What to check, how often, who decides, and how many replacements to
+/// allow.
+#[derive(Debug, Clone)]
+pub struct HealthPolicy {
+    /// How often each worker is checked.
+    pub interval: Duration,
+    /// How long a heartbeat may take before it counts as missed.
+    pub timeout: Duration,
+    /// Missed heartbeats in a row that make a worker hung (for the judge).
+    pub missed: u32,
+    /// Resident memory, in bytes, above which a sample counts as over.
+    pub max_rss: Option<u64>,
+    /// Samples over `max_rss` in a row that make a worker over memory
+    /// (for the judge).
+    pub rss_samples: u32,
+    /// Replacements allowed within a window (`budget`, `window`; the delays
+    /// are unused: a replacement starts at once).
+    pub budget: RestartPolicy,
+    /// Decides, after each round, whether a ready worker is sick. The
+    /// monitor measures and replaces; what counts as sick is the caller's
+    /// answer (lesson 09 writes its own).
+    pub judge: Judge,
+}
+
+/// Reads one ready worker's vitals (and the policy's thresholds) and says
+/// whether it must be replaced.
+pub type Judge = fn(&Vitals, &HealthPolicy) -> Verdict;
+
+/// What a [`Judge`] makes of a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Healthy,
+    /// Replace it; the reason and the detail go into the `unhealthy` event.
+    Sick {
+        reason: HealthReason,
+        detail: String,
+    },
+}
+
+impl HealthPolicy {
+    /// A check every second, a heartbeat missed after a second, three in a
+    /// row (or three memory samples over `max_rss`, unset here) for `judge`
+    /// to read, and the default replacement budget.
+    pub fn new(judge: Judge) -> Self {
+        HealthPolicy {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            missed: 3,
+            max_rss: None,
+            rss_samples: 3,
+            budget: RestartPolicy::default(),
+            judge,
         }
     }
 }
