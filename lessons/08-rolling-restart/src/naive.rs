@@ -46,7 +46,7 @@ pub async fn rolling_restart(cluster: &Cluster) -> anyhow::Result<RolloutReport>
         // list was taken (its slot refilled by the restart policy). Carry
         // the rollout on past it, rather than stopping halfway.
         let forked = Instant::now();
-        let new = cluster.fork()?;
+        let new = cluster.fork().await?;
         let listening = |e: &Event| matches!(e, Event::Listening { id, .. } if *id == new);
         if events.wait_for(PATIENCE, listening).await.is_err() {
             bail!("worker {new} never listened: the usual code would wait here for ever");
@@ -55,7 +55,7 @@ pub async fn rolling_restart(cluster: &Cluster) -> anyhow::Result<RolloutReport>
         // report says which one it waited for.
         let ready_after = forked.elapsed();
         let drain = Instant::now();
-        cluster.disconnect(old)?;
+        cluster.disconnect(old).await?;
         let exited = |e: &Event| matches!(e, Event::Exit { id, .. } if *id == old);
         events
             .wait_for(PATIENCE, exited)

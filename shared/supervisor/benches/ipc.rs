@@ -166,7 +166,7 @@ fn fork_to_listening(criterion: &mut Criterion, runtime: &Runtime) -> Result<(),
             for _ in 0..iterations {
                 let measured = runtime.block_on(async {
                     let started = Instant::now();
-                    let id = cluster.fork()?;
+                    let id = cluster.fork().await?;
                     next_matching(
                         &mut events,
                         |e| matches!(e, Event::Listening { id: got, .. } if *got == id),
@@ -174,7 +174,7 @@ fn fork_to_listening(criterion: &mut Criterion, runtime: &Runtime) -> Result<(),
                     .await?;
                     let took = started.elapsed();
                     // Retire it outside the measurement.
-                    cluster.disconnect(id)?;
+                    cluster.disconnect(id).await?;
                     next_matching(
                         &mut events,
                         |e| matches!(e, Event::Exit { id: got, .. } if *got == id),

@@ -72,7 +72,7 @@ async fn a_disconnected_worker_is_not_restarted_and_a_gone_one_cannot_be_sent_to
     cluster.wait_ready(2, WITHIN).await?;
     let mut events = cluster.subscribe();
 
-    cluster.disconnect(WorkerId(1))?;
+    cluster.disconnect(WorkerId(1)).await?;
     let exit = events
         .wait_for(WITHIN, |e| matches!(e, Event::Exit { .. }))
         .await?;

@@ -268,14 +268,14 @@ async fn fork_and_disconnect_again_and_again() -> Result<(), Box<dyn std::error:
     let cluster = Cluster::start(options(0, "plain")).await?;
     let mut events = cluster.subscribe();
     for _ in 0..30 {
-        let id = cluster.fork()?;
+        let id = cluster.fork().await?;
         events
             .wait_for(
                 WITHIN,
                 |e| matches!(e, Event::Listening { id: got, .. } if *got == id),
             )
             .await?;
-        cluster.disconnect(id)?;
+        cluster.disconnect(id).await?;
         events
             .wait_for(
                 WITHIN,

@@ -104,7 +104,7 @@ impl Cluster {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (answer_tx, answer) = oneshot::channel();
         lock(&self.inner.pending).insert(seq, (id, answer_tx));
-        let to_worker = self.view(|r| r.workers.get(&id).map(|e| e.to_worker.clone()));
+        let to_worker = self.view(|s| s.workers.get(&id).map(|seen| seen.to_worker.clone()));
         let sent = to_worker.is_some_and(|to_worker| to_worker.send(&message(seq)).is_ok());
         if !sent {
             lock(&self.inner.pending).remove(&seq);
@@ -127,6 +127,12 @@ impl Cluster {
         if let Some((_, waiter)) = lock(&self.inner.pending).remove(&seq) {
             let _ = waiter.send(answer);
         }
+    }
+
+    /// Fails the questions worker `id` will never answer (its channel
+    /// closed), now rather than at their timeout.
+    pub(super) fn forget_questions(&self, id: WorkerId) {
+        lock(&self.inner.pending).retain(|_, (asked, _)| *asked != id);
     }
 
     /// Asks every running worker the same question at once and gathers the

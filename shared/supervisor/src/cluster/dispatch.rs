@@ -3,10 +3,9 @@
 //!
 //! Two rules keep one worker from hurting the others:
 //!
-//! * **Only ready workers.** The registry publishes the set of ready
-//!   workers ([`Routes`]) whenever it changes; the dispatcher reads that set
-//!   without taking the registry's lock, once per change, not once per
-//!   connection.
+//! * **Only ready workers.** The supervising loop's [`RoundRobin`] publishes
+//!   the rotation ([`Routes`]) whenever it changes; the dispatcher reads it
+//!   once per change, not once per connection, and takes no lock for it.
 //! * **A bound on what a worker has not taken yet.** Every hand-off is
 //!   counted until the worker acknowledges it (see [`crate::handles`]). A
 //!   worker with [`MAX_UNACKED`] connections waiting is skipped. This is
@@ -29,9 +28,9 @@
 //! itself, which round-robin under a new connection per request needs.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
 use std::net::SocketAddr;
 
@@ -40,75 +39,10 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
 use super::Cluster;
+#[cfg(doc)]
+use super::round_robin::{MAX_UNACKED, RoundRobin};
+use super::round_robin::{Routes, Target};
 use crate::accept::AcceptFailures;
-use crate::handles::HandleSender;
-
-/// Connections a worker may have been handed and not yet taken.
-pub(crate) const MAX_UNACKED: u32 = 4;
-
-/// One worker, as the dispatcher sees it.
-#[derive(Debug)]
-pub(crate) struct Target {
-    /// The worker's slot: what sticky routing keys on, so a replacement
-    /// keeps its predecessor's clients.
-    slot: u32,
-    sender: HandleSender,
-    unacked: AtomicU32,
-}
-
-impl Target {
-    pub fn new(slot: u32, fd: OwnedFd) -> io::Result<Self> {
-        Ok(Target {
-            slot,
-            sender: HandleSender::new(fd)?,
-            unacked: AtomicU32::new(0),
-        })
-    }
-
-    fn has_room(&self) -> bool {
-        self.unacked.load(Ordering::Relaxed) < MAX_UNACKED
-    }
-
-    /// No more connections for this worker: it reads end-of-stream after
-    /// the ones already sent, and drains.
-    pub fn close(&self) {
-        self.sender.close();
-    }
-
-    /// Counts the worker's acknowledgements until it closes its end; each
-    /// one frees a place and wakes the dispatcher.
-    pub async fn count_acks(self: Arc<Self>, cluster: Cluster) {
-        while let Ok(acks @ 1..) = self.sender.acks().await {
-            let _ = self
-                .unacked
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                    Some(n.saturating_sub(acks))
-                });
-            cluster.inner.capacity.notify_one();
-        }
-    }
-}
-
-/// The workers that take connections now, in id order.
-#[derive(Debug, Default)]
-pub(crate) struct Routes {
-    targets: Vec<Arc<Target>>,
-}
-
-impl Routes {
-    /// Takes `targets` if they are not the same workers as now; true if so.
-    pub fn replace_if_changed(&mut self, targets: Vec<Arc<Target>>) -> bool {
-        let same = targets.len() == self.targets.len()
-            && targets
-                .iter()
-                .zip(&self.targets)
-                .all(|(a, b)| Arc::ptr_eq(a, b));
-        if !same {
-            self.targets = targets;
-        }
-        !same
-    }
-}
 
 /// Resolves when the dispatcher has stopped (the cluster is stopping).
 pub(super) type Stopped = tokio::sync::oneshot::Receiver<()>;
@@ -116,7 +50,11 @@ pub(super) type Stopped = tokio::sync::oneshot::Receiver<()>;
 /// Starts the dispatcher on its own thread, accepting on `listener`. The
 /// thread ends when the dispatcher does, once the cluster stops; its
 /// runtime goes with it, and the acknowledgement counters with that.
-pub(super) fn start(cluster: Cluster, listener: std::net::TcpListener) -> io::Result<Stopped> {
+pub(super) fn start(
+    cluster: Cluster,
+    listener: std::net::TcpListener,
+    routes: watch::Receiver<Routes>,
+) -> io::Result<Stopped> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -147,7 +85,7 @@ pub(super) fn start(cluster: Cluster, listener: std::net::TcpListener) -> io::Re
         .spawn(move || {
             runtime.block_on(async {
                 tokio::select! {
-                    () = dispatch(cluster, listener) => {}
+                    () = dispatch(cluster, listener, routes) => {}
                     _ = primary_gone => {}
                 }
             });
@@ -169,12 +107,15 @@ impl Cluster {
 
 // ANCHOR: dispatch
 /// Accepts every connection and passes it to the next ready worker with room.
-pub(super) async fn dispatch(cluster: Cluster, listener: AsyncFd<std::net::TcpListener>) {
-    let mut view = View::new(&cluster);
+pub(super) async fn dispatch(
+    cluster: Cluster,
+    listener: AsyncFd<std::net::TcpListener>,
+    routes: watch::Receiver<Routes>,
+) {
+    let mut view = View::new(routes);
     let mut failures = AcceptFailures::default();
-    // Later stops are seen as changes; one that came before we subscribed
-    // is seen here.
-    if cluster.view(|registry| registry.stopping) {
+    // Later stops are seen as changes; one that came before is seen here.
+    if view.routes.borrow().closed {
         return;
     }
     loop {
@@ -190,7 +131,7 @@ pub(super) async fn dispatch(cluster: Cluster, listener: AsyncFd<std::net::TcpLi
         // instead of queueing for a primary that will never accept them.
         let accepted = tokio::select! {
             accepted = accept(&listener) => accepted,
-            () = until_stopping(&cluster, &mut view.registry) => {
+            () = until_closed(&mut view.closing) => {
                 return view.last_batch(&cluster, &listener);
             }
         };
@@ -233,18 +174,18 @@ enum Bound {
 /// The dispatcher's copy of the ready workers, and where the turn is.
 struct View {
     routes: watch::Receiver<Routes>,
-    registry: watch::Receiver<u64>,
+    /// The same rotation, watched only for its closing.
+    closing: watch::Receiver<Routes>,
     targets: Vec<Arc<Target>>,
     next: usize,
 }
 
 impl View {
-    fn new(cluster: &Cluster) -> Self {
-        let mut routes = cluster.inner.routes.subscribe();
+    fn new(mut routes: watch::Receiver<Routes>) -> Self {
         let targets = routes.borrow_and_update().targets.clone();
         View {
+            closing: routes.clone(),
             routes,
-            registry: cluster.inner.changed.subscribe(),
             targets,
             next: 0,
         }
@@ -257,12 +198,14 @@ impl View {
             () = cluster.inner.capacity.notified() => true,
             changed = self.routes.changed() => match changed {
                 Ok(()) => {
-                    self.targets = self.routes.borrow_and_update().targets.clone();
-                    true
+                    let routes = self.routes.borrow_and_update();
+                    self.targets.clone_from(&routes.targets);
+                    !routes.closed
                 }
                 Err(_) => false,
             },
-            () = until_stopping(cluster, &mut self.registry) => false,
+            // A close `hand_over` took in with a change of workers.
+            () = until_closed(&mut self.closing) => false,
         }
     }
 
@@ -354,13 +297,8 @@ async fn accept(
     }
 }
 
-/// Resolves once the cluster has begun to stop. It looks at the registry
-/// only when the registry changed since the last look, so the accept loop
-/// takes no lock per connection.
-async fn until_stopping(cluster: &Cluster, changes: &mut tokio::sync::watch::Receiver<u64>) {
-    loop {
-        if changes.changed().await.is_err() || cluster.view(|registry| registry.stopping) {
-            return;
-        }
-    }
+/// Resolves once the rotation is closed (the cluster has begun to stop),
+/// or the loop that owns it is gone.
+async fn until_closed(closing: &mut watch::Receiver<Routes>) {
+    let _ = closing.wait_for(|routes| routes.closed).await;
 }

@@ -88,3 +88,33 @@ fn workers(ids: &[WorkerId]) -> String {
         _ => format!("workers {}", names.join(", ")),
     }
 }
+
+/// Why a worker could not be replaced.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplaceError {
+    #[error("worker {0} is not in service (gone, or already leaving)")]
+    NotInService(WorkerId),
+    #[error("worker {0} is already being replaced")]
+    AlreadyReplacing(WorkerId),
+    #[error("the cluster is stopping")]
+    Stopping,
+    #[error("cannot start a replacement: {0}")]
+    Spawn(ClusterError),
+    #[error("replacement worker {new} failed ({why}); worker {old} keeps serving")]
+    Failed {
+        old: WorkerId,
+        new: WorkerId,
+        why: String,
+    },
+}
+
+/// Why a rolling restart did not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RolloutError {
+    #[error("a rolling restart to generation {running} is running already: this one is ignored")]
+    AlreadyRunning { running: u32 },
+    #[error("the cluster is stopping")]
+    Stopping,
+    #[error("the rollout task ended unexpectedly")]
+    Lost,
+}

@@ -18,16 +18,15 @@ use std::process::ExitStatus;
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
-use super::lock;
-use super::registry::{Ended, SlotId};
-use super::supervise::Supervisor;
+use super::owner::Supervisor;
+use super::registry::SlotId;
+use super::snapshot::Ended;
 use crate::event::{Event, ExitReason, GaveUpCause};
 use crate::restart::Decision;
 use crate::role::WorkerId;
 
 impl Supervisor {
     pub(super) async fn on_exit(&mut self, id: WorkerId, pid: u32, status: io::Result<ExitStatus>) {
-        let cluster = self.cluster.clone();
         let (code, signal) = match &status {
             Ok(status) => (
                 status.code(),
@@ -38,31 +37,27 @@ impl Supervisor {
             ),
             Err(_) => (None, None),
         };
-        let known = cluster.view(|r| {
-            r.workers.get(&id).map(|e| {
-                let life = &e.life;
-                (e.slot, life.exit_reason(), life.exited_after_disconnect())
-            })
-        });
-        let Some((slot, reason, told)) = known else {
+        let Some(entry) = self.registry.workers.remove(&id) else {
             return;
         };
-        cluster.update(|registry| {
-            registry.workers.remove(&id);
-            registry.remember_exit(
-                id,
-                Ended {
-                    code,
-                    signal: signal.clone(),
-                    reason,
-                },
-            );
-        });
-        // Published after the registry forgets the worker, so whoever sees
-        // this event finds it gone; and before the next note is handled, so
-        // whoever waited for it to go and then publishes (a rollout's
-        // `replaced`) comes after it.
-        cluster.publish_now(Event::Exit {
+        let (slot, reason) = (entry.slot, entry.life.exit_reason());
+        let told = entry.life.exited_after_disconnect();
+        self.registry.remember_exit(
+            id,
+            Ended {
+                code,
+                signal: signal.clone(),
+                reason,
+            },
+        );
+        if let Some(round_robin) = &mut self.round_robin {
+            round_robin.remove(id);
+        }
+        // Published after the registry forgets the worker (and the snapshot
+        // shows it), so whoever sees this event finds it gone; and before
+        // the next note is handled, so whoever waited for it to go and then
+        // publishes (a rollout's `replaced`) comes after it.
+        self.publish_now(Event::Exit {
             id,
             pid,
             code,
@@ -70,13 +65,9 @@ impl Supervisor {
             exited_after_disconnect: told,
             reason,
         });
-        // Questions it will never answer fail now, not at their timeout.
-        lock(&cluster.inner.pending).retain(|_, (asked, _)| *asked != id);
-        lock(&cluster.inner.vitals).remove(&id);
-
-        if let Some(stop) = &mut self.stopping {
+        if self.stopping.is_some() {
             // Gone: its socket is closed with it.
-            stop.socket_closed(&cluster, id);
+            self.socket_closed(id);
             return;
         }
         match reason {
@@ -99,15 +90,11 @@ impl Supervisor {
     /// after a backoff, or give up when the budget is spent.
     pub(super) async fn after_failure(&mut self, id: Option<WorkerId>, slot: SlotId) {
         let cluster = self.cluster.clone();
-        let (exists, holder) = cluster.view(|r| {
-            let holder = r
-                .workers
-                .iter()
-                .find(|(_, e)| e.slot == slot)
-                .map(|(id, _)| *id);
-            (r.slots.contains_key(&slot), holder)
-        });
-        if !exists {
+        let registry = &mut self.registry;
+        let holder = (registry.workers.iter())
+            .find(|(_, e)| e.slot == slot)
+            .map(|(id, _)| *id);
+        if !registry.slots.contains_key(&slot) {
             return;
         }
         // Its place is taken already: a replacement starting for it, or
@@ -121,27 +108,23 @@ impl Supervisor {
             return;
         }
         let Some(budget) = &mut self.crashes else {
-            let (from, to) = cluster.update(|registry| {
-                let from = registry.slots.len();
-                registry.slots.remove(&slot);
-                (from, registry.slots.len())
-            });
+            let from = registry.slots.len();
+            registry.slots.remove(&slot);
+            let to = registry.slots.len();
             cluster.note_line(&format!(
                 "no restart policy: the cluster runs {to} of {from} workers from now on"
             ));
-            cluster.publish_now(Event::Scale { from, to });
+            self.publish_now(Event::Scale { from, to });
             return;
         };
         match budget.on_crash(std::time::Instant::now()) {
             Decision::Restart { delay } => {
-                cluster.update(|registry| {
-                    if let Some(slot) = registry.slots.get_mut(&slot) {
-                        slot.refill_at = Some(Instant::now() + delay);
-                        slot.restarts += 1;
-                    }
-                });
+                if let Some(slot) = registry.slots.get_mut(&slot) {
+                    slot.refill_at = Some(Instant::now() + delay);
+                    slot.restarts += 1;
+                }
                 if let Some(id) = id {
-                    cluster.publish_now(Event::RestartScheduled {
+                    self.publish_now(Event::RestartScheduled {
                         after: id,
                         delay_ms: delay.as_millis() as u64,
                     });

@@ -88,9 +88,9 @@ impl Cluster {
     /// worker left would otherwise show it, still draining, until the next
     /// round of heartbeats — a dashboard at odds with the events beside it.
     pub fn vitals(&self) -> Vec<Vitals> {
-        let states: BTreeMap<WorkerId, WorkerState> = self.view(|registry| {
-            (registry.workers.iter())
-                .map(|(id, entry)| (*id, entry.life.state()))
+        let states: BTreeMap<WorkerId, WorkerState> = self.view(|snapshot| {
+            (snapshot.workers.iter())
+                .map(|(id, seen)| (*id, seen.state))
                 .collect()
         });
         lock(&self.inner.vitals)
@@ -175,19 +175,19 @@ pub(super) async fn monitor(cluster: Cluster, policy: HealthPolicy) {
 impl Monitor {
     /// Who is in the cluster now; `None` once it stops.
     fn rows(&mut self) -> Option<Vec<Row>> {
-        let rows = self.cluster.view(|registry| {
-            if registry.stopping {
+        let rows = self.cluster.view(|snapshot| {
+            if snapshot.stopping {
                 return None;
             }
-            let row = |(id, e): (&WorkerId, &super::registry::Entry)| Row {
+            let row = |(id, seen): (&WorkerId, &super::snapshot::Seen)| Row {
                 id: *id,
-                pid: e.pid,
-                state: e.life.state(),
-                generation: e.generation,
-                restarts: registry.slots.get(&e.slot).map_or(0, |s| s.restarts),
-                checked: e.life.is_ready(),
+                pid: seen.pid,
+                state: seen.state,
+                generation: seen.generation,
+                restarts: seen.restarts,
+                checked: seen.state == WorkerState::Ready,
             };
-            Some(registry.workers.iter().map(row).collect::<Vec<_>>())
+            Some(snapshot.workers.iter().map(row).collect::<Vec<_>>())
         })?;
         let present = |id: &WorkerId| rows.iter().any(|row| row.id == *id);
         self.replacing.retain(present);
@@ -315,13 +315,9 @@ impl Monitor {
                 });
                 return ControlFlow::Break(());
             }
+            // The replacement counts as a restart of the worker's slot
+            // (the loop counts it when it starts one).
             self.replacing.insert(id);
-            cluster.update(|registry| {
-                let slot = registry.workers.get(&id).map(|e| e.slot);
-                if let Some(slot) = slot.and_then(|slot| registry.slots.get_mut(&slot)) {
-                    slot.restarts += 1;
-                }
-            });
             let cluster = cluster.clone();
             tokio::spawn(async move {
                 if let Err(error) = cluster.replace(id, ExitReason::from(reason)).await {

@@ -13,16 +13,21 @@
 //!
 //! | file          | its one job                                                   |
 //! |---------------|---------------------------------------------------------------|
-//! | `registry`    | the slots and the workers the primary runs                    |
+//! | `registry`    | the slots and the workers the primary runs (the loop's alone) |
+//! | `snapshot`    | the registry as readers see it, published by the loop         |
 //! | `life`        | one worker's life: its stage, and what was decided about it   |
 //! | `start`       | bind, start the loop and the dispatcher, fork the first ones  |
 //! | `spawn`       | start a worker process in a slot, and watch it                |
+//! | `round_robin` | the rotation: which workers get connections (Node's handle)   |
 //! | `dispatch`    | round-robin: accept and hand connections to ready workers     |
 //! | `inbox`       | what the loop is told: workers' notes, commands, events       |
-//! | `supervise`   | the one loop: notes (and commands), timers, reconcile         |
+//! | `owner`       | the loop's state: the registry's only owner, and what it says |
+//! | `supervise`   | the one loop: notes, timers, reconcile                        |
+//! | `commands`    | what the loop does for a caller: fork, disconnect, replace    |
 //! | `exits`       | what a worker's exit means: budget, backoff, refill           |
 //! | `signals`     | the signal table: stop, fast stop, roll, scale                |
 //! | `stop`        | one worker leaving, or the whole cluster, with a deadline     |
+//! | `stopping`    | what a stop in progress remembers                             |
 //! | `timers`      | deadlines: backoff, ready timeout, drain; and what they do     |
 //! | `ask`         | request/response over IPC, with correlation ids               |
 //! | `bus`         | publish events in one order; subscribe, wait, `report`        |
@@ -43,6 +48,7 @@
 
 mod ask;
 mod bus;
+mod commands;
 mod dispatch;
 mod error;
 mod exits;
@@ -50,12 +56,16 @@ mod health;
 mod inbox;
 mod life;
 mod options;
+mod owner;
 mod registry;
 mod rollout;
+mod round_robin;
 mod signals;
+mod snapshot;
 mod spawn;
 mod start;
 mod stop;
+mod stopping;
 mod supervise;
 mod timers;
 
@@ -63,7 +73,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
@@ -72,14 +82,13 @@ use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 
 pub use self::ask::{AskError, Gathered};
 pub use self::bus::{Events, WaitError};
-pub use self::error::ClusterError;
+pub use self::error::{ClusterError, ReplaceError, RolloutError};
 pub use self::health::Vitals;
-use self::inbox::{Command, Note};
+use self::inbox::{Command, Note, Reply};
 pub use self::life::WorkerState;
 pub use self::options::{ClusterOptions, HealthPolicy, Judge, Verdict};
-use self::registry::Registry;
-use self::registry::lock;
-pub use self::rollout::{ReplaceError, ReplaceStep, RolloutError, RolloutReport};
+pub use self::rollout::{ReplaceStep, RolloutReport};
+use self::snapshot::Snapshot;
 pub use self::stop::Stopped;
 use crate::event::{Event, ExitReason};
 use crate::listen;
@@ -98,15 +107,13 @@ struct Inner {
     addr: SocketAddr,
     exe: PathBuf,
     reporter: Reporter,
-    registry: Mutex<Registry>,
-    /// Bumped after every change to the registry; state-based waits watch it.
-    changed: watch::Sender<u64>,
-    /// Watchers, the rollout and the health monitor → the supervising task.
+    /// The registry as the supervising loop, its only owner, last
+    /// published it.
+    snapshot: watch::Receiver<Snapshot>,
+    /// Watchers, callers, the rollout and the health monitor → the loop.
     notes: mpsc::UnboundedSender<Note>,
     /// Events for anyone who subscribed.
     bus: broadcast::Sender<Event>,
-    /// Round-robin: the workers that take connections now.
-    routes: watch::Sender<dispatch::Routes>,
     /// Round-robin: the dispatcher's runtime, on its own thread.
     dispatcher: OnceLock<tokio::runtime::Handle>,
     /// Round-robin: a worker acknowledged a connection (it has room again).
@@ -131,42 +138,39 @@ impl Cluster {
     }
 
     /// Node's `cluster.fork()`: one more worker, in a new slot, so the
-    /// desired count grows by one. Returns its id.
-    pub fn fork(&self) -> Result<WorkerId, ClusterError> {
-        self.update(|registry| {
-            if registry.stopping {
-                return Err(ClusterError::Stopping);
-            }
-            let slot = self.new_slot(registry)?;
-            self.spawn_into(registry, slot)
-        })
+    /// desired count grows by one. Returns its id once it is forked (its
+    /// `fork` event is out), not once it is ready.
+    pub async fn fork(&self) -> Result<WorkerId, ClusterError> {
+        self.request(Command::Fork)
+            .await
+            .unwrap_or(Err(ClusterError::Stopping))
     }
 
     /// The ids of the worker processes running now, in every state (Node's
     /// `cluster.workers` drops a worker as soon as it is told to disconnect;
     /// see [`Cluster::state`] for where each one is).
     pub fn workers(&self) -> Vec<WorkerId> {
-        self.view(|registry| registry.workers.keys().copied().collect())
+        self.view(|snapshot| snapshot.workers.keys().copied().collect())
     }
 
     /// Where worker `id` is in its life, if it is still running.
     pub fn state(&self, id: WorkerId) -> Option<WorkerState> {
-        self.view(|registry| registry.workers.get(&id).map(|entry| entry.life.state()))
+        self.view(|snapshot| snapshot.workers.get(&id).map(|seen| seen.state))
     }
 
     /// The pid of a running worker.
     pub fn pid(&self, id: WorkerId) -> Option<u32> {
-        self.view(|registry| registry.workers.get(&id).map(|entry| entry.pid))
+        self.view(|snapshot| snapshot.workers.get(&id).map(|seen| seen.pid))
     }
 
     /// The workers that take traffic now.
     pub fn ready_workers(&self) -> Vec<WorkerId> {
-        self.view(|registry| registry.ready().collect())
+        self.view(|snapshot| snapshot.ready().collect())
     }
 
     /// How many workers the cluster wants running.
     pub fn desired(&self) -> usize {
-        self.view(|registry| registry.slots.len())
+        self.view(|snapshot| snapshot.desired)
     }
 
     /// Waits until at least `count` workers are ready, at most `within`.
@@ -176,11 +180,11 @@ impl Cluster {
         // A stop during start-up (Ctrl-C) ends the wait at once: no more
         // workers will get ready, and waiting out `within` only delayed the
         // exit (by the whole ready timeout, 10 s by default).
-        self.wait_until(within, |registry| {
-            if registry.stopping {
+        self.wait_until(within, |snapshot| {
+            if snapshot.stopping {
                 Some(Err(WaitError::Stopping))
             } else {
-                (registry.ready().count() >= count).then_some(Ok(()))
+                (snapshot.ready().count() >= count).then_some(Ok(()))
             }
         })
         .await?
@@ -197,16 +201,21 @@ impl Cluster {
     /// serialised: the worker gets a copy.
     pub fn send(&self, id: WorkerId, body: &impl serde::Serialize) -> Result<(), ClusterError> {
         let to_worker = self
-            .view(|registry| registry.workers.get(&id).map(|e| e.to_worker.clone()))
+            .view(|snapshot| snapshot.workers.get(&id).map(|seen| seen.to_worker.clone()))
             .ok_or(ClusterError::NoSuchWorker(id))?;
         Ok(to_worker.send_message(body)?)
     }
 
     /// Node's `worker.disconnect()`: stop sending the worker connections,
     /// then tell it to finish and exit. It is not replaced: the desired
-    /// count shrinks by one.
-    pub fn disconnect(&self, id: WorkerId) -> Result<(), ClusterError> {
-        self.depart(id, ExitReason::Left)
+    /// count shrinks by one. Returns once its `draining` event is out.
+    pub async fn disconnect(&self, id: WorkerId) -> Result<(), ClusterError> {
+        let depart = |reply| Command::Depart {
+            id,
+            reason: ExitReason::Left,
+            reply: Some(reply),
+        };
+        (self.request(depart).await).unwrap_or(Err(ClusterError::Stopping))
     }
 
     /// Node's `worker.kill(signal)` / `process.kill(pid, signal)`. A worker
@@ -236,9 +245,25 @@ impl Cluster {
         self.note(Note::Command(command));
     }
 
+    /// Asks the supervising task for something that has an answer, and
+    /// waits for it; `None` if the task is gone (the cluster has stopped).
+    async fn request<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        self.command(command(reply));
+        answer.await.ok()
+    }
+
     /// Publishes an event in order with every other (through the
     /// supervising task).
     fn publish(&self, event: Event) {
         self.note(Note::Publish(event));
     }
+}
+
+/// Locks `mutex`. A panic while holding one of ours leaves plain data
+/// behind, so a poisoned lock is used as it is.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -9,6 +9,10 @@
 //! With reuseport the slot also owns its listening socket, which outlives
 //! the workers that accept on it (see [`crate::listen`]).
 //!
+//! The supervising loop alone owns it: a plain value in the loop's state,
+//! with no lock around it. Everyone else reads the snapshot the loop
+//! publishes (`snapshot`) and asks for changes with a command (`inbox`).
+//!
 //! A worker's life is one [`Life`], not a set of flags whose combinations
 //! mean different things: *why* it is leaving ([`crate::event::ExitReason`])
 //! is part of the stage it is in, set once, when somebody decides it should
@@ -16,15 +20,12 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::dispatch::Target;
 use super::life::Life;
-use super::{Cluster, WaitError};
-use crate::event::ExitReason;
+use super::snapshot::{Ended, Seen, Snapshot};
 use crate::ipc::{self, ToWorker};
 use crate::role::WorkerId;
 
@@ -53,17 +54,7 @@ pub(crate) struct Entry {
     /// Where it is in its life, and what was decided about it.
     pub life: Life,
     pub to_worker: ipc::Sender<ToWorker>,
-    /// Round-robin: where its connections go.
-    pub target: Option<Arc<Target>>,
     pub forked_at: Instant,
-}
-
-/// How a worker ended, kept a while for whoever waited on it.
-#[derive(Debug, Clone)]
-pub(crate) struct Ended {
-    pub code: Option<i32>,
-    pub signal: Option<String>,
-    pub reason: ExitReason,
 }
 
 /// Ended workers remembered, for a rollout that asks why its replacement
@@ -79,9 +70,9 @@ pub(crate) struct Registry {
     pub generation: u32,
     pub slots: BTreeMap<SlotId, Slot>,
     pub workers: BTreeMap<WorkerId, Entry>,
-    pub ended: BTreeMap<WorkerId, Ended>,
-    /// Set once the cluster stops: no more forks, no more dispatch.
-    pub stopping: bool,
+    /// Shared with every snapshot: it changes only when a worker exits,
+    /// so a snapshot copies a pointer, not 256 entries.
+    pub ended: Arc<BTreeMap<WorkerId, Ended>>,
     /// The generation a rolling restart is installing, while one runs.
     pub rollout: Option<u32>,
     /// Shared strategy: the listening socket every worker inherits. Closed
@@ -100,8 +91,7 @@ impl Registry {
             generation: 1,
             slots: BTreeMap::new(),
             workers: BTreeMap::new(),
-            ended: BTreeMap::new(),
-            stopping: false,
+            ended: Arc::default(),
             rollout: None,
             shared_listener,
             reserved_port,
@@ -137,74 +127,117 @@ impl Registry {
             .map(|(id, _)| *id)
     }
 
-    /// The round-robin targets of the ready workers, in id order.
-    pub fn routes(&self) -> Vec<Arc<Target>> {
-        self.workers
-            .values()
-            .filter(|entry| entry.life.is_ready())
-            .filter_map(|entry| entry.target.clone())
-            .collect()
-    }
-
     /// Remembers how a worker ended.
     pub fn remember_exit(&mut self, id: WorkerId, ended: Ended) {
-        self.ended.insert(id, ended);
-        while self.ended.len() > REMEMBERED_EXITS {
-            self.ended.pop_first();
+        let remembered = Arc::make_mut(&mut self.ended);
+        remembered.insert(id, ended);
+        while remembered.len() > REMEMBERED_EXITS {
+            remembered.pop_first();
         }
     }
-}
 
-/// Every read and change of the registry goes through these three, so that
-/// no change can forget to tell the dispatcher and the waiters.
-impl Cluster {
-    /// Reads the registry.
-    pub(super) fn view<R>(&self, f: impl FnOnce(&Registry) -> R) -> R {
-        f(&lock(&self.inner.registry))
+    /// How many failures were replaced in the slot worker `entry` runs in.
+    pub fn restarts(&self, entry: &Entry) -> u32 {
+        self.slots.get(&entry.slot).map_or(0, |slot| slot.restarts)
     }
 
-    /// Changes the registry, then tells everyone who watches it: the
-    /// dispatcher gets the new set of ready workers, waiters wake up.
-    pub(super) fn update<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
-        let (result, routes) = {
-            let mut registry = lock(&self.inner.registry);
-            let result = f(&mut registry);
-            (result, registry.routes())
+    /// What readers may see of it now.
+    pub fn snapshot(&self, stopping: bool) -> Snapshot {
+        let seen = |entry: &Entry| Seen {
+            pid: entry.pid,
+            generation: entry.generation,
+            state: entry.life.state(),
+            restarts: self.restarts(entry),
+            to_worker: entry.to_worker.clone(),
         };
-        self.inner
-            .routes
-            .send_if_modified(|current| current.replace_if_changed(routes));
-        self.inner.changed.send_modify(|version| *version += 1);
-        result
+        Snapshot {
+            workers: (self.workers.iter())
+                .map(|(id, entry)| (*id, seen(entry)))
+                .collect(),
+            desired: self.slots.len(),
+            stopping,
+            ended: Arc::clone(&self.ended),
+        }
     }
 
-    /// Waits, at most `within`, until `check` finds what it wants in the
-    /// registry. Checked at once, then after every change.
-    pub(super) async fn wait_until<T>(
-        &self,
-        within: Duration,
-        mut check: impl FnMut(&Registry) -> Option<T>,
-    ) -> Result<T, WaitError> {
-        let mut changes = self.inner.changed.subscribe();
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            changes.borrow_and_update();
-            if let Some(found) = self.view(&mut check) {
-                return Ok(found);
-            }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(WaitError::Closed),
-                Err(_) => return Err(WaitError::Timeout { within }),
-            }
-        }
+    /// Whether `snapshot` still shows what this registry holds: checked on
+    /// every turn of the loop, without building a new one, because most
+    /// turns (a worker's message) change nothing a reader sees.
+    pub fn shown_by(&self, snapshot: &Snapshot, stopping: bool) -> bool {
+        snapshot.stopping == stopping
+            && snapshot.desired == self.slots.len()
+            && Arc::ptr_eq(&snapshot.ended, &self.ended)
+            && snapshot.workers.len() == self.workers.len()
+            && (self.workers.iter().zip(&snapshot.workers)).all(|((id, entry), (seen_id, seen))| {
+                id == seen_id
+                    && entry.pid == seen.pid
+                    && entry.life.state() == seen.state
+                    && self.restarts(entry) == seen.restarts
+            })
     }
 }
 
-/// Locks `mutex`. A panic while holding one of ours leaves plain data
-/// behind, so a poisoned lock is used as it is.
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::ExitReason;
+    use crate::ipc::ToPrimary;
+
+    /// One change to the registry, of the kind a reader would notice.
+    type Change = fn(&mut Registry, WorkerId);
+
+    /// A registry with one slot and one starting worker in it.
+    fn one_worker() -> (Registry, WorkerId) {
+        let mut registry = Registry::new(None, None);
+        let slot = registry.add_slot(Slot::default());
+        let id = registry.next_worker_id();
+        let (primary, _worker) = tokio::net::UnixStream::pair().expect("a socketpair");
+        let (_from_worker, to_worker) = ipc::channel::<ToPrimary, ToWorker>(primary, "test".into());
+        let entry = Entry {
+            pid: 4242,
+            slot,
+            generation: 1,
+            life: Life::Starting,
+            to_worker,
+            forked_at: Instant::now(),
+        };
+        registry.workers.insert(id, entry);
+        (registry, id)
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_shows_what_it_was_built_from_until_a_reader_would_see_a_change() {
+        let (mut registry, id) = one_worker();
+        let mut snapshot = registry.snapshot(false);
+        assert!(registry.shown_by(&snapshot, false));
+        assert!(!registry.shown_by(&snapshot, true), "stopping is shown");
+
+        let mut changes: Vec<(&str, Change)> = vec![
+            ("a stage", |r, id| {
+                r.workers.get_mut(&id).map(|e| e.life.listening());
+            }),
+            ("a restart", |r, _| {
+                r.slots.values_mut().for_each(|slot| slot.restarts += 1);
+            }),
+            ("a slot", |r, _| {
+                r.add_slot(Slot::default());
+            }),
+            ("an exit", |r, id| {
+                let ended = Ended {
+                    code: Some(0),
+                    signal: None,
+                    reason: ExitReason::Left,
+                };
+                r.workers.remove(&id);
+                r.remember_exit(id, ended);
+            }),
+        ];
+        for (what, change) in changes.drain(..) {
+            change(&mut registry, id);
+            assert!(!registry.shown_by(&snapshot, false), "{what} is not shown");
+            snapshot = registry.snapshot(false);
+            assert!(registry.shown_by(&snapshot, false), "{what} is shown");
+        }
+        assert!(snapshot.ended.contains_key(&id) && snapshot.workers.is_empty());
+    }
 }

@@ -26,7 +26,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Cluster, ClusterError};
+use super::Cluster;
+use super::error::{ReplaceError, RolloutError};
+use super::inbox::{Begun, Command};
 use crate::event::{Event, ExitReason, RolloutOutcome};
 use crate::role::WorkerId;
 
@@ -41,36 +43,6 @@ pub struct ReplaceStep {
     pub ready_after: Duration,
     /// From taking the old worker out of rotation to its exit.
     pub drained_after: Duration,
-}
-
-/// Why a worker could not be replaced.
-#[derive(Debug, thiserror::Error)]
-pub enum ReplaceError {
-    #[error("worker {0} is not in service (gone, or already leaving)")]
-    NotInService(WorkerId),
-    #[error("worker {0} is already being replaced")]
-    AlreadyReplacing(WorkerId),
-    #[error("the cluster is stopping")]
-    Stopping,
-    #[error("cannot start a replacement: {0}")]
-    Spawn(ClusterError),
-    #[error("replacement worker {new} failed ({why}); worker {old} keeps serving")]
-    Failed {
-        old: WorkerId,
-        new: WorkerId,
-        why: String,
-    },
-}
-
-/// Why a rolling restart did not start.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RolloutError {
-    #[error("a rolling restart to generation {running} is running already: this one is ignored")]
-    AlreadyRunning { running: u32 },
-    #[error("the cluster is stopping")]
-    Stopping,
-    #[error("the rollout task ended unexpectedly")]
-    Lost,
 }
 
 /// How a rolling restart went.
@@ -99,39 +71,21 @@ impl Cluster {
         reason: ExitReason,
     ) -> Result<ReplaceStep, ReplaceError> {
         let begun = Instant::now();
-        let new = self.update(|registry| {
-            if registry.stopping {
-                return Err(ReplaceError::Stopping);
-            }
-            let slot = registry
-                .workers
-                .get(&old)
-                .filter(|entry| entry.life.in_service())
-                .map(|entry| entry.slot)
-                .filter(|slot| registry.slots.contains_key(slot))
-                .ok_or(ReplaceError::NotInService(old))?;
-            let busy = registry
-                .workers
-                .iter()
-                .any(|(id, e)| *id != old && e.slot == slot && e.life.in_service());
-            if busy {
-                return Err(ReplaceError::AlreadyReplacing(old));
-            }
-            self.spawn_into(registry, slot).map_err(ReplaceError::Spawn)
-        })?;
+        let start = |reply| Command::Replace { old, reason, reply };
+        let new = (self.request(start).await).unwrap_or(Err(ReplaceError::Stopping))?;
 
         // The supervisor kills a replacement that is not ready in time; the
         // extra margin only guards against a wait that could never end.
         let options = &self.inner.options;
         let ready = self
-            .wait_until(options.ready_timeout + Duration::from_secs(5), |r| {
-                if r.stopping {
+            .wait_until(options.ready_timeout + Duration::from_secs(5), |s| {
+                if s.stopping {
                     return Some(Err(None));
                 }
-                match r.workers.get(&new) {
-                    Some(e) if e.life.is_ready() => Some(Ok(())),
+                match s.workers.get(&new) {
+                    Some(_) if s.is_ready(new) => Some(Ok(())),
                     Some(_) => None,
-                    None => Some(Err(Some(r.ended.get(&new).map_or_else(
+                    None => Some(Err(Some(s.ended.get(&new).map_or_else(
                         || "it exited before it was ready".to_string(),
                         |ended| why_it_failed(ended, options.ready_timeout),
                     )))),
@@ -160,10 +114,14 @@ impl Cluster {
         // The new one serves: now, and only now, the old one goes. It may
         // have crashed meanwhile; then there is nothing to drain.
         let drain_begun = Instant::now();
-        let _ = self.depart(old, reason);
+        self.command(Command::Depart {
+            id: old,
+            reason,
+            reply: None,
+        });
         let _ = self
-            .wait_until(options.grace + Duration::from_secs(5), |r| {
-                (!r.workers.contains_key(&old)).then_some(())
+            .wait_until(options.grace + Duration::from_secs(5), |s| {
+                (!s.workers.contains_key(&old)).then_some(())
             })
             .await;
         let step = ReplaceStep {
@@ -193,12 +151,12 @@ impl Cluster {
         }
         let ready_at = Instant::now();
         let ended = self
-            .wait_until(bake, |r| {
-                if r.stopping {
+            .wait_until(bake, |s| {
+                if s.stopping {
                     Some(Err(ReplaceError::Stopping))
                 } else {
-                    (!r.workers.contains_key(&new)).then(|| {
-                        Ok(r.ended.get(&new).map_or_else(String::new, |ended| {
+                    (!s.workers.contains_key(&new)).then(|| {
+                        Ok(s.ended.get(&new).map_or_else(String::new, |ended| {
                             match (ended.code, &ended.signal) {
                                 (_, Some(signal)) => format!(", killed by {signal}"),
                                 (Some(code), None) => format!(", exit code {code}"),
@@ -227,49 +185,34 @@ impl Cluster {
     pub async fn rolling_restart(&self) -> Result<RolloutReport, RolloutError> {
         // The work runs in its own task: dropping this future does not
         // leave a rollout half-done and marked as running.
-        self.start_rollout()?.await.map_err(|_| RolloutError::Lost)
+        self.start_rollout()
+            .await?
+            .await
+            .map_err(|_| RolloutError::Lost)
     }
 
-    /// Starts a rolling restart in the background; SIGHUP and SIGUSR2 call
-    /// this. A second one while the first runs is published and refused.
-    pub fn start_rollout(&self) -> Result<tokio::task::JoinHandle<RolloutReport>, RolloutError> {
-        let started = self.update(|registry| {
-            if registry.stopping {
-                return Err(RolloutError::Stopping);
-            }
-            if let Some(running) = registry.rollout {
-                return Err(RolloutError::AlreadyRunning { running });
-            }
-            let previous = registry.generation;
-            registry.generation += 1;
-            registry.rollout = Some(registry.generation);
-            let olds: Vec<WorkerId> = registry
-                .workers
-                .iter()
-                .filter(|(_, e)| e.life.in_service() && e.generation < registry.generation)
-                .map(|(id, _)| *id)
-                .collect();
-            Ok((registry.generation, previous, olds))
-        });
-        let (generation, previous, olds) = match started {
-            Ok(started) => started,
-            Err(RolloutError::AlreadyRunning { running }) => {
-                self.publish(Event::RolloutIgnored { running });
-                return Err(RolloutError::AlreadyRunning { running });
-            }
-            Err(error) => return Err(error),
-        };
-        self.publish(Event::RolloutStarted {
-            generation,
-            workers: olds.len(),
-        });
+    /// Starts a rolling restart in the background. A second one while the
+    /// first runs is published and refused.
+    pub async fn start_rollout(
+        &self,
+    ) -> Result<tokio::task::JoinHandle<RolloutReport>, RolloutError> {
+        let begun = (self.request(Command::BeginRollout).await).ok_or(RolloutError::Stopping)??;
+        Ok(self.spawn_rollout(begun))
+    }
+
+    /// Runs a rollout the loop has begun (SIGHUP and SIGUSR2 begin one in
+    /// the loop itself), in a task of its own.
+    pub(super) fn spawn_rollout(&self, begun: Begun) -> tokio::task::JoinHandle<RolloutReport> {
         let cluster = self.clone();
-        Ok(tokio::spawn(async move {
-            cluster.roll(generation, previous, olds).await
-        }))
+        tokio::spawn(async move { cluster.roll(begun).await })
     }
 
-    async fn roll(&self, generation: u32, previous: u32, olds: Vec<WorkerId>) -> RolloutReport {
+    async fn roll(&self, begun: Begun) -> RolloutReport {
+        let Begun {
+            generation,
+            previous,
+            olds,
+        } = begun;
         let begun = Instant::now();
         let mut steps = Vec::new();
         let mut outcome = RolloutOutcome::Completed;
@@ -296,10 +239,10 @@ impl Cluster {
             // The release before is the one that runs from now on: a crash
             // is refilled with it, and the workers this rollout replaced
             // are replaced back, one at a time, the same safe way.
-            self.update(|registry| registry.generation = previous);
+            self.command(Command::RestoreGeneration(previous));
             restored = self.restore(&steps).await;
         }
-        self.update(|registry| registry.rollout = None);
+        self.command(Command::EndRollout);
         let took = begun.elapsed();
         self.publish(Event::RolloutFinished {
             generation,
@@ -344,7 +287,7 @@ impl Cluster {
     // ANCHOR_END: rolling_restart
 }
 
-fn why_it_failed(ended: &super::registry::Ended, ready_timeout: Duration) -> String {
+fn why_it_failed(ended: &super::snapshot::Ended, ready_timeout: Duration) -> String {
     match (ended.reason, ended.code, &ended.signal) {
         (ExitReason::NotReady, _, _) => format!(
             "not ready within {:.1}s: killed",

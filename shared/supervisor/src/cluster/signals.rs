@@ -18,7 +18,7 @@ use std::io;
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::supervise::Supervisor;
+use super::owner::Supervisor;
 use crate::event::StopReason;
 
 /// The signals a primary answers, each with one meaning (the book's signal
@@ -90,12 +90,17 @@ impl Supervisor {
             (Caught::Roll(name), false) => {
                 // Refused while another runs: `rollout_ignored` says so, and
                 // this line is only for a rollout that really starts.
-                if cluster.start_rollout().is_ok() {
+                if self.registry.rollout.is_none() {
                     cluster.note_line(&format!("{name}: rolling restart"));
                 }
+                if let Ok(begun) = self.begin_rollout() {
+                    cluster.spawn_rollout(begun);
+                }
             }
-            (Caught::MoreWorkers, false) => cluster.scale(cluster.desired() + 1),
-            (Caught::FewerWorkers, false) => cluster.scale(cluster.desired().saturating_sub(1)),
+            (Caught::MoreWorkers, false) => self.scale(self.registry.slots.len() + 1),
+            (Caught::FewerWorkers, false) => {
+                self.scale(self.registry.slots.len().saturating_sub(1).max(1));
+            }
             (Caught::Roll(_) | Caught::MoreWorkers | Caught::FewerWorkers, true) => {}
         }
     }

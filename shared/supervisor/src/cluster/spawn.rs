@@ -18,10 +18,11 @@ use tokio::net::UnixStream;
 use tokio::time::Instant;
 
 use super::ask::Answer;
-use super::dispatch::Target;
 use super::inbox::Note;
 use super::life::Life;
+use super::owner::Supervisor;
 use super::registry::{Entry, Registry, Slot, SlotId};
+use super::round_robin::Target;
 use super::{Cluster, ClusterError};
 use crate::event::Event;
 use crate::handles;
@@ -36,39 +37,36 @@ use crate::worker_env::{Connections, WorkerEnv};
 /// fork, because nothing may allocate between fork and exec.
 const PRIMARY_GONE: &str = "the primary exited during the fork";
 
-impl Cluster {
+impl Supervisor {
     /// A new, empty slot (reuseport: with its own socket bound).
-    pub(super) fn new_slot(&self, registry: &mut Registry) -> Result<SlotId, ClusterError> {
-        let socket = match self.inner.options.sched {
+    pub(super) fn new_slot(&mut self) -> Result<SlotId, ClusterError> {
+        let socket = match self.cluster.inner.options.sched {
             Sched::ReusePort => {
-                let addr = self.inner.addr;
+                let addr = self.cluster.inner.addr;
                 let socket = listen::bind_reuse_port(addr)
                     .map_err(|cause| ClusterError::Bind { addr, cause })?;
                 Some(OwnedFd::from(socket))
             }
             Sched::RoundRobin | Sched::Shared => None,
         };
-        Ok(registry.add_slot(Slot {
+        Ok(self.registry.add_slot(Slot {
             socket,
             ..Slot::default()
         }))
     }
 
-    /// Starts a worker of the current generation in `slot`. Runs with the
-    /// registry locked, so the worker is registered before anything it says
-    /// can arrive.
-    pub(super) fn spawn_into(
-        &self,
-        registry: &mut Registry,
-        slot: SlotId,
-    ) -> Result<WorkerId, ClusterError> {
-        let options = &self.inner.options;
+    /// Starts a worker of the current generation in `slot`. The loop runs
+    /// it, so the worker is registered before anything it says can be read.
+    pub(super) fn spawn_into(&mut self, slot: SlotId) -> Result<WorkerId, ClusterError> {
+        if self.stopping.is_some() {
+            return Err(ClusterError::Stopping);
+        }
+        let cluster = self.cluster.clone();
+        let options = &cluster.inner.options;
+        let registry = &mut self.registry;
         let id = registry.next_worker_id();
         let generation = registry.generation;
         let spawn_error = |cause| ClusterError::Spawn { id, cause };
-        if registry.stopping {
-            return Err(ClusterError::Stopping);
-        }
 
         let (primary_ipc, worker_ipc) =
             std::os::unix::net::UnixStream::pair().map_err(spawn_error)?;
@@ -96,11 +94,11 @@ impl Cluster {
             generation,
             ipc_fd: worker_ipc.as_raw_fd(),
             sched: options.sched,
-            addr: self.inner.addr,
+            addr: cluster.inner.addr,
             threads,
             connections,
         };
-        let mut command = self.command_for(&env);
+        let mut command = cluster.command_for(&env);
         let inherited = match connections {
             Connections::Handles(fd) | Connections::Listener(fd) => [worker_ipc.as_raw_fd(), fd],
         };
@@ -121,33 +119,34 @@ impl Cluster {
         let stream = UnixStream::from_std(primary_ipc).map_err(spawn_error)?;
         let (from_worker, to_worker) =
             ipc::channel::<ToPrimary, ToWorker>(stream, format!("worker {id}"));
-        self.register(registry, id, slot, pid, handles_primary, to_worker)
+        self.register(id, slot, pid, handles_primary, to_worker)
             .map_err(spawn_error)?;
-        tokio::spawn(watch_worker(self.clone(), id, pid, child, from_worker));
+        tokio::spawn(watch_worker(cluster, id, pid, child, from_worker));
         Ok(id)
     }
 
-    /// Puts the new worker in the registry (round-robin: with the target
-    /// its connections go to) and publishes `fork`. Runs with the registry
-    /// locked, so `fork` precedes anything the watcher reports about it.
+    /// Puts the new worker in the registry (round-robin: its hand-off
+    /// channel in the rotation's keeping) and publishes `fork`, before the
+    /// loop reads anything its watcher reports about it.
     fn register(
-        &self,
-        registry: &mut Registry,
+        &mut self,
         id: WorkerId,
         slot: SlotId,
         pid: u32,
         handles_primary: Option<OwnedFd>,
         to_worker: ipc::Sender<ToWorker>,
     ) -> io::Result<()> {
-        let generation = registry.generation;
-        let target = match handles_primary {
-            Some(fd) => Some(self.on_dispatcher(|| {
+        let cluster = &self.cluster;
+        if let (Some(fd), Some(round_robin)) = (handles_primary, &mut self.round_robin) {
+            let target = cluster.on_dispatcher(|| {
                 let target = Arc::new(Target::new(slot.0, fd)?);
-                tokio::spawn(Arc::clone(&target).count_acks(self.clone()));
+                tokio::spawn(Arc::clone(&target).count_acks(cluster.clone()));
                 Ok::<_, io::Error>(target)
-            })?),
-            None => None,
-        };
+            })?;
+            round_robin.join(id, target);
+        }
+        let registry = &mut self.registry;
+        let generation = registry.generation;
         registry.workers.insert(
             id,
             Entry {
@@ -156,14 +155,13 @@ impl Cluster {
                 generation,
                 life: Life::Starting,
                 to_worker,
-                target,
                 forked_at: Instant::now(),
             },
         );
         if let Some(slot) = registry.slots.get_mut(&slot) {
             slot.refill_at = None;
         }
-        self.publish(Event::Fork {
+        self.publish_now(Event::Fork {
             id,
             pid,
             generation,
@@ -291,6 +289,8 @@ async fn watch_worker(
         };
         cluster.note(note);
     }
+    // Questions it will never answer fail now, not at their timeout.
+    cluster.forget_questions(id);
     cluster.note(Note::Worker(Event::Disconnect { id }));
     let status: io::Result<ExitStatus> = child.wait().await;
     cluster.note(Note::Exited { id, pid, status });

@@ -15,7 +15,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 
+use super::owner::Supervisor;
 use super::registry::{Registry, SlotId};
+use super::round_robin::RoundRobin;
+use super::snapshot::Snapshot;
 use super::{Cluster, ClusterError, ClusterOptions, Inner, bus, dispatch, health, supervise};
 use crate::event::{Event, StopReason};
 use crate::listen::{self, Sched};
@@ -55,6 +58,7 @@ impl Cluster {
 
         let (notes, notes_rx) = mpsc::unbounded_channel();
         let (outcome_tx, outcome) = watch::channel(None);
+        let (snapshot_tx, snapshot) = watch::channel(Snapshot::default());
         let (dispatch_from, shared_listener) = match options.sched {
             Sched::RoundRobin => (bound.listener, None),
             Sched::Shared => (None, bound.listener.map(OwnedFd::from)),
@@ -64,14 +68,12 @@ impl Cluster {
         let cluster = Cluster {
             inner: Arc::new(Inner {
                 reporter: Reporter::new(options.events),
-                registry: Mutex::new(Registry::new(shared_listener, bound.reserved)),
+                snapshot,
                 options,
                 addr,
                 exe,
-                changed: watch::Sender::new(0),
                 notes,
                 bus: broadcast::Sender::new(bus::CAPACITY),
-                routes: watch::Sender::new(dispatch::Routes::default()),
                 dispatcher: OnceLock::new(),
                 capacity: Notify::new(),
                 pending: Mutex::default(),
@@ -83,32 +85,35 @@ impl Cluster {
             }),
         };
 
-        cluster.publish(Event::Start {
+        // The loop's state is built here and the first steps taken on it
+        // before the loop runs: `start` comes before any `fork`.
+        let registry = Registry::new(shared_listener, bound.reserved);
+        let (round_robin, routes) = match dispatch_from {
+            Some(_) => {
+                let (round_robin, routes) = RoundRobin::new();
+                (Some(round_robin), Some(routes))
+            }
+            None => (None, None),
+        };
+        let mut me = Supervisor::new(cluster.clone(), registry, round_robin, snapshot_tx);
+        me.publish_now(Event::Start {
             pid: std::process::id(),
             addr,
             sched: cluster.inner.options.sched,
             workers,
         });
-        let dispatcher = match dispatch_from {
-            Some(listener) => {
-                let bind = |cause| ClusterError::Bind { addr, cause };
-                listener.set_nonblocking(true).map_err(bind)?;
-                Some(dispatch::start(cluster.clone(), listener).map_err(ClusterError::Dispatcher)?)
-            }
-            None => None,
-        };
-        tokio::spawn(supervise::supervise(
-            cluster.clone(),
-            notes_rx,
-            signals,
-            dispatcher,
-            outcome_tx,
-        ));
+        if let (Some(listener), Some(routes)) = (dispatch_from, routes) {
+            let bind = |cause| ClusterError::Bind { addr, cause };
+            listener.set_nonblocking(true).map_err(bind)?;
+            let dispatcher = dispatch::start(cluster.clone(), listener, routes);
+            me.dispatcher = Some(dispatcher.map_err(ClusterError::Dispatcher)?);
+        }
+        let filled = me.fill_first_slots(workers);
+        tokio::spawn(supervise::supervise(me, notes_rx, signals, outcome_tx));
         if let Some(policy) = cluster.inner.options.health.clone() {
             tokio::spawn(health::monitor(cluster.clone(), policy));
         }
-
-        if let Err(error) = cluster.fill_first_slots(workers) {
+        if let Err(error) = filled {
             // Leave nothing half-started behind: stop what did start.
             cluster.stop(StopReason::StartFailed);
             let _ = cluster.wait().await;
@@ -116,34 +121,31 @@ impl Cluster {
         }
         Ok(cluster)
     }
+}
 
+impl Supervisor {
     /// Every slot first, then a worker into each: the desired count is
     /// known before the first worker starts, and its runtime is sized for
     /// it (see `crate::runtime`). On failure the slots left empty are
     /// removed: nobody else may fill them, the start has failed.
-    fn fill_first_slots(&self, workers: usize) -> Result<(), ClusterError> {
-        self.update(|registry| {
-            let slots = (0..workers)
-                .map(|_| self.new_slot(registry))
-                .collect::<Result<Vec<_>, _>>();
-            let filled = slots.and_then(|slots| {
-                slots
-                    .into_iter()
-                    .try_for_each(|slot| self.spawn_into(registry, slot).map(drop))
-            });
-            if filled.is_err() {
-                let empty: Vec<SlotId> = registry
-                    .slots
-                    .keys()
-                    .filter(|slot| !registry.is_filled(**slot))
-                    .copied()
-                    .collect();
-                for slot in empty {
-                    registry.slots.remove(&slot);
-                }
+    fn fill_first_slots(&mut self, workers: usize) -> Result<(), ClusterError> {
+        let slots = (0..workers)
+            .map(|_| self.new_slot())
+            .collect::<Result<Vec<_>, _>>();
+        let filled = slots.and_then(|slots| {
+            (slots.into_iter()).try_for_each(|slot| self.spawn_into(slot).map(drop))
+        });
+        if filled.is_err() {
+            let registry = &mut self.registry;
+            let empty: Vec<SlotId> = (registry.slots.keys())
+                .filter(|slot| !registry.is_filled(**slot))
+                .copied()
+                .collect();
+            for slot in empty {
+                registry.slots.remove(&slot);
             }
-            filled
-        })
+        }
+        filled
     }
 }
 

@@ -14,15 +14,16 @@
 //! last worker has exited — not after a fixed sleep — and it reports the
 //! workers it had to kill, so a failed drain cannot pass for a clean one.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
-
-use super::dispatch;
 
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
 use super::inbox::Command;
+use super::owner::Supervisor;
+use super::stopping::{CLOSE_WITHIN, Closing, Stopping};
 use super::{Cluster, ClusterError};
 use crate::event::{Event, ExitReason, GaveUpCause, StopReason};
 use crate::ipc::ToWorker;
@@ -82,86 +83,89 @@ impl Cluster {
     }
 }
 
-/// A stop in progress.
-#[derive(Debug)]
-pub(super) struct Stopping {
-    pub reason: StopReason,
-    pub since: std::time::Instant,
-    /// Workers killed because they overran the deadline (or a fast stop).
-    pub forced: Vec<WorkerId>,
-    /// Set when the stop is the primary giving up.
-    pub gave_up: Option<(u32, Duration, GaveUpCause)>,
-    /// Set by a fast stop: what asked for it.
-    pub cut_short: Option<&'static str>,
-    /// Shared and reuseport: the first step, until every worker has closed
-    /// its listening socket; only then are they told to drain.
-    pub closing: Option<Closing>,
-}
-
-/// The workers whose listening sockets are still open, and how long the
-/// stop waits for them before it drains anyway.
-#[derive(Debug)]
-pub(super) struct Closing {
-    open: std::collections::BTreeSet<WorkerId>,
-    until: Instant,
-}
-
-/// How long a stop waits for the workers to close their sockets. A worker
-/// answers within milliseconds; one that does not (stopped, blocked, not
-/// serving through `http::Server`) only delays the drain by this much.
-const CLOSE_WITHIN: Duration = Duration::from_secs(1);
-
-impl Stopping {
-    pub(super) fn closing_deadline(&self) -> Option<Instant> {
-        self.closing.as_ref().map(|closing| closing.until)
+impl Supervisor {
+    /// Tells every worker to leave: the drain, with its `grace` deadline.
+    fn drain_all(&mut self) {
+        let ids: Vec<WorkerId> = self.registry.workers.keys().copied().collect();
+        for id in ids {
+            // A worker whose channel is already closed is exiting anyway.
+            let _ = self.depart(id, ExitReason::Shutdown);
+        }
     }
 
-    /// Worker `id` closed its socket (or exited): when it was the last,
-    /// every worker is told to drain.
-    pub(super) fn socket_closed(&mut self, cluster: &Cluster, id: WorkerId) {
-        if let Some(closing) = &mut self.closing {
-            closing.open.remove(&id);
-            if closing.open.is_empty() {
-                self.closing = None;
-                drain_all(cluster);
-            }
+    /// Worker `id` closed its listening socket (or exited): when it was
+    /// the last, the drain begins.
+    pub(super) fn socket_closed(&mut self, id: WorkerId) {
+        if self
+            .stopping
+            .as_mut()
+            .is_some_and(|stop| stop.socket_closed(id))
+        {
+            self.drain_all();
         }
     }
 
     /// The wait for sockets is over: drain whoever is left.
-    pub(super) fn closing_overdue(&mut self, cluster: &Cluster) {
-        if self
-            .closing
-            .as_ref()
-            .is_some_and(|c| c.until <= Instant::now())
-        {
-            self.closing = None;
-            drain_all(cluster);
+    pub(super) fn closing_overdue(&mut self) {
+        let now = Instant::now();
+        if (self.stopping.as_mut()).is_some_and(|stop| stop.closing_overdue(now)) {
+            self.drain_all();
         }
     }
-}
 
-/// Tells every worker to leave: the drain, with its `grace` deadline.
-fn drain_all(cluster: &Cluster) {
-    for id in cluster.view(|registry| registry.workers.keys().copied().collect::<Vec<_>>()) {
-        // A worker whose channel is already closed is exiting anyway.
-        let _ = cluster.depart(id, ExitReason::Shutdown);
+    /// Begins stopping the cluster, once; a second call changes nothing.
+    pub(super) async fn stop(
+        &mut self,
+        reason: StopReason,
+        gave_up: Option<(u32, Duration, GaveUpCause)>,
+    ) {
+        if self.stopping.is_some() {
+            return;
+        }
+        // From here on the cluster is stopping, and every snapshot says so.
+        self.stopping = Some(Stopping {
+            reason,
+            since: std::time::Instant::now(),
+            forced: Vec::new(),
+            gave_up,
+            cut_short: None,
+            closing: None,
+        });
+        let never_ready = self.shut_the_door();
+        self.flush();
+        for (_, pid) in &never_ready {
+            sigkill(*pid);
+        }
+        if let Some(round_robin) = &mut self.round_robin {
+            round_robin.close();
+        }
+        if let Some(dispatcher) = self.dispatcher.take() {
+            // It returns as soon as it sees the rotation closed; the bound
+            // is a backstop.
+            let _ = tokio::time::timeout(Duration::from_secs(1), dispatcher).await;
+        }
+        self.publish_now(Event::Shutdown { reason });
+        if !never_ready.is_empty() {
+            let names: Vec<String> = never_ready.iter().map(|(id, _)| id.to_string()).collect();
+            self.cluster.note_line(&format!(
+                "killed worker(s) {} at once: never ready, so nothing to drain",
+                names.join(", ")
+            ));
+        }
+        let closing = self.close_sockets(&never_ready);
+        let drain_now = closing.is_none();
+        if let Some(stop) = &mut self.stopping {
+            stop.closing = closing;
+        }
+        if drain_now {
+            self.drain_all();
+        }
     }
-}
 
-/// Begins stopping the cluster, once; a second call changes nothing.
-pub(super) async fn begin_stop(
-    cluster: &Cluster,
-    stopping: &mut Option<Stopping>,
-    dispatcher: &mut Option<dispatch::Stopped>,
-    reason: StopReason,
-    gave_up: Option<(u32, Duration, GaveUpCause)>,
-) {
-    if stopping.is_some() {
-        return;
-    }
-    let never_ready = cluster.update(|registry| {
-        registry.stopping = true;
+    /// Closes the primary's copies of the listening sockets and kills the
+    /// workers that were never ready; returns those (id, pid).
+    fn shut_the_door(&mut self) -> Vec<(WorkerId, u32)> {
+        let registry = &mut self.registry;
         // Shared and reuseport: our copies of the listening sockets close
         // now; each closes for good when the last worker lets go of its copy.
         registry.shared_listener = None;
@@ -183,83 +187,51 @@ pub(super) async fn begin_stop(
             }
         }
         never_ready
-    });
-    for (_, pid) in &never_ready {
-        sigkill(*pid);
     }
-    if let Some(dispatcher) = dispatcher.take() {
-        // It returns as soon as it sees `stopping`; the bound is a backstop.
-        let _ = tokio::time::timeout(Duration::from_secs(1), dispatcher).await;
-    }
-    cluster.publish_now(Event::Shutdown { reason });
-    if !never_ready.is_empty() {
-        let names: Vec<String> = never_ready.iter().map(|(id, _)| id.to_string()).collect();
-        cluster.note_line(&format!(
-            "killed worker(s) {} at once: never ready, so nothing to drain",
-            names.join(", ")
-        ));
-    }
-    // Round-robin: the primary's socket, the only one, is closed already.
-    // Shared and reuseport: each worker holds a listening socket, and a
-    // socket that closes resets the clients queued on it. Telling workers
-    // to drain sends their keep-alive clients off to reconnect, so first
-    // every socket closes, then the drain begins: a client that reconnects
-    // now finds the port closed (refused, before it sent anything) rather
-    // than a queue about to be thrown away. A worker killed above for never
-    // being ready counts as open until its exit: SIGKILL closes its copy
-    // of the socket only once the process is gone, and a client that
-    // reconnected into that copy meanwhile would be reset with it.
-    let closing = match cluster.inner.options.sched {
-        Sched::RoundRobin => None,
-        Sched::Shared | Sched::ReusePort => {
-            let open: std::collections::BTreeSet<WorkerId> = cluster.view(|registry| {
-                registry
-                    .workers
-                    .iter()
+
+    /// Round-robin: the primary's socket, the only one, is closed already.
+    /// Shared and reuseport: each worker holds a listening socket, and a
+    /// socket that closes resets the clients queued on it. Telling workers
+    /// to drain sends their keep-alive clients off to reconnect, so first
+    /// every socket closes, then the drain begins: a client that reconnects
+    /// now finds the port closed (refused, before it sent anything) rather
+    /// than a queue about to be thrown away. A worker killed for never
+    /// being ready counts as open until its exit: SIGKILL closes its copy
+    /// of the socket only once the process is gone, and a client that
+    /// reconnected into that copy meanwhile would be reset with it.
+    fn close_sockets(&self, never_ready: &[(WorkerId, u32)]) -> Option<Closing> {
+        match self.cluster.inner.options.sched {
+            Sched::RoundRobin => None,
+            Sched::Shared | Sched::ReusePort => {
+                let open: BTreeSet<WorkerId> = (self.registry.workers.iter())
                     .filter(|(_, entry)| !entry.life.killed())
                     .filter(|(_, entry)| entry.to_worker.send(&ToWorker::StopAccepting).is_ok())
                     .map(|(id, _)| *id)
                     .chain(never_ready.iter().map(|(id, _)| *id))
-                    .collect()
-            });
-            (!open.is_empty()).then(|| Closing {
-                open,
-                until: Instant::now() + CLOSE_WITHIN,
-            })
+                    .collect();
+                (!open.is_empty()).then(|| Closing {
+                    open,
+                    until: Instant::now() + CLOSE_WITHIN,
+                })
+            }
         }
-    };
-    if closing.is_none() {
-        drain_all(cluster);
     }
-    *stopping = Some(Stopping {
-        reason,
-        since: std::time::Instant::now(),
-        forced: Vec::new(),
-        gave_up,
-        cut_short: None,
-        closing,
-    });
-}
 
-/// Kills every worker still running (a second Ctrl-C, SIGQUIT).
-pub(super) fn kill_all(cluster: &Cluster, stop: &mut Stopping) {
-    let pids = cluster.update(|registry| {
-        registry
-            .workers
-            .iter_mut()
+    /// Kills every worker still running (a second Ctrl-C, SIGQUIT).
+    pub(super) fn kill_all(&mut self) {
+        let pids: Vec<(WorkerId, u32)> = (self.registry.workers.iter_mut())
             .filter_map(|(id, entry)| {
                 // One that was told to go keeps its reason; one still in
                 // service (a fast stop while sockets close) goes for the stop.
-                entry
-                    .life
-                    .kill(ExitReason::Shutdown)
-                    .then_some((*id, entry.pid))
+                (entry.life.kill(ExitReason::Shutdown)).then_some((*id, entry.pid))
             })
-            .collect::<Vec<_>>()
-    });
-    for (id, pid) in pids {
-        sigkill(pid);
-        stop.forced.push(id);
+            .collect();
+        for (id, pid) in pids {
+            sigkill(pid);
+            if let Some(stop) = &mut self.stopping {
+                stop.forced.push(id);
+            }
+        }
     }
 }
 
@@ -268,59 +240,45 @@ pub(super) fn sigkill(pid: u32) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
 }
 
-impl Cluster {
-    /// Prints and broadcasts an event. Only the supervising task calls it,
-    /// which is what gives every reader the same order.
-    pub(super) fn publish_now(&self, event: Event) {
-        self.inner.reporter.event(&event);
-        let _ = self.inner.bus.send(event);
-    }
-
+impl Supervisor {
     /// Asks worker `id` to go, for `reason`: out of rotation first, then
     /// told to disconnect, with a deadline of `grace` to finish. The first
     /// reason given is the one its exit reports.
-    pub(super) fn depart(&self, id: WorkerId, reason: ExitReason) -> Result<(), ClusterError> {
-        let deadline = Instant::now() + self.inner.options.grace;
-        let (to_worker, target, scaled, first) = self.update(|registry| {
-            let entry = registry
-                .workers
-                .get_mut(&id)
-                .ok_or(ClusterError::NoSuchWorker(id))?;
-            let first = entry.life.depart(reason, deadline);
-            let (slot, to_worker, target) =
-                (entry.slot, entry.to_worker.clone(), entry.target.clone());
-            // Leaving for good gives up its place in the desired count at
-            // once (Node drops it from `cluster.workers` at once, too),
-            // unless a replacement already holds that place.
-            let mut scaled = None;
-            if first && reason == ExitReason::Left && !registry.stopping {
-                let taken = registry
-                    .workers
-                    .values()
-                    .any(|e| e.slot == slot && e.life.in_service());
-                if !taken && registry.slots.contains_key(&slot) {
-                    let from = registry.slots.len();
-                    registry.slots.remove(&slot);
-                    scaled = Some((from, registry.slots.len()));
-                }
+    pub(super) fn depart(&mut self, id: WorkerId, reason: ExitReason) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + self.cluster.inner.options.grace;
+        let stopping = self.stopping.is_some();
+        let registry = &mut self.registry;
+        let entry = registry
+            .workers
+            .get_mut(&id)
+            .ok_or(ClusterError::NoSuchWorker(id))?;
+        let first = entry.life.depart(reason, deadline);
+        let (slot, to_worker) = (entry.slot, entry.to_worker.clone());
+        // Leaving for good gives up its place in the desired count at
+        // once (Node drops it from `cluster.workers` at once, too),
+        // unless a replacement already holds that place.
+        let mut scaled = None;
+        if first && reason == ExitReason::Left && !stopping {
+            let taken = (registry.workers.values()).any(|e| e.slot == slot && e.life.in_service());
+            if !taken && registry.slots.remove(&slot).is_some() {
+                scaled = Some((registry.slots.len() + 1, registry.slots.len()));
             }
-            Ok::<_, ClusterError>((to_worker, target, scaled, first))
-        })?;
+        }
         if first {
-            self.publish(Event::Draining { id, reason });
+            self.publish_now(Event::Draining { id, reason });
         }
         if let Some((from, to)) = scaled {
             // Said once, here, because nothing else would say it: the flag
             // asked for `from` workers and the cluster now runs fewer.
-            self.note_line(&format!(
+            self.cluster.note_line(&format!(
                 "worker {id} leaves for good, so nothing replaces it (as Node does after disconnect()): {to} of the {from} workers from now on; SIGTTIN adds one"
             ));
-            self.publish(Event::Scale { from, to });
+            self.publish_now(Event::Scale { from, to });
         }
-        // `update` took it out of the dispatcher's routes; now tell it that
-        // no more connections will come, then to finish.
-        if let Some(target) = target {
-            target.close();
+        // Out of the rotation, and its hand-off channel closed: no more
+        // connections will come. Then it is told to finish.
+        if let Some(round_robin) = &mut self.round_robin {
+            round_robin.remove(id);
         }
         // A worker told by the closed hand-off channel (or by its own
         // crash) may be gone before this arrives: it is leaving, as asked,

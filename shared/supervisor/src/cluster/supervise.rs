@@ -14,53 +14,40 @@
 //! ready within `ready_timeout` is killed; a departing worker still running
 //! at its drain deadline (`grace`) is killed; an empty slot is filled when
 //! its backoff ends.
+//!
+//! The loop is the registry's only owner. Everyone else reads the snapshot
+//! it publishes (`snapshot`) and changes things by sending it a command
+//! (`inbox`): there is no lock, so no change can happen beside the loop's
+//! back, and "is the cluster stopping" has one answer, [`Supervisor::stopping`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::dispatch;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::inbox::{Command, Note};
-use super::registry::{Registry, SlotId};
+use super::inbox::Note;
+use super::owner::Supervisor;
+use super::registry::SlotId;
 pub(super) use super::signals::Signals;
-use super::stop::{Stopping, begin_stop, kill_all, sigkill};
+use super::stop::sigkill;
+use super::stopping::Stopping;
 use super::timers::{Due, next_timer, overdue};
-use super::{Cluster, ClusterError, Stopped};
+use super::{ClusterError, Stopped};
 use crate::event::{Event, ExitReason, GaveUpCause, HealthReason, StopReason};
-use crate::restart::RestartBudget;
-
-/// The loop's own state, beside the registry.
-pub(super) struct Supervisor {
-    pub cluster: Cluster,
-    pub crashes: Option<RestartBudget>,
-    pub stopping: Option<Stopping>,
-    pub dispatcher: Option<dispatch::Stopped>,
-    /// Whether some worker was ready at the last look; `None` before the
-    /// first ever was.
-    pub serving: Option<bool>,
-}
 
 type Outcome = watch::Sender<Option<Result<Stopped, Arc<ClusterError>>>>;
 
 pub(super) async fn supervise(
-    cluster: Cluster,
+    mut me: Supervisor,
     mut notes: mpsc::UnboundedReceiver<Note>,
     mut signals: Option<Signals>,
-    dispatcher: Option<dispatch::Stopped>,
     outcome: Outcome,
 ) {
-    let mut me = Supervisor {
-        crashes: cluster.inner.options.restart.map(RestartBudget::new),
-        cluster,
-        stopping: None,
-        dispatcher,
-        serving: None,
-    };
     loop {
+        me.flush();
         // Done when stopping and the last worker is gone.
-        if me.stopping.is_some() && me.cluster.view(|r| r.workers.is_empty()) {
+        if me.stopping.is_some() && me.registry.workers.is_empty() {
             break;
         }
         if me.stopping.is_none() {
@@ -68,9 +55,8 @@ pub(super) async fn supervise(
         }
         let ready_timeout = me.cluster.inner.options.ready_timeout;
         let closing = me.stopping.as_ref().and_then(Stopping::closing_deadline);
-        let wake = me
-            .cluster
-            .view(|r| next_timer(r, ready_timeout))
+        let stopping = me.stopping.is_some();
+        let wake = next_timer(&me.registry, ready_timeout, stopping)
             .into_iter()
             .chain(closing)
             .min();
@@ -94,6 +80,7 @@ pub(super) async fn supervise(
     while let Ok(note) = notes.try_recv() {
         me.on_note(note).await;
     }
+    me.flush();
     let _ = outcome.send(Some(me.result()));
 }
 
@@ -107,48 +94,37 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 impl Supervisor {
     /// Fills every empty slot whose backoff has passed.
     async fn reconcile(&mut self) {
-        let cluster = self.cluster.clone();
         let now = Instant::now();
-        let due = |registry: &Registry| -> Vec<SlotId> {
-            registry
-                .slots
-                .iter()
-                .filter(|(id, slot)| {
-                    !registry.is_filled(**id) && slot.refill_at.is_none_or(|at| at <= now)
-                })
-                .map(|(id, _)| *id)
-                .collect()
-        };
-        // Looked at first, changed only if needed: most turns of the loop
-        // have nothing to fork, and a change wakes everyone who watches.
-        if cluster.view(|registry| due(registry).is_empty()) {
-            return;
-        }
-        let failed: Vec<(SlotId, ClusterError)> = cluster.update(|registry| {
-            due(registry)
-                .into_iter()
-                .filter_map(|slot| cluster.spawn_into(registry, slot).err().map(|e| (slot, e)))
-                .collect()
-        });
-        for (slot, error) in failed {
-            cluster.note_line(&format!("could not start a worker: {error}"));
-            self.after_failure(None, slot).await;
+        let registry = &self.registry;
+        let due: Vec<SlotId> = (registry.slots.iter())
+            .filter(|(id, slot)| {
+                !registry.is_filled(**id) && slot.refill_at.is_none_or(|at| at <= now)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for slot in due {
+            // A failure can spend the budget, and the cluster stops.
+            if self.stopping.is_some() {
+                break;
+            }
+            if let Err(error) = self.spawn_into(slot) {
+                (self.cluster).note_line(&format!("could not start a worker: {error}"));
+                self.after_failure(None, slot).await;
+            }
         }
     }
 
     async fn on_note(&mut self, note: Note) {
         let cluster = self.cluster.clone();
         match note {
-            Note::Publish(event) => cluster.publish_now(event),
+            Note::Publish(event) => self.publish_now(event),
             Note::Worker(event) => {
-                if is_lifecycle(&event) {
-                    cluster.update(|registry| apply(registry, &event));
-                }
-                cluster.publish_now(event);
+                self.apply(&event);
+                self.publish_now(event);
             }
             Note::WantsToLeave(id) => {
                 // The worker asked; answer like `worker.disconnect()` would.
-                let _ = cluster.depart(id, ExitReason::Left);
+                let _ = self.depart(id, ExitReason::Left);
             }
             Note::Terminated(id) if self.stopping.is_none() => {
                 // Signalled alone: keep the desired count, the safe way.
@@ -160,17 +136,13 @@ impl Supervisor {
                         // No replacement (it failed, or one is on its way):
                         // the signal still asked this worker to go.
                         cluster.note_line(&format!("worker {id}: {error}; it drains anyway"));
-                        let _ = cluster.depart(id, ExitReason::Left);
+                        let _ = cluster.disconnect(id).await;
                     }
                 });
             }
             // Stopping: it is draining with the others already.
             Note::Terminated(_) => {}
-            Note::NotAccepting(id) => {
-                if let Some(stop) = &mut self.stopping {
-                    stop.socket_closed(&cluster, id);
-                }
-            }
+            Note::NotAccepting(id) => self.socket_closed(id),
             Note::Malformed { id, reason } => cluster.note_line(&format!(
                 "worker {id} sent a message that is not valid ({reason}); dropped it"
             )),
@@ -184,24 +156,11 @@ impl Supervisor {
         }
     }
 
-    async fn on_command(&mut self, command: Command) {
-        match command {
-            Command::Stop(reason) => self.stop(reason, None).await,
-            Command::Scale(to) if self.stopping.is_none() => self.scale(to),
-            Command::Scale(_) => {}
-            Command::GiveUp {
-                restarts,
-                window,
-                cause,
-            } => self.give_up(restarts, window, cause).await,
-        }
-    }
-
     pub(super) async fn give_up(&mut self, restarts: u32, window: Duration, cause: GaveUpCause) {
         if self.stopping.is_some() {
             return;
         }
-        self.cluster.publish_now(Event::GaveUp {
+        self.publish_now(Event::GaveUp {
             restarts,
             window_ms: window.as_millis() as u64,
             cause,
@@ -213,57 +172,47 @@ impl Supervisor {
         self.stop(reason, Some((restarts, window, cause))).await;
     }
 
-    fn scale(&mut self, to: usize) {
-        let cluster = self.cluster.clone();
-        let (from, surplus, error) = cluster.update(|registry| {
-            let from = registry.slots.len();
-            let mut error = None;
-            while registry.slots.len() < to {
-                if let Err(e) = cluster.new_slot(registry) {
-                    error = Some(e);
-                    break;
-                }
+    pub(super) fn scale(&mut self, to: usize) {
+        let from = self.registry.slots.len();
+        while self.registry.slots.len() < to {
+            if let Err(error) = self.new_slot() {
+                (self.cluster).note_line(&format!("cannot add a worker: {error}"));
+                break;
             }
-            // The newest slots go first: their workers have served least.
-            let mut surplus = Vec::new();
-            while registry.slots.len() > to {
-                let Some((slot, _)) = registry.slots.pop_last() else {
-                    break;
-                };
-                surplus.extend(
-                    registry
-                        .workers
-                        .iter()
-                        .filter(|(_, entry)| entry.slot == slot && entry.life.in_service())
-                        .map(|(id, _)| *id),
-                );
-            }
-            (from, surplus, error)
-        });
-        if let Some(error) = error {
-            cluster.note_line(&format!("cannot add a worker: {error}"));
+        }
+        // The newest slots go first: their workers have served least.
+        let registry = &mut self.registry;
+        let mut surplus = Vec::new();
+        while registry.slots.len() > to {
+            let Some((slot, _)) = registry.slots.pop_last() else {
+                break;
+            };
+            surplus.extend(
+                (registry.workers.iter())
+                    .filter(|(_, entry)| entry.slot == slot && entry.life.in_service())
+                    .map(|(id, _)| *id),
+            );
+        }
+        let to = registry.slots.len();
+        // Said before the workers it sends away say they drain.
+        if to != from {
+            self.publish_now(Event::Scale { from, to });
         }
         for id in surplus {
-            let _ = cluster.depart(id, ExitReason::ScaledDown);
-        }
-        let to = cluster.desired();
-        if to != from {
-            cluster.publish_now(Event::Scale { from, to });
+            let _ = self.depart(id, ExitReason::ScaledDown);
         }
     }
 
     /// Kills the workers that overran a deadline (see `timers`).
     pub(super) fn on_timers(&mut self) {
         let cluster = self.cluster.clone();
-        if let Some(stop) = &mut self.stopping {
-            stop.closing_overdue(&cluster);
-        }
+        self.closing_overdue();
         let ready_timeout = cluster.inner.options.ready_timeout;
         let now = Instant::now();
-        let due = cluster.update(|registry| overdue(registry, ready_timeout, now));
+        let due = overdue(&mut self.registry, ready_timeout, now);
         for (id, pid, due) in due {
             match due {
-                Due::NotReady => cluster.publish_now(Event::Unhealthy {
+                Due::NotReady => self.publish_now(Event::Unhealthy {
                     id,
                     reason: HealthReason::NotReady,
                     detail: format!(
@@ -292,29 +241,14 @@ impl Supervisor {
         if self.stopping.is_some() {
             return;
         }
-        let (ready, desired) = self.cluster.view(|r| (r.ready().count(), r.slots.len()));
+        let (ready, desired) = (self.registry.ready().count(), self.registry.slots.len());
         let now = ready > 0;
         if self.serving.is_some_and(|before| before != now) {
-            self.cluster.publish_now(Event::Capacity { ready, desired });
+            self.publish_now(Event::Capacity { ready, desired });
         }
         if now || self.serving.is_some() {
             self.serving = Some(now);
         }
-    }
-
-    pub(super) async fn stop(
-        &mut self,
-        reason: StopReason,
-        gave_up: Option<(u32, Duration, GaveUpCause)>,
-    ) {
-        begin_stop(
-            &self.cluster,
-            &mut self.stopping,
-            &mut self.dispatcher,
-            reason,
-            gave_up,
-        )
-        .await;
     }
 
     pub(super) fn kill_now(&mut self, why: &'static str) {
@@ -322,7 +256,7 @@ impl Supervisor {
             self.cluster
                 .note_line(&format!("{why}: killing the remaining workers now"));
             stop.cut_short.get_or_insert(why);
-            kill_all(&self.cluster, stop);
+            self.kill_all();
         }
     }
 
@@ -346,25 +280,29 @@ impl Supervisor {
     }
 }
 
-/// Moves the event's worker along its life, if the event is one of its
-/// own lifecycle events. Events only move a worker forward: a draining
-/// worker that reports ready late stays draining (see [`super::life::Life::ready`]).
-fn apply(registry: &mut Registry, event: &Event) -> bool {
-    let Some(entry) = event.worker().and_then(|id| registry.workers.get_mut(&id)) else {
-        return false;
-    };
-    match event {
-        Event::Listening { .. } => entry.life.listening(),
-        Event::Ready { .. } => entry.life.ready(),
-        Event::Disconnect { .. } => entry.life.channel_closed(),
-        _ => false,
+impl Supervisor {
+    /// Moves the event's worker along its life, if the event is one of its
+    /// own lifecycle events, and round-robin's rotation with it. Events only
+    /// move a worker forward: a draining worker that reports ready late
+    /// stays draining (see [`super::life::Life::ready`]).
+    fn apply(&mut self, event: &Event) {
+        let Some(id) = event.worker() else { return };
+        let Some(entry) = self.registry.workers.get_mut(&id) else {
+            return;
+        };
+        let moved = match event {
+            Event::Listening { .. } => entry.life.listening(),
+            Event::Ready { .. } => entry.life.ready(),
+            Event::Disconnect { .. } => entry.life.channel_closed(),
+            _ => false,
+        };
+        if let (true, Some(round_robin)) = (moved, &mut self.round_robin) {
+            match event {
+                Event::Ready { .. } => round_robin.add(id),
+                // Its channel closed: nothing more reaches it.
+                Event::Disconnect { .. } => round_robin.remove(id),
+                _ => {}
+            }
+        }
     }
-}
-
-/// Whether `event` is one that [`apply`] may act on.
-fn is_lifecycle(event: &Event) -> bool {
-    matches!(
-        event,
-        Event::Listening { .. } | Event::Ready { .. } | Event::Disconnect { .. }
-    )
 }

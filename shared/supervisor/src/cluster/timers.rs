@@ -17,7 +17,12 @@ use crate::role::WorkerId;
 
 /// The earliest moment something is due: a backoff ending, a worker's
 /// ready deadline, a drain deadline.
-pub(super) fn next_timer(registry: &Registry, ready_timeout: Duration) -> Option<Instant> {
+/// A stopping cluster refills nothing.
+pub(super) fn next_timer(
+    registry: &Registry,
+    ready_timeout: Duration,
+    stopping: bool,
+) -> Option<Instant> {
     let refills = registry
         .slots
         .iter()
@@ -27,7 +32,7 @@ pub(super) fn next_timer(registry: &Registry, ready_timeout: Duration) -> Option
         .workers
         .values()
         .filter_map(|entry| entry.life.deadline(entry.forked_at + ready_timeout));
-    if registry.stopping {
+    if stopping {
         deadlines.min()
     } else {
         refills.chain(deadlines).min()
