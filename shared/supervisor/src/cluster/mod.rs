@@ -228,7 +228,7 @@ impl Cluster {
     /// Sets the desired number of workers (at least one): new slots are
     /// filled at once; surplus workers, newest first, drain and leave.
     pub fn scale(&self, workers: usize) {
-        self.command(Command::Scale(workers.max(1)));
+        self.command(Command::Scale(workers));
     }
 
     /// Hands a note to the supervising task. It holds the receiver for the

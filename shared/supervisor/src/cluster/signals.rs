@@ -98,9 +98,7 @@ impl Supervisor {
                 }
             }
             (Caught::MoreWorkers, false) => self.scale(self.registry.slots.len() + 1),
-            (Caught::FewerWorkers, false) => {
-                self.scale(self.registry.slots.len().saturating_sub(1).max(1));
-            }
+            (Caught::FewerWorkers, false) => self.scale(self.registry.slots.len().saturating_sub(1)),
             (Caught::Roll(_) | Caught::MoreWorkers | Caught::FewerWorkers, true) => {}
         }
     }

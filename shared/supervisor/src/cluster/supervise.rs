@@ -172,7 +172,10 @@ impl Supervisor {
         self.stop(reason, Some((restarts, window, cause))).await;
     }
 
+    /// Sets the desired count, never below one (a cluster of none would
+    /// serve nothing and never refill).
     pub(super) fn scale(&mut self, to: usize) {
+        let to = to.max(1);
         let from = self.registry.slots.len();
         while self.registry.slots.len() < to {
             if let Err(error) = self.new_slot() {
