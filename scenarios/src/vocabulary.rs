@@ -305,6 +305,9 @@ fn cluster_samples() -> Vec<Event> {
             took_ms: 0,
         },
         Event::RolloutIgnored { running: 1 },
+        Event::NoRollingRestart {
+            signal: String::new(),
+        },
         Event::Shutdown {
             reason: StopReason::Sigterm,
         },

@@ -48,7 +48,7 @@ use serde_json::json;
 use store::{Session, Store};
 use supervisor::cli::parse_seconds;
 use supervisor::http::{Request, Response, json, serve};
-use supervisor::{Cluster, ClusterArgs, Worker, WorkerId};
+use supervisor::{Cluster, ClusterArgs, RestartPolicy, Worker, WorkerId};
 
 /// Lesson 07: sessions that survive the next request landing elsewhere.
 #[derive(Debug, Parser)]
@@ -115,6 +115,10 @@ async fn primary(args: Args) -> anyhow::Result<()> {
     };
     let mut options = args.cluster.options();
     options.sticky = args.sticky;
+    // A crashed worker's slot is filled again (lesson 03). With --sticky
+    // the slot's new worker gets the dead one's clients — but not their
+    // sessions, if those lived in the dead process's memory.
+    options.restart = Some(RestartPolicy::default());
     // Every worker finds the same server in its environment.
     options
         .worker_env

@@ -3,10 +3,11 @@
 //! machine, so `127.0.1.10` and `127.0.1.11` are two clients to the
 //! primary):
 //!
-//! * a replacement keeps its predecessor's clients: after a rolling restart
-//!   (SIGHUP replaces every worker), each client is served by the worker
-//!   that replaced the one it had — and, with sessions in memory, is logged
-//!   out, because the map died with the old process;
+//! * a replacement keeps its predecessor's clients: after each worker in
+//!   turn is killed (`kill -9`) and its slot refilled by the restart
+//!   policy, each client is served by the worker that replaced the one it
+//!   had — and, with sessions in memory, is logged out, because the map
+//!   died with the old process;
 //! * a first choice that has [`MAX_UNACKED`] hand-offs not yet taken is
 //!   passed over: with the first choice stopped (SIGSTOP), the fifth and
 //!   later connections of its client go to the second choice, and the four
@@ -120,27 +121,31 @@ async fn a_replacement_keeps_its_predecessors_clients() -> Result<(), Failure> {
         "16 addresses met only workers {before:?}"
     );
 
-    // A rolling restart: every worker replaced, each by a new one in its slot.
-    signal("HUP", lesson.pid())?;
-    let finished = lesson
-        .wait_until(Duration::from_secs(60), |events| {
-            count(events, "rollout_finished") == 1
-        })
-        .await;
-    assert!(finished, "no rollout_finished:\n{}", lesson.stderr());
-    let events = lesson.events();
-    let done = events
-        .iter()
-        .find(|e| e["event"] == "rollout_finished")
-        .ok_or("no rollout_finished")?;
-    assert_eq!(done["outcome"], "completed");
-    let successor: BTreeMap<u64, u64> = done["replaced"]
-        .as_array()
-        .ok_or("replaced is not a list")?
-        .iter()
-        .filter_map(|pair| Some((pair[0].as_u64()?, pair[1].as_u64()?)))
-        .collect();
-    assert_eq!(successor.len(), 4, "{done}");
+    // Each worker in turn crashes, and the restart policy forks a new one
+    // into its slot: one at a time, so the next fork is the successor.
+    let mut successor = BTreeMap::new();
+    for (n, old) in (1..=4u64).enumerate() {
+        signal("KILL", lesson.worker_pid(u32::try_from(old)?)?)?;
+        let forks = 4 + n + 1;
+        let refilled = lesson
+            .wait_until(Duration::from_secs(30), |events| {
+                count(events, "fork") == forks && count(events, "ready") == forks
+            })
+            .await;
+        assert!(
+            refilled,
+            "worker {old}'s slot was not refilled:\n{}",
+            lesson.stderr()
+        );
+        let events = lesson.events();
+        let new = events
+            .iter()
+            .rev()
+            .find(|e| e["event"] == "fork")
+            .and_then(|e| e["id"].as_u64())
+            .ok_or("no fork")?;
+        successor.insert(old, new);
+    }
 
     // Each user now meets its old worker's successor, which never saw it.
     for (i, (from, cookie, old)) in users.iter().enumerate() {

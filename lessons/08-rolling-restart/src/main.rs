@@ -32,8 +32,8 @@
 //!
 //! | Node                                             | Rust (this workbook)                                   |
 //! |--------------------------------------------------|--------------------------------------------------------|
-//! | `process.on('SIGUSR2', rollEveryWorker)`         | built in: SIGHUP or SIGUSR2 → `start_rollout`          |
-//! | `cluster.fork()` then `worker.on('listening')`   | `cluster.rolling_restart()` waits for `ready`          |
+//! | `process.on('SIGUSR2', rollEveryWorker)`         | `ClusterOptions { rolling_restart: Some(..), .. }`     |
+//! | `cluster.fork()` then `worker.on('listening')`   | `cluster.replace(old, ..)` waits for `ready`           |
 //! | `process.send('ready')` (PM2's `wait_ready`)     | `worker.ready()`                                       |
 //! | `worker.disconnect()` + `server.close()`         | the drain: `Connection: close`, idle timeout, `--grace` |
 //! | (a slow handler)                                 | `--handler-ms`: every response waits this long          |
@@ -52,7 +52,10 @@ use clap::Parser;
 use report::Loads;
 use supervisor::cli::parse_seconds;
 use supervisor::http::{Server, text};
-use supervisor::{Cluster, ClusterArgs, RestartPolicy, Worker};
+use supervisor::{
+    Cluster, ClusterArgs, ExitReason, ReplaceError, RestartPolicy, Rollout, RolloutOutcome,
+    RolloutReport, Worker,
+};
 
 /// Lesson 08: a rolling restart that loses no request.
 #[derive(Debug, Parser)]
@@ -122,6 +125,8 @@ async fn primary(mut args: Args) -> anyhow::Result<()> {
     let options = supervisor::ClusterOptions {
         restart: Some(RestartPolicy::default()),
         handle_signals: !usual_signals,
+        // SIGHUP and SIGUSR2 run this lesson's loop (below).
+        rolling_restart: Some(|rollout| Box::pin(rolling_restart(rollout))),
         bake: args.bake,
         ..args.cluster.options()
     };
@@ -181,7 +186,10 @@ async fn demo(cluster: &Cluster, args: &Args) -> anyhow::Result<()> {
     let rollout = if args.naive {
         naive::rolling_restart(cluster).await
     } else {
-        cluster.rolling_restart().await.map_err(anyhow::Error::from)
+        match cluster.begin_rollout().await {
+            Ok(rollout) => Ok(rolling_restart(rollout).await),
+            Err(refused) => Err(refused.into()),
+        }
     };
     let _ = over.send(());
     let during = during.await.unwrap_or_default();
@@ -190,6 +198,61 @@ async fn demo(cluster: &Cluster, args: &Args) -> anyhow::Result<()> {
     rollout.map(drop)
 }
 // ANCHOR_END: primary
+
+// ANCHOR: rolling_restart
+/// The answer: replace the workers of the old release one at a time, each
+/// with `Cluster::replace` — fork into its slot, wait for *ready* (and the
+/// bake time), only then drain the old one. The first replacement that
+/// fails stops the loop, and the workers already moved are replaced back
+/// with the release before: a bad release never stays half-installed.
+async fn rolling_restart(rollout: Rollout) -> RolloutReport {
+    let cluster = rollout.cluster().clone();
+    let mut steps = Vec::new();
+    let mut outcome = RolloutOutcome::Completed;
+    let mut failure = None;
+    for &old in rollout.olds() {
+        match cluster.replace(old, ExitReason::Replaced).await {
+            Ok(step) => steps.push(step),
+            // It crashed since the rollout began, and the restart policy
+            // refilled its slot with the new release already: nothing to do.
+            Err(ReplaceError::NotInService(_) | ReplaceError::AlreadyReplacing(_)) => {}
+            Err(ReplaceError::Stopping) => {
+                outcome = RolloutOutcome::Aborted;
+                break;
+            }
+            // The replacement never got ready, or died baking: the old
+            // worker was never touched and serves on.
+            Err(error @ (ReplaceError::Failed { .. } | ReplaceError::Spawn(_))) => {
+                outcome = RolloutOutcome::RolledBack;
+                failure = Some(error.to_string());
+                break;
+            }
+        }
+    }
+    let mut restored = Vec::new();
+    if outcome == RolloutOutcome::RolledBack {
+        // The release before runs from now on: a crash is refilled with
+        // it, and each worker moved is replaced back, newest first, the
+        // same safe way. A worker that cannot be moved back keeps the new
+        // release, and the report says so.
+        rollout.go_back();
+        for step in steps.iter().rev() {
+            match cluster.replace(step.new, ExitReason::Replaced).await {
+                Ok(back) => restored.push(back),
+                Err(ReplaceError::NotInService(_) | ReplaceError::AlreadyReplacing(_)) => {}
+                Err(error) => {
+                    cluster.note_line(&format!(
+                        "could not replace worker {} back: {error}; it keeps the new release",
+                        step.new
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    rollout.finish(outcome, steps, restored, failure)
+}
+// ANCHOR_END: rolling_restart
 
 // ANCHOR: worker
 async fn worker(args: Args) -> anyhow::Result<()> {

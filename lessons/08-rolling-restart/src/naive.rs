@@ -10,15 +10,16 @@
 //! }
 //! ```
 //!
-//! Two things differ from [`supervisor::Cluster::rolling_restart`]: the wait
-//! ends at `listening`, and the old worker closes its connections the way
-//! Node 20's `server.close()` does ([`crate::node_close`], the worker side
-//! of `--naive`): idle ones at once, busy ones not at all while their
-//! clients keep sending. That is the loop of the Node twin
-//! `node/disconnect.js`, and `tests/naive_like_node.rs` checks that clients
-//! see the same from both. What remains of the supervisor: `disconnect`
-//! kills a worker still draining after `--grace`, and the wait for `exit`
-//! is bounded so that the demo cannot hang; the Node loop has neither.
+//! Two things differ from the lesson's own loop (`rolling_restart` in
+//! `main.rs`): the wait ends at `listening`, and the old worker closes its
+//! connections the way Node 20's `server.close()` does
+//! ([`crate::node_close`], the worker side of `--naive`): idle ones at
+//! once, busy ones not at all while their clients keep sending. That is
+//! the loop of the Node twin `node/disconnect.js`, and
+//! `tests/naive_like_node.rs` checks that clients see the same from both.
+//! What remains of the supervisor: `disconnect` kills a worker still
+//! draining after `--grace`, and the wait for `exit` is bounded so that the
+//! demo cannot hang; the Node loop has neither.
 
 use std::time::{Duration, Instant};
 

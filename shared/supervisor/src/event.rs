@@ -129,6 +129,10 @@ pub enum Event {
     },
     /// A rolling restart was asked for while one was running: ignored.
     RolloutIgnored { running: u32 },
+    /// SIGHUP or SIGUSR2 came to a program that has no rolling restart
+    /// (`ClusterOptions::rolling_restart` is `None`), as Node's `cluster`
+    /// has none: ignored, every worker serves on.
+    NoRollingRestart { signal: String },
     /// The primary began stopping the cluster. With round-robin the
     /// listening socket is already closed when this is published: from here
     /// on a new client is refused.
@@ -302,6 +306,7 @@ impl Event {
             | Event::RolloutStarted { .. }
             | Event::RolloutFinished { .. }
             | Event::RolloutIgnored { .. }
+            | Event::NoRollingRestart { .. }
             | Event::Shutdown { .. } => None,
         }
     }

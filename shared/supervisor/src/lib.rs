@@ -83,8 +83,8 @@ pub mod worker_env;
 pub use cli::ClusterArgs;
 pub use cluster::{
     AskError, Cluster, ClusterError, ClusterOptions, Events, Gathered, HealthPolicy, Judge,
-    ReplaceError, ReplaceStep, RolloutError, RolloutReport, Stopped, Verdict, Vitals, WaitError,
-    WorkerState,
+    ReplaceError, ReplaceStep, RollingRestart, Rollout, RolloutError, RolloutReport, Stopped,
+    Verdict, Vitals, WaitError, WorkerState,
 };
 pub use event::{Event, ExitReason, GaveUpCause, HealthReason, RolloutOutcome, StopReason};
 pub use http::{Request, Response};

@@ -226,6 +226,9 @@ fn describe(event: &Event) -> String {
         Event::RolloutIgnored { running } => {
             format!("rolling restart refused: the one to generation {running} is still running")
         }
+        Event::NoRollingRestart { signal } => {
+            format!("{signal}: ignored, this program has no rolling restart (lesson 08 writes one)")
+        }
         Event::Shutdown { reason } => format!("shutting down ({reason})"),
     }
 }

@@ -21,7 +21,7 @@ pub use crate::role::WORKER_ID_VAR;
 use crate::role::WorkerId;
 
 /// The generation the worker belongs to: 1 at start, one more for each
-/// rolling restart (see [`crate::Cluster::rolling_restart`]).
+/// rolling restart (see [`crate::Rollout`]).
 const GENERATION_VAR: &str = "CLUSTER_GENERATION";
 /// The worker's end of its IPC socketpair (newline-delimited JSON).
 pub const IPC_FD_VAR: &str = "CLUSTER_IPC_FD";

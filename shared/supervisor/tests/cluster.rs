@@ -303,22 +303,51 @@ async fn scaling_forks_to_the_desired_count_and_drains_the_surplus()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rolling_restart_replaces_every_worker_with_a_new_generation()
+async fn a_rollout_is_one_at_a_time_and_its_replacements_are_of_the_new_generation()
 -> Result<(), Box<dyn std::error::Error>> {
+    use supervisor::{ExitReason, RolloutError, RolloutOutcome};
     let cluster = Cluster::start(options(2, "plain")).await?;
     cluster.wait_ready(2, WITHIN).await?;
 
-    let report = cluster.rolling_restart().await?;
-    assert_eq!(report.outcome, supervisor::RolloutOutcome::Completed);
-    let pairs: Vec<_> = report.steps.iter().map(|s| (s.old, s.new)).collect();
+    let mut events = cluster.subscribe();
+    let rollout = cluster.begin_rollout().await?;
+    assert_eq!(rollout.generation(), 2);
+    assert_eq!(rollout.olds(), [WorkerId(1), WorkerId(2)]);
+    // A second one while the first exists is refused.
+    let second = cluster.begin_rollout().await;
+    assert_eq!(
+        second.err(),
+        Some(RolloutError::AlreadyRunning { running: 2 })
+    );
+    let mut steps = Vec::new();
+    for &old in rollout.olds() {
+        steps.push(cluster.replace(old, ExitReason::Replaced).await?);
+    }
+    let pairs: Vec<_> = steps.iter().map(|s| (s.old, s.new)).collect();
     assert_eq!(
         pairs,
         [(WorkerId(1), WorkerId(3)), (WorkerId(2), WorkerId(4))]
     );
     assert_eq!(cluster.workers(), [WorkerId(3), WorkerId(4)]);
+    let forks: Vec<_> = std::iter::from_fn(|| events.try_next())
+        .filter_map(|event| match event {
+            supervisor::Event::Fork { id, generation, .. } => Some((id, generation)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(forks, [(WorkerId(3), 2), (WorkerId(4), 2)]);
+    let report = rollout.finish(RolloutOutcome::Completed, steps, Vec::new(), None);
+    assert_eq!(report.generation, 2);
     // Both new workers take connections.
     let response = get(cluster.addr()).await?;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    // Finished, or dropped unfinished: another may begin.
+    drop(cluster.begin_rollout().await?);
+    let third = cluster.begin_rollout().await?;
+    assert_eq!(third.generation(), 4);
+    assert_eq!(third.olds(), [WorkerId(3), WorkerId(4)]);
+    drop(third);
 
     cluster.shutdown();
     cluster.run().await?;

@@ -36,7 +36,8 @@ impl Supervisor {
             }
             Command::BeginRollout(reply) => {
                 let begun = self.begin_rollout();
-                self.answer(reply, begun);
+                let rollout = begun.map(|begun| self.cluster.rollout(begun));
+                self.answer(reply, rollout);
             }
             Command::RestoreGeneration(generation) => self.registry.generation = generation,
             Command::EndRollout => self.registry.rollout = None,

@@ -115,6 +115,4 @@ pub enum RolloutError {
     AlreadyRunning { running: u32 },
     #[error("the cluster is stopping")]
     Stopping,
-    #[error("the rollout task ended unexpectedly")]
-    Lost,
 }

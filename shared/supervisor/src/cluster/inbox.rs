@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::error::{ClusterError, ReplaceError, RolloutError};
+use super::rollout::Rollout;
 use crate::event::{Event, ExitReason, GaveUpCause, StopReason};
 use crate::role::WorkerId;
 
@@ -76,7 +77,7 @@ pub(crate) enum Command {
     },
     /// Begin a rolling restart: raise the generation, name the workers to
     /// replace. The caller does the replacing.
-    BeginRollout(Reply<Result<Begun, RolloutError>>),
+    BeginRollout(Reply<Result<Rollout, RolloutError>>),
     /// A rollout failed: new workers run this generation again.
     RestoreGeneration(u32),
     /// The rollout is over: another may begin.

@@ -31,7 +31,7 @@
 //! | `timers`      | deadlines: backoff, ready timeout, drain; and what they do     |
 //! | `ask`         | request/response over IPC, with correlation ids               |
 //! | `bus`         | publish events in one order; subscribe, wait, `report`        |
-//! | `rollout`     | replace one worker safely; a rolling restart of all of them   |
+//! | `rollout`     | replace one worker safely; a rolling restart's bookkeeping    |
 //! | `health`      | heartbeats, memory and CPU, and replacing a sick worker       |
 //!
 //! # Invariants
@@ -87,7 +87,7 @@ pub use self::health::Vitals;
 use self::inbox::{Command, Note, Reply};
 pub use self::life::WorkerState;
 pub use self::options::{ClusterOptions, HealthPolicy, Judge, Verdict};
-pub use self::rollout::{ReplaceStep, RolloutReport};
+pub use self::rollout::{ReplaceStep, RollingRestart, Rollout, RolloutReport};
 use self::snapshot::Snapshot;
 pub use self::stop::Stopped;
 use crate::event::{Event, ExitReason};

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::Vitals;
+use super::rollout::RollingRestart;
 use crate::event::HealthReason;
 use crate::listen::Sched;
 use crate::report::EventsFormat;
@@ -44,9 +45,15 @@ pub struct ClusterOptions {
     /// Heartbeats and memory checks; `None` checks nothing.
     pub health: Option<HealthPolicy>,
     /// React to signals: SIGINT/SIGTERM stop gracefully, SIGQUIT stops at
-    /// once, SIGHUP/SIGUSR2 roll every worker, SIGTTIN/SIGTTOU add or
-    /// remove one. Off only in tests that drive the cluster themselves.
+    /// once, SIGHUP/SIGUSR2 run [`Self::rolling_restart`], SIGTTIN/SIGTTOU
+    /// add or remove one. Off only in tests that drive the cluster
+    /// themselves.
     pub handle_signals: bool,
+    /// The rolling restart SIGHUP and SIGUSR2 run, handed a [`Rollout`](super::Rollout)
+    /// the loop has begun (Node: the loop you hang on
+    /// `process.on('SIGUSR2', …)`). `None`: the signal is reported and
+    /// ignored, as `cluster` has no rolling restart of its own.
+    pub rolling_restart: Option<RollingRestart>,
     /// The arguments workers are started with; by default the primary's own,
     /// as Node does, so a worker sees the same flags.
     pub worker_args: Option<Vec<OsString>>,
@@ -81,6 +88,7 @@ impl Default for ClusterOptions {
             bake: Duration::ZERO,
             health: None,
             handle_signals: true,
+            rolling_restart: None,
             worker_args: None,
             worker_threads: None,
             worker_env: Vec::new(),

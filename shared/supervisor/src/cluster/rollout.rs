@@ -18,12 +18,18 @@
 //! queued on it when the old worker stops accepting are taken by the new
 //! one, never reset.
 //!
-//! A rolling restart ([`Cluster::rolling_restart`], SIGHUP, SIGUSR2) raises
-//! the generation and replaces every older worker, one at a time. Only one
-//! runs at a time: a second request is reported and ignored. The first
-//! failed replacement ends it, and the generation goes back, so that a
-//! crashed worker is replaced by the release that works.
+//! A rolling restart is a loop over `replace`, and that loop is a lesson's
+//! (lesson 08 writes it, beside the usual answer's): what the supervisor
+//! keeps is the bookkeeping around it, a [`Rollout`]. Beginning one raises
+//! the generation and names the workers to replace; only one exists at a
+//! time, and a second request is reported and refused; [`Rollout::go_back`]
+//! makes the release before the one that refills a crashed slot again.
+//! SIGHUP and SIGUSR2 begin one and hand it to the lesson's loop, if the
+//! lesson gave one (`ClusterOptions::rolling_restart`) — as in Node, where
+//! the loop is whatever you hang on `process.on('SIGUSR2', …)`.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use super::Cluster;
@@ -178,81 +184,77 @@ impl Cluster {
             ))),
         }
     }
+}
 
-    // ANCHOR: rolling_restart
-    /// Replaces every worker, one at a time, with one of a new generation,
-    /// and reports how it went. Node: the loop you write on SIGUSR2.
-    pub async fn rolling_restart(&self) -> Result<RolloutReport, RolloutError> {
-        // The work runs in its own task: dropping this future does not
-        // leave a rollout half-done and marked as running.
-        self.start_rollout()
-            .await?
-            .await
-            .map_err(|_| RolloutError::Lost)
+// ANCHOR: rollout
+/// A rolling restart the supervising loop has begun: the generation is
+/// raised, so every worker forked from now on is of the new release, and
+/// the workers to replace are named. One exists at a time; while it does,
+/// another request (a second SIGHUP) gets [`RolloutError::AlreadyRunning`].
+///
+/// The loop that replaces the workers is the caller's (lesson 08 writes it
+/// over [`Cluster::replace`]); this is only the bookkeeping around it. It
+/// ends with [`Rollout::finish`], or when dropped, so a loop that panics or
+/// is cancelled does not leave a rollout marked as running.
+#[derive(Debug)]
+pub struct Rollout {
+    cluster: Cluster,
+    generation: u32,
+    previous: u32,
+    olds: Vec<WorkerId>,
+    begun: Instant,
+    over: bool,
+}
+
+/// What SIGHUP and SIGUSR2 run, handed the rollout the loop has begun
+/// ([`ClusterOptions::rolling_restart`](super::ClusterOptions::rolling_restart)).
+pub type RollingRestart = fn(Rollout) -> Pin<Box<dyn Future<Output = RolloutReport> + Send>>;
+
+impl Rollout {
+    /// The cluster it rolls.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
     }
 
-    /// Starts a rolling restart in the background. A second one while the
-    /// first runs is published and refused.
-    pub async fn start_rollout(
-        &self,
-    ) -> Result<tokio::task::JoinHandle<RolloutReport>, RolloutError> {
-        let begun = (self.request(Command::BeginRollout).await).ok_or(RolloutError::Stopping)??;
-        Ok(self.spawn_rollout(begun))
+    /// The generation it installs.
+    pub fn generation(&self) -> u32 {
+        self.generation
     }
 
-    /// Runs a rollout the loop has begun (SIGHUP and SIGUSR2 begin one in
-    /// the loop itself), in a task of its own.
-    pub(super) fn spawn_rollout(&self, begun: Begun) -> tokio::task::JoinHandle<RolloutReport> {
-        let cluster = self.clone();
-        tokio::spawn(async move { cluster.roll(begun).await })
+    /// The workers of older generations when it began, in id order.
+    pub fn olds(&self) -> &[WorkerId] {
+        &self.olds
     }
 
-    async fn roll(&self, begun: Begun) -> RolloutReport {
-        let Begun {
-            generation,
-            previous,
-            olds,
-        } = begun;
-        let begun = Instant::now();
-        let mut steps = Vec::new();
-        let mut outcome = RolloutOutcome::Completed;
-        let mut failure = None;
-        for old in olds {
-            match self.replace(old, ExitReason::Replaced).await {
-                Ok(step) => steps.push(step),
-                // It crashed meanwhile, and its slot was refilled with the
-                // new generation already: nothing to do.
-                Err(ReplaceError::NotInService(_) | ReplaceError::AlreadyReplacing(_)) => {}
-                Err(ReplaceError::Stopping) => {
-                    outcome = RolloutOutcome::Aborted;
-                    break;
-                }
-                Err(error @ (ReplaceError::Failed { .. } | ReplaceError::Spawn(_))) => {
-                    outcome = RolloutOutcome::RolledBack;
-                    failure = Some(error.to_string());
-                    break;
-                }
-            }
-        }
-        let mut restored = Vec::new();
-        if outcome == RolloutOutcome::RolledBack {
-            // The release before is the one that runs from now on: a crash
-            // is refilled with it, and the workers this rollout replaced
-            // are replaced back, one at a time, the same safe way.
-            self.command(Command::RestoreGeneration(previous));
-            restored = self.restore(&steps).await;
-        }
-        self.command(Command::EndRollout);
-        let took = begun.elapsed();
-        self.publish(Event::RolloutFinished {
-            generation,
+    /// The new release failed: from now on a worker forked into an empty
+    /// slot is of the release before again. Replacing back the workers
+    /// already moved is the caller's loop.
+    pub fn go_back(&self) {
+        self.cluster
+            .command(Command::RestoreGeneration(self.previous));
+    }
+
+    /// Ends the rollout, publishes how it went (`rollout_finished`) and
+    /// returns the report; another rollout may begin from here on.
+    pub fn finish(
+        mut self,
+        outcome: RolloutOutcome,
+        steps: Vec<ReplaceStep>,
+        restored: Vec<ReplaceStep>,
+        failure: Option<String>,
+    ) -> RolloutReport {
+        self.over = true;
+        self.cluster.command(Command::EndRollout);
+        let took = self.begun.elapsed();
+        self.cluster.publish(Event::RolloutFinished {
+            generation: self.generation,
             outcome,
             replaced: steps.iter().map(|s| [s.old, s.new]).collect(),
             restored: restored.iter().map(|s| [s.old, s.new]).collect(),
             took_ms: millis(took),
         });
         RolloutReport {
-            generation,
+            generation: self.generation,
             outcome,
             steps,
             restored,
@@ -260,31 +262,36 @@ impl Cluster {
             took,
         }
     }
+}
 
-    /// Replaces each worker a failed rollout had started, newest first,
-    /// with one of the release before. Stops at the first that cannot be
-    /// replaced back (the cluster stops, or the old release fails too):
-    /// what is left then runs the new release, and the report says so.
-    async fn restore(&self, steps: &[ReplaceStep]) -> Vec<ReplaceStep> {
-        let mut restored = Vec::new();
-        for step in steps.iter().rev() {
-            match self.replace(step.new, ExitReason::Replaced).await {
-                Ok(back) => restored.push(back),
-                // It crashed meanwhile and its slot was refilled with the
-                // old release already.
-                Err(ReplaceError::NotInService(_) | ReplaceError::AlreadyReplacing(_)) => {}
-                Err(error) => {
-                    self.note_line(&format!(
-                        "could not replace worker {} back: {error}; it keeps the new release",
-                        step.new
-                    ));
-                    break;
-                }
-            }
+impl Drop for Rollout {
+    fn drop(&mut self) {
+        if !self.over {
+            self.cluster.command(Command::EndRollout);
         }
-        restored
     }
-    // ANCHOR_END: rolling_restart
+}
+// ANCHOR_END: rollout
+
+impl Cluster {
+    /// Begins a rolling restart: raises the generation and names the
+    /// workers to replace. Refused (and published, `rollout_ignored`) while
+    /// another one runs.
+    pub async fn begin_rollout(&self) -> Result<Rollout, RolloutError> {
+        (self.request(Command::BeginRollout).await).ok_or(RolloutError::Stopping)?
+    }
+
+    /// A rollout the loop has begun (SIGHUP begins one in the loop itself).
+    pub(super) fn rollout(&self, begun: Begun) -> Rollout {
+        Rollout {
+            cluster: self.clone(),
+            generation: begun.generation,
+            previous: begun.previous,
+            olds: begun.olds,
+            begun: Instant::now(),
+            over: false,
+        }
+    }
 }
 
 fn why_it_failed(ended: &super::snapshot::Ended, ready_timeout: Duration) -> String {

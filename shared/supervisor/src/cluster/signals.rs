@@ -19,7 +19,7 @@ use std::io;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::owner::Supervisor;
-use crate::event::StopReason;
+use crate::event::{Event, StopReason};
 
 /// The signals a primary answers, each with one meaning (the book's signal
 /// table lists them).
@@ -87,16 +87,23 @@ impl Supervisor {
             (Caught::Term, true) => cluster.note_line(
                 "SIGTERM again: already stopping gracefully (Ctrl-C again or SIGQUIT stops at once)",
             ),
-            (Caught::Roll(name), false) => {
-                // Refused while another runs: `rollout_ignored` says so, and
-                // this line is only for a rollout that really starts.
-                if self.registry.rollout.is_none() {
-                    cluster.note_line(&format!("{name}: rolling restart"));
+            (Caught::Roll(name), false) => match cluster.inner.options.rolling_restart {
+                // Node's `cluster` has no rolling restart: a program without
+                // a loop of its own has nothing to run.
+                None => self.publish_now(Event::NoRollingRestart {
+                    signal: name.to_string(),
+                }),
+                Some(roll) => {
+                    // Refused while another runs: `rollout_ignored` says so,
+                    // and this line is only for a rollout that really starts.
+                    if self.registry.rollout.is_none() {
+                        cluster.note_line(&format!("{name}: rolling restart"));
+                    }
+                    if let Ok(begun) = self.begin_rollout() {
+                        tokio::spawn(roll(cluster.rollout(begun)));
+                    }
                 }
-                if let Ok(begun) = self.begin_rollout() {
-                    cluster.spawn_rollout(begun);
-                }
-            }
+            },
             (Caught::MoreWorkers, false) => self.scale(self.registry.slots.len() + 1),
             (Caught::FewerWorkers, false) => self.scale(self.registry.slots.len().saturating_sub(1)),
             (Caught::Roll(_) | Caught::MoreWorkers | Caught::FewerWorkers, true) => {}
