@@ -13,7 +13,7 @@
 //   (`bigint_send {threw}`: did `send` throw; `bigint_arrived {n}`: its
 //   type on arrival);
 // - `flood {sent, first_false, falses}`: 200 sends of 64 KiB to worker 1,
-//   and what `send` returned; `flood_received {count, in_order}`: what
+//   stopped (SIGSTOP) until the last is sent, and what `send` returned; `flood_received {count, in_order}`: what
 //   the worker got;
 // - `internal_message {id, cmd}`: a message whose `cmd` starts with `NODE_`
 //   (worker 1 sends one, then an ordinary one);
@@ -120,10 +120,19 @@ function experiments(worker) {
   }
   twin.emit('bigint_send', { threw });
 
+  // Worker 1 is stopped while the primary sends, as a worker busy with
+  // something else would be: nothing drains the channel, and the queue
+  // grows by every send. Left running on the other core, the worker now
+  // and then kept up with the loop, and `send` never returned false.
   const big = 'x'.repeat(64 * 1024);
   const returned = [];
-  for (let i = 0; i < 200; i++) {
-    returned.push(worker.send({ type: 'flood', i, big }));
+  process.kill(worker.process.pid, 'SIGSTOP');
+  try {
+    for (let i = 0; i < 200; i++) {
+      returned.push(worker.send({ type: 'flood', i, big }));
+    }
+  } finally {
+    process.kill(worker.process.pid, 'SIGCONT');
   }
   twin.emit('flood', {
     sent: returned.length,
