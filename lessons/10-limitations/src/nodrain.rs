@@ -10,8 +10,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use indicatif::ProgressBar;
-use loadgen::LoadSpec;
+use loadgen::{Finished, LoadSpec};
 use serde_json::json;
 use supervisor::http::{Request, serve, text};
 use supervisor::peer::OtherPrimary;
@@ -73,12 +72,12 @@ async fn measure(args: &Args, drain: bool) -> anyhow::Result<serde_json::Value> 
         max_time: Duration::from_secs(30),
         ..LoadSpec::default()
     };
-    let progress = ProgressBar::hidden();
+    let finished = Finished::default();
     let (stop, stopped) = oneshot::channel::<()>();
     let load = {
-        let (progress, addr) = (progress.clone(), cluster.addr);
+        let (finished, addr) = (finished.clone(), cluster.addr);
         tokio::spawn(async move {
-            loadgen::run_until(addr, &spec, &progress, async move {
+            loadgen::run_until(addr, &spec, &finished, async move {
                 let _ = stopped.await;
             })
             .await
@@ -86,9 +85,10 @@ async fn measure(args: &Args, drain: bool) -> anyhow::Result<serde_json::Value> 
     };
     // Two rounds of requests answered: the clients are in full flow, and a
     // request is in flight on every one of them.
-    while progress.position() < 2 * u64::from(args.clients) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let flowing = finished.reached(2 * u64::from(args.clients));
+    tokio::time::timeout(Duration::from_secs(20), flowing)
+        .await
+        .context("the load never got going")?;
     cluster.stop().await; // SIGTERM, then wait for it to exit
     let _ = stop.send(());
     let report = load.await.context("the load task")??;

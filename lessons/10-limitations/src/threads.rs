@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::ProgressBar;
-use loadgen::LoadSpec;
+use loadgen::{Finished, LoadSpec};
 use serde_json::json;
 use supervisor::peer::OtherPrimary;
 use tokio::time::Instant;
@@ -207,22 +207,21 @@ async fn abort_under_load(
     cpu: &str,
     served_before: &std::collections::BTreeMap<String, u64>,
 ) -> anyhow::Result<Abort> {
-    let progress = ProgressBar::hidden();
+    let finished = Finished::default();
     let spec = LoadSpec {
         requests: u64::from(args.clients) * 6,
         max_time: Duration::from_secs(20),
         ..load
     };
     let background = {
-        let (addr, progress) = (addr, progress.clone());
-        tokio::spawn(async move { loadgen::run(addr, &spec, &progress).await })
+        let (addr, finished) = (addr, finished.clone());
+        tokio::spawn(async move { loadgen::run(addr, &spec, &finished).await })
     };
-    let started = Instant::now();
-    while progress.position() < u64::from(args.clients)
-        && started.elapsed() < Duration::from_secs(20)
-    {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // One answer per client: every one of them has its next request in
+    // flight. If the load is that slow to start (20 s), the abort goes
+    // ahead all the same.
+    let flowing = finished.reached(u64::from(args.clients));
+    let _ = tokio::time::timeout(Duration::from_secs(20), flowing).await;
     let aborted = Instant::now();
     let _ = loadgen::get(addr, "/abort", Duration::from_secs(10)).await;
     // Served again: the first answer after the abort, from a worker that

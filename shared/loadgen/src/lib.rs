@@ -195,11 +195,50 @@ impl LoadReport {
     }
 }
 
+/// Told once per finished request: a progress bar to draw, or a
+/// [`Finished`] count to wait on.
+pub trait Tick: Clone + Send + 'static {
+    /// One more request has finished, answered or failed.
+    fn tick(&self);
+}
+
+impl Tick for ProgressBar {
+    fn tick(&self) {
+        self.inc(1);
+    }
+}
+
+/// How many requests of a run have finished, for code that must wait until
+/// the load is flowing before it breaks something.
+///
+/// It is a `watch` channel rather than a counter read in a loop: the waiter
+/// wakes on the tick that reaches its figure, so it neither sleeps past it
+/// nor spins before it.
+#[derive(Clone, Debug, Default)]
+pub struct Finished(Arc<tokio::sync::watch::Sender<u64>>);
+
+impl Finished {
+    /// Resolves once `count` requests have finished. It does not end by
+    /// itself if the run stops short of that: put a timeout around it.
+    pub async fn reached(&self, count: u64) {
+        let mut finished = self.0.subscribe();
+        // The sender lives in `self`, so the channel cannot close while
+        // this waits: the only way out is the count.
+        let _ = finished.wait_for(|done| *done >= count).await;
+    }
+}
+
+impl Tick for Finished {
+    fn tick(&self) {
+        self.0.send_modify(|done| *done += 1);
+    }
+}
+
 /// Runs `spec` against `addr`, ticking `progress` once per finished request.
 pub async fn run(
     addr: SocketAddr,
     spec: &LoadSpec,
-    progress: &ProgressBar,
+    progress: &impl Tick,
 ) -> Result<LoadReport, LoadError> {
     run_until(addr, spec, progress, std::future::pending()).await
 }
@@ -209,7 +248,7 @@ pub async fn run(
 pub async fn run_until(
     addr: SocketAddr,
     spec: &LoadSpec,
-    progress: &ProgressBar,
+    progress: &impl Tick,
     stop: impl Future<Output = ()>,
 ) -> Result<LoadReport, LoadError> {
     if !addr.ip().is_loopback() {
@@ -251,7 +290,7 @@ pub async fn run_until(
                     client.request().await
                 };
                 mine.record(outcome.map(|response| (response, begun.elapsed())));
-                progress.inc(1);
+                progress.tick();
             }
             mine
         });
@@ -495,5 +534,41 @@ mod tests {
             .expect("loopback");
         assert_eq!((report.sent, report.failed, report.refused()), (3, 3, 3));
         Ok(())
+    }
+
+    #[tokio::test]
+    async fn finished_wakes_its_waiter_on_the_tick_that_reaches_the_count() {
+        // One thread: `yield_now` lets the waiter run before the test goes
+        // on, so "still waiting" is a fact, not a race.
+        let finished = Finished::default();
+        let waiter = tokio::spawn({
+            let finished = finished.clone();
+            async move { finished.reached(3).await }
+        });
+        for _ in 0..2 {
+            finished.tick();
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiter.is_finished(), "woke after 2 of 3");
+        finished.tick();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("not woken by the third tick")
+            .expect("the waiter panicked");
+    }
+
+    #[tokio::test]
+    async fn a_run_ticks_once_per_request_failed_ones_too() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port");
+        let spec = LoadSpec {
+            requests: 4,
+            connections: 2,
+            ..LoadSpec::default()
+        };
+        let finished = Finished::default();
+        run(addr, &spec, &finished).await.expect("loopback");
+        assert_eq!(*finished.0.borrow(), 4);
     }
 }

@@ -21,11 +21,10 @@
 //! it tried the dead host (requests that failed on A: a 5xx from it, or
 //! passed on to B), and when the last of them ended.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use indicatif::ProgressBar;
-use loadgen::{LoadReport, LoadSpec};
+use loadgen::{Finished, LoadReport, LoadSpec};
 use serde_json::json;
 use tokio::sync::oneshot;
 
@@ -128,25 +127,21 @@ async fn measure(
         sources: super::load_sources(args.clients),
         ..LoadSpec::default()
     };
-    let progress = ProgressBar::hidden();
+    let finished = Finished::default();
     let (stop, stopped) = oneshot::channel::<()>();
     let load = {
-        let (progress, proxy) = (progress.clone(), hosts.proxy());
+        let (finished, proxy) = (finished.clone(), hosts.proxy());
         tokio::spawn(async move {
-            loadgen::run_until(proxy, &spec, &progress, async move {
+            loadgen::run_until(proxy, &spec, &finished, async move {
                 let _ = stopped.await;
             })
             .await
         })
     };
-    let flowing = Instant::now();
-    while progress.position() < 4 * clients as u64 {
-        anyhow::ensure!(
-            flowing.elapsed() < Duration::from_secs(20),
-            "the load never got going"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let flowing = finished.reached(4 * clients as u64);
+    tokio::time::timeout(Duration::from_secs(20), flowing)
+        .await
+        .context("the load never got going")?;
     // ANCHOR: kill
     let mut a = hosts.take_a().context("host A is not running")?;
     let killed_at = SystemTime::now()

@@ -28,11 +28,10 @@
 //! other host) and once with it `off`. After each roll the host starts
 //! again and is put back, as a rolled host is.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use indicatif::ProgressBar;
-use loadgen::{LoadReport, LoadSpec};
+use loadgen::{Finished, LoadReport, LoadSpec};
 use serde_json::json;
 use tokio::sync::oneshot;
 
@@ -184,26 +183,22 @@ async fn measure(
         sources: super::load_sources(args.clients),
         ..LoadSpec::default()
     };
-    let progress = ProgressBar::hidden();
+    let finished = Finished::default();
     let (stop, stopped) = oneshot::channel::<()>();
     let load = {
-        let (progress, proxy) = (progress.clone(), hosts.proxy());
+        let (finished, proxy) = (finished.clone(), hosts.proxy());
         tokio::spawn(async move {
-            loadgen::run_until(proxy, &spec, &progress, async move {
+            loadgen::run_until(proxy, &spec, &finished, async move {
                 let _ = stopped.await;
             })
             .await
         })
     };
     // Every client in full flow: requests in flight on both hosts.
-    let flowing = Instant::now();
-    while progress.position() < 4 * clients as u64 {
-        anyhow::ensure!(
-            flowing.elapsed() < Duration::from_secs(20),
-            "the load never got going"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let flowing = finished.reached(4 * clients as u64);
+    tokio::time::timeout(Duration::from_secs(20), flowing)
+        .await
+        .context("the load never got going")?;
     let settled = match way {
         Way::ReloadOnly => {
             let settled = hosts
