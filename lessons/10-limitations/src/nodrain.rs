@@ -85,10 +85,8 @@ async fn measure(args: &Args, drain: bool) -> anyhow::Result<serde_json::Value> 
     };
     // Two rounds of requests answered: the clients are in full flow, and a
     // request is in flight on every one of them.
-    let flowing = finished.reached(2 * u64::from(args.clients));
-    tokio::time::timeout(Duration::from_secs(20), flowing)
-        .await
-        .context("the load never got going")?;
+    let flowing = finished.reached(2 * u64::from(args.clients), Duration::from_secs(20));
+    flowing.await?;
     cluster.stop().await; // SIGTERM, then wait for it to exit
     let _ = stop.send(());
     let report = load.await.context("the load task")??;

@@ -220,8 +220,8 @@ async fn abort_under_load(
     // One answer per client: every one of them has its next request in
     // flight. If the load is that slow to start (20 s), the abort goes
     // ahead all the same.
-    let flowing = finished.reached(u64::from(args.clients));
-    let _ = tokio::time::timeout(Duration::from_secs(20), flowing).await;
+    let flowing = finished.reached(u64::from(args.clients), Duration::from_secs(20));
+    let _ = flowing.await;
     let aborted = Instant::now();
     let _ = loadgen::get(addr, "/abort", Duration::from_secs(10)).await;
     // Served again: the first answer after the abort, from a worker that

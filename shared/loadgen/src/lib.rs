@@ -89,6 +89,15 @@ impl Default for LoadSpec {
 pub enum LoadError {
     #[error("refusing to send load to {0}: the load generator only talks to 127.0.0.1 or ::1")]
     NotLoopback(SocketAddr),
+    #[error(
+        "the load never got going: {done} of {count} requests finished within {within:?}; \
+         is the server answering?"
+    )]
+    NeverFlowing {
+        done: u64,
+        count: u64,
+        within: Duration,
+    },
 }
 
 /// One response, or why there was none.
@@ -218,13 +227,22 @@ impl Tick for ProgressBar {
 pub struct Finished(Arc<tokio::sync::watch::Sender<u64>>);
 
 impl Finished {
-    /// Resolves once `count` requests have finished. It does not end by
-    /// itself if the run stops short of that: put a timeout around it.
-    pub async fn reached(&self, count: u64) {
+    /// Resolves once `count` requests have finished, or fails once
+    /// `within` has passed without: a run that stops short, or a server
+    /// that never answers, must not hold its caller forever.
+    pub async fn reached(&self, count: u64, within: Duration) -> Result<(), LoadError> {
         let mut finished = self.0.subscribe();
         // The sender lives in `self`, so the channel cannot close while
-        // this waits: the only way out is the count.
-        let _ = finished.wait_for(|done| *done >= count).await;
+        // this waits: the only ways out are the count and the time.
+        let reached = finished.wait_for(|done| *done >= count);
+        match tokio::time::timeout(within, reached).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(LoadError::NeverFlowing {
+                done: *self.0.borrow(),
+                count,
+                within,
+            }),
+        }
     }
 }
 
@@ -543,7 +561,7 @@ mod tests {
         let finished = Finished::default();
         let waiter = tokio::spawn({
             let finished = finished.clone();
-            async move { finished.reached(3).await }
+            async move { finished.reached(3, Duration::from_secs(5)).await }
         });
         for _ in 0..2 {
             finished.tick();
@@ -554,7 +572,26 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), waiter)
             .await
             .expect("not woken by the third tick")
-            .expect("the waiter panicked");
+            .expect("the waiter panicked")
+            .expect("reached in time");
+    }
+
+    #[tokio::test]
+    async fn finished_gives_up_when_the_count_never_comes() {
+        let finished = Finished::default();
+        finished.tick();
+        let gave_up = finished.reached(2, Duration::from_millis(1)).await;
+        assert!(
+            matches!(
+                gave_up,
+                Err(LoadError::NeverFlowing {
+                    done: 1,
+                    count: 2,
+                    ..
+                })
+            ),
+            "{gave_up:?}"
+        );
     }
 
     #[tokio::test]
